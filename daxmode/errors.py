@@ -1,0 +1,99 @@
+"""The errors daxmode reports, each with its own documented exit code.
+
+Every failure the CLI can meet is one of these; the CLI prints ``str(err)`` as a
+single stderr line and exits with ``err.exit_code``.  Codes are stable API
+(README "Exit codes"): scripts branch on them.
+"""
+
+from __future__ import annotations
+
+import errno as _errno
+import os
+
+
+class DaxmodeError(Exception):
+    """Base class: one line of text and an exit code."""
+
+    exit_code = 1
+
+
+class UnknownDevice(DaxmodeError):
+    exit_code = 3
+
+
+class BadMode(DaxmodeError):
+    exit_code = 4
+
+
+class NotRoot(DaxmodeError):
+    exit_code = 5
+
+
+class LegacyDeviceModel(DaxmodeError):
+    exit_code = 6
+
+
+class DeviceBusy(DaxmodeError):
+    """Mounted, memory online without --force, or otherwise in use."""
+
+    exit_code = 7
+
+
+class KernelRefused(DaxmodeError):
+    """A sysfs write or read failed; the device was not changed."""
+
+    exit_code = 8
+
+
+class RolledBack(DaxmodeError):
+    """A step failed after changes began; the device is back in its starting mode."""
+
+    exit_code = 9
+
+
+class LeftPartial(DaxmodeError):
+    """A step failed and so did the rollback; the message names the state left."""
+
+    exit_code = 10
+
+
+class InvalidArgument(DaxmodeError):
+    """Bad input other than device or mode (sizes, config files, paths)."""
+
+    exit_code = 11
+
+
+class FamfsError(DaxmodeError):
+    """famfs metadata is missing, corrupt, or the operation is not allowed here."""
+
+    exit_code = 12
+
+
+class SysfsError(KernelRefused):
+    """An attribute read or write failed; names the file and the errno."""
+
+    def __init__(self, op: str, path: str, err: int, value: str | None = None) -> None:
+        self.op = op
+        self.path = path
+        self.errno = err
+        self.value = value
+        name = _errno.errorcode.get(err, str(err))
+        what = f"{op} {value!r} to {path}" if value is not None else f"{op} {path}"
+        super().__init__(f"{what} failed: {os.strerror(err)} ({name})")
+
+
+EXIT_CODES: dict[int, str] = {
+    0: "success (including: device already in the requested mode)",
+    1: "unexpected internal error",
+    2: "usage error (unknown option, missing argument)",
+    UnknownDevice.exit_code: "unknown device",
+    BadMode.exit_code: "unknown or disallowed mode",
+    NotRoot.exit_code: "needs root",
+    LegacyDeviceModel.exit_code: "device uses the legacy /sys/class/dax model",
+    DeviceBusy.exit_code: "device busy: mounted, or memory online without --force",
+    KernelRefused.exit_code: "the kernel refused a sysfs read or write; nothing changed",
+    RolledBack.exit_code: "a step failed; the device was rolled back to its starting mode",
+    LeftPartial.exit_code: "a step and its rollback failed; the message names the state left",
+    InvalidArgument.exit_code: "invalid argument or configuration file",
+    FamfsError.exit_code: "famfs metadata missing, corrupt, or operation not permitted",
+}
