@@ -1,0 +1,52 @@
+# daxmode: the two commands a fresh machine needs are `make qemu-test` and `make test` (README).
+SHELL := /bin/bash
+VENV ?= .venv
+PY := $(VENV)/bin/python
+CACHE ?= .cache
+# A bzImage (plus MODULES=<dir with lib/modules/VER>) to boot instead of Debian's 7.3.4.
+KERNEL ?=
+MODULES ?=
+HOSTS ?= 2
+BACKEND ?= cxl
+
+.PHONY: setup venv unit vm-test qemu-test test bench lint kernel kernel-test clean
+
+# Host packages (QEMU >= 8.1, busybox, kmod, ...), the venv, and the default guest kernel.
+setup:
+	bash scripts/setup.sh
+
+# Only the Python environment (enough for unit tests and lint).
+venv:
+	bash scripts/setup.sh --venv-only
+
+unit: venv
+	$(PY) -m pytest -q tests --ignore=tests/vm -m "not vm"
+
+lint: venv
+	$(VENV)/bin/ruff check daxmode tests bench qemu
+	$(VENV)/bin/ruff format --check daxmode tests bench qemu
+
+# One nvdimm-backed guest: the real-kernel mode-transition runs (fast backend).
+vm-test: setup
+	bash qemu/cxl-mhd.sh --backend nvdimm --hosts 1 --suite tests/vm --results results/vm-test \
+	  $(if $(KERNEL),--kernel $(KERNEL)) $(if $(MODULES),--modules $(MODULES))
+
+# Two hosts sharing one CXL memory device: every mode, cross-host data, famfs shared.
+qemu-test: setup
+	bash qemu/cxl-mhd.sh --backend $(BACKEND) --hosts $(HOSTS) --suite tests/vm --results results/qemu-test \
+	  $(if $(KERNEL),--kernel $(KERNEL)) $(if $(MODULES),--modules $(MODULES))
+
+# Everything: lint, unit tests on the simulator and image files, then the real-kernel VM suite.
+test: setup lint unit qemu-test
+
+bench: setup
+	$(PY) -m bench
+
+kernel:
+	bash qemu/build-kernel.sh KSRC="$(KSRC)" PATCHES="$(PATCHES)" KCONFIG="$(KCONFIG)"
+
+kernel-test:
+	bash qemu/kernel-test.sh
+
+clean:
+	rm -rf results build *.egg-info
