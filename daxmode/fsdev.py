@@ -1,0 +1,206 @@
+"""Device access for famfs on fsdev devices: map a dax device (or an image file) as one buffer.
+
+A devdax device is mapped with ``MAP_SHARED`` over its whole size, which is a multiple of its
+``align`` (device_dax refuses mappings whose ends are not aligned).  An fsdev-mode device has no
+mmap at all (its char device only opens and closes), so for the duration of the operation it is
+switched to devdax and back through the mode manager, under its lock and with its rollback.
+A device that is mounted is refused: switching it would pull the memory out from under famfs.
+
+Image files stand in for devices in tests and for offline preparation of a famfs image.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import mmap
+import os
+import stat
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+from daxmode import cacheflush
+from daxmode.cacheflush import CacheSync
+from daxmode.errors import BadMode, DeviceBusy, FamfsError, InvalidArgument
+from daxmode.sysfs import Sysfs
+
+
+@dataclass
+class Mapping:
+    """A whole device or image mapped shared and writable; the famfs ``Medium``."""
+
+    buf: mmap.mmap
+    size: int
+    daxdev: str
+    sync: CacheSync
+    fd: int
+    kind: str  # "devdax" or "image"
+    notes: list[str] = field(default_factory=list)
+
+    @contextlib.contextmanager
+    def lock(self) -> Iterator[None]:
+        """flock on the device/image: serialises mutating sessions on this host (famfs flocks its log)."""
+        fcntl.flock(self.fd, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(self.fd, fcntl.LOCK_UN)
+
+    def close(self) -> None:
+        if self.kind == "image" and not self.buf.closed:
+            with contextlib.suppress(OSError, ValueError):
+                self.buf.flush()
+        if not self.buf.closed:
+            self.buf.close()
+        os.close(self.fd)
+
+
+def device_name(arg: str) -> str:
+    """``/dev/dax0.0`` or ``dax0.0`` -> ``dax0.0``."""
+    return os.path.basename(arg.rstrip("/"))
+
+
+def looks_like_device(arg: str) -> bool:
+    name = device_name(arg)
+    return name.startswith("dax") and "." in name and (arg == name or arg.startswith("/dev/"))
+
+
+# --- image files ----------------------------------------------------------------------------
+def create_image(path: str | os.PathLike[str], size: int) -> None:
+    """A sparse image of ``size`` bytes (multiple of 2 MiB), like a fresh device."""
+    if size <= 0 or size % (2 << 20):
+        raise InvalidArgument(f"image size {size}: must be a positive multiple of 2 MiB")
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        os.ftruncate(fd, size)
+    finally:
+        os.close(fd)
+
+
+@contextlib.contextmanager
+def map_image(path: str | os.PathLike[str], *, writable: bool = True) -> Iterator[Mapping]:
+    """Map an image file shared; the page cache is coherent, so no cache flushing is needed."""
+    try:
+        fd = os.open(path, os.O_RDWR if writable else os.O_RDONLY)
+    except OSError as e:
+        raise InvalidArgument(f"{path}: {e.strerror}") from None
+    try:
+        size = os.fstat(fd).st_size
+        if size == 0:
+            raise InvalidArgument(f"{path}: empty image")
+        prot = mmap.PROT_READ | (mmap.PROT_WRITE if writable else 0)
+        buf = mmap.mmap(fd, size, mmap.MAP_SHARED, prot)
+    except BaseException:
+        os.close(fd)
+        raise
+    m = Mapping(
+        buf, size, os.fspath(path), cacheflush.NoSync("image file: page cache is coherent"), fd, "image"
+    )
+    try:
+        yield m
+    finally:
+        m.close()
+
+
+# --- dax devices ----------------------------------------------------------------------------
+@dataclass(frozen=True)
+class DaxInfo:
+    name: str
+    size: int
+    align: int
+    mode: str | None  # devdax, fsdev, system-ram, None (unbound) or the driver name
+
+
+def dax_info(sysfs: Sysfs, name: str) -> DaxInfo:
+    from daxmode.device import get_device
+
+    dev = get_device(sysfs, name)
+    if dev.legacy:
+        raise BadMode(f"{name} uses the legacy /sys/class/dax model; famfs needs a dax-bus device")
+    mode = dev.mode.value if dev.mode is not None else dev.driver
+    return DaxInfo(dev.name, dev.size, dev.align or 4096, mode)
+
+
+def mounted_at(sysfs: Sysfs, name: str) -> list[str]:
+    """Mount points using ``/dev/<name>`` (famfs v1 and fuse mounts both name the device)."""
+    from daxmode.mounts import mounts_using
+
+    return [m.mount_point for m in mounts_using(sysfs, name)]
+
+
+def _map_devdax(sysfs: Sysfs, info: DaxInfo, writable: bool) -> Mapping:
+    path = sysfs.path(f"dev/{info.name}")
+    try:
+        fd = os.open(path, os.O_RDWR if writable else os.O_RDONLY)
+    except OSError as e:
+        raise FamfsError(f"cannot open {sysfs.shown('dev/' + info.name)}: {e.strerror}") from None
+    try:
+        st = os.fstat(fd)
+        length = info.size - info.size % info.align
+        if stat.S_ISREG(st.st_mode):  # simulated tree: the "device node" is a file holding the memory
+            if st.st_size < length:
+                raise FamfsError(f"{sysfs.shown('dev/' + info.name)}: simulated device file is too small")
+            sync: CacheSync = cacheflush.NoSync("simulated device file")
+        else:
+            sync = cacheflush.get()
+        prot = mmap.PROT_READ | (mmap.PROT_WRITE if writable else 0)
+        try:
+            buf = mmap.mmap(fd, length, mmap.MAP_SHARED, prot)
+        except OSError as e:
+            raise FamfsError(
+                f"mmap of /dev/{info.name} ({length} bytes, align {info.align}) failed: {e.strerror}"
+            ) from None
+    except BaseException:
+        os.close(fd)
+        raise
+    notes = [] if isinstance(sync, cacheflush.NativeSync) else [f"cache flushing: {sync.name}"]
+    return Mapping(buf, length, f"/dev/{info.name}", sync, fd, "devdax", notes)
+
+
+@contextlib.contextmanager
+def map_device(sysfs: Sysfs, name: str, *, writable: bool = True) -> Iterator[Mapping]:
+    """Map dax device ``name``; an fsdev device is switched to devdax for the duration and back.
+
+    Refuses a mounted device (DeviceBusy), a system-ram device and an unbound one (BadMode)."""
+    name = device_name(name)
+    info = dax_info(sysfs, name)
+    where = mounted_at(sysfs, name)
+    if where:
+        raise DeviceBusy(f"{name} is mounted at {', '.join(where)}; unmount it first (daxmode famfs down)")
+    if info.mode == "devdax":
+        m = _map_devdax(sysfs, info, writable)
+        try:
+            yield m
+        finally:
+            m.close()
+        return
+    if info.mode == "fsdev":
+        from daxmode.modes import Mode, temporary_mode
+
+        with temporary_mode(sysfs, name, Mode.DEVDAX):
+            m = _map_devdax(sysfs, dax_info(sysfs, name), writable)
+            m.notes.append(f"{name} was switched from fsdev to devdax for this operation and back")
+            try:
+                yield m
+            finally:
+                m.close()
+        return
+    if info.mode is None:
+        raise BadMode(f"{name} has no driver bound; bind it first (daxmode set {name} devdax)")
+    raise BadMode(
+        f"{name} is in {info.mode} mode; famfs needs devdax or fsdev "
+        f"(daxmode set {name} devdax, with --force if its memory is online)"
+    )
+
+
+@contextlib.contextmanager
+def open_medium(sysfs: Sysfs, target: str, *, writable: bool = True) -> Iterator[Mapping]:
+    """A dax device by name (``dax0.0``, ``/dev/dax0.0``) or an image file by path."""
+    if os.path.isfile(target) and not looks_like_device(target):
+        with map_image(target, writable=writable) as m:
+            yield m
+        return
+    if not looks_like_device(target):
+        raise InvalidArgument(f"{target}: neither a dax device (daxX.Y) nor an image file")
+    with map_device(sysfs, target, writable=writable) as m:
+        yield m
