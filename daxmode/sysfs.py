@@ -17,6 +17,8 @@ from __future__ import annotations
 import errno
 import os
 import subprocess
+import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
@@ -36,12 +38,54 @@ class KernelHook(Protocol):
         """Load ``module`` or raise ``OSError``."""
 
 
+FAULT_ENV = "DAXMODE_FAULT"
+"""Test-only fault injection, honoured on real and simulated roots alike.
+
+``DAXMODE_FAULT="PATH:ERRNO:NTH[,PATH:ERRNO:NTH...]"`` makes the NTH (1-based) write to PATH
+in this process fail with ERRNO (a name such as ``EBUSY`` or a number) *without* reaching the
+kernel.  This is how the VM suite proves rollback on a real kernel, where most failures cannot
+be provoked on demand.  PATH is absolute as a user sees it (``/sys/bus/dax/drivers/kmem/bind``).
+"""
+
+
+@dataclass
+class Fault:
+    path: str
+    err: int
+    nth: int
+
+
+def parse_faults(spec: str) -> list[Fault]:
+    """Parse a ``DAXMODE_FAULT`` value; a malformed entry is an error, not silently ignored."""
+    faults: list[Fault] = []
+    for item in filter(None, (x.strip() for x in spec.split(","))):
+        try:
+            path, err_s, nth_s = item.rsplit(":", 2)
+            err = int(err_s) if err_s.isdigit() else getattr(errno, err_s)
+            faults.append(Fault("/" + path.lstrip("/"), int(err), int(nth_s)))
+        except (ValueError, AttributeError):
+            raise ValueError(f"{FAULT_ENV}: bad entry {item!r} (want PATH:ERRNO:NTH)") from None
+    return faults
+
+
+@dataclass
+class WriteStats:
+    """Where time goes: writes (the kernel's work) apart from everything the tool does."""
+
+    count: int = 0
+    seconds: float = 0.0
+    per_path: dict[str, int] = field(default_factory=dict)
+
+
 class Sysfs:
     """Attribute I/O under ``root``; nothing here knows what the attributes mean."""
 
     def __init__(self, root: str | os.PathLike[str] = "/", hook: KernelHook | None = None) -> None:
         self.root = Path(root)
         self.hook = hook
+        self.stats = WriteStats()
+        self.faults = parse_faults(os.environ.get(FAULT_ENV, ""))
+        self._root_s = str(self.root)
 
     @property
     def is_real(self) -> bool:
@@ -51,16 +95,36 @@ class Sysfs:
     def path(self, rel: str) -> Path:
         return self.root / rel.lstrip("/")
 
+    def _p(self, rel: str) -> str:
+        return os.path.join(self._root_s, rel.lstrip("/"))
+
     def shown(self, rel: str) -> str:
         """The path as a user should see it in messages: absolute, as on a real system."""
         return "/" + rel.lstrip("/")
 
     def read(self, rel: str) -> str:
+        # os-level calls: a system-ram switch of a 1 TiB device reads ~20k attributes.
         try:
-            with open(self.path(rel), encoding="utf-8", errors="replace") as f:
-                return f.read().rstrip("\n")
+            fd = os.open(self._p(rel), os.O_RDONLY)
+            try:
+                data = os.read(fd, 65536)
+                while len(data) % 65536 == 0 and data:
+                    more = os.read(fd, 65536)
+                    if not more:
+                        break
+                    data += more
+            finally:
+                os.close(fd)
         except OSError as e:
             raise SysfsError("read", self.shown(rel), e.errno or errno.EIO) from None
+        return data.decode("utf-8", "replace").rstrip("\n")
+
+    def read_or(self, rel: str, default: str | None = None) -> str | None:
+        """The attribute, or ``default`` if it is absent or unreadable (hidden/0400 attributes)."""
+        try:
+            return self.read(rel)
+        except SysfsError:
+            return default
 
     def read_int(self, rel: str, base: int = 0) -> int:
         text = self.read(rel).strip()
@@ -70,24 +134,31 @@ class Sysfs:
             raise KernelRefused(f"read {self.shown(rel)}: not a number: {text!r}") from None
 
     def write(self, rel: str, value: str) -> None:
-        if self.hook is not None:
-            try:
-                self.hook.write(self, rel, value)
-            except OSError as e:
-                raise SysfsError("write", self.shown(rel), e.errno or errno.EIO, value) from None
-            return
-        data = (value + "\n").encode()
+        """One write(2) of ``value``; time spent here is accounted to the kernel (``stats``)."""
+        shown = self.shown(rel)
+        n = self.stats.per_path.get(shown, 0) + 1
+        self.stats.per_path[shown] = n
+        for f in self.faults:
+            if f.path == shown and f.nth == n:
+                raise SysfsError("write", shown, f.err, value)
+        t0 = time.perf_counter()
         try:
-            fd = os.open(self.path(rel), os.O_WRONLY)
-            try:
-                os.write(fd, data)
-            finally:
-                os.close(fd)
+            if self.hook is not None:
+                self.hook.write(self, rel, value)
+            else:
+                fd = os.open(self._p(rel), os.O_WRONLY)
+                try:
+                    os.write(fd, (value + "\n").encode())
+                finally:
+                    os.close(fd)
         except OSError as e:
-            raise SysfsError("write", self.shown(rel), e.errno or errno.EIO, value) from None
+            raise SysfsError("write", shown, e.errno or errno.EIO, value) from None
+        finally:
+            self.stats.count += 1
+            self.stats.seconds += time.perf_counter() - t0
 
     def exists(self, rel: str) -> bool:
-        return os.path.lexists(self.path(rel))
+        return os.path.lexists(self._p(rel))
 
     def is_dir(self, rel: str) -> bool:
         return self.path(rel).is_dir()
@@ -103,10 +174,11 @@ class Sysfs:
 
     def link_name(self, rel: str) -> str | None:
         """Basename of what the symlink ``rel`` resolves to, or None if there is no link."""
-        p = self.path(rel)
-        if not p.is_symlink():
+        try:
+            target = os.readlink(self._p(rel))
+        except OSError:
             return None
-        return os.path.basename(os.path.realpath(p))
+        return os.path.basename(target.rstrip("/"))
 
     def realpath(self, rel: str) -> str:
         """``rel`` with symlinks resolved, relative to the root again."""
@@ -121,7 +193,9 @@ class Sysfs:
             try:
                 self.hook.modprobe(self, module)
             except OSError as e:
-                raise KernelRefused(f"modprobe {module} failed: {os.strerror(e.errno or errno.EIO)}") from None
+                raise KernelRefused(
+                    f"modprobe {module} failed: {os.strerror(e.errno or errno.EIO)}"
+                ) from None
             return
         try:
             proc = subprocess.run(["modprobe", module], capture_output=True, text=True, check=False)

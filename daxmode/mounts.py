@@ -1,0 +1,71 @@
+"""Which mounts use a dax device, from ``/proc/self/mountinfo``.
+
+A device may not leave fsdev while something is mounted on it: a famfs (v1 or
+fuse) mount names it as its source or in its options (``daxdev=/dev/dax0.0``).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass
+
+from daxmode.sysfs import Sysfs
+
+MOUNTINFO = "proc/self/mountinfo"
+_ESC = re.compile(r"\\([0-7]{3})")
+
+
+def _unescape(s: str) -> str:
+    """mountinfo escapes space, tab, newline and backslash as octal (fs/proc_namespace.c)."""
+    return _ESC.sub(lambda m: chr(int(m.group(1), 8)), s)
+
+
+@dataclass(frozen=True)
+class Mount:
+    mount_point: str
+    fstype: str
+    source: str
+    super_options: str
+
+
+def parse_mountinfo(text: str) -> list[Mount]:
+    """Parse mountinfo lines: fields after the ``-`` separator are fstype, source, super options."""
+    mounts = []
+    for line in text.splitlines():
+        fields = line.split()
+        if "-" not in fields:
+            continue
+        sep = fields.index("-")
+        if sep < 5 or len(fields) < sep + 3:
+            continue
+        mounts.append(
+            Mount(
+                mount_point=_unescape(fields[4]),
+                fstype=fields[sep + 1],
+                source=_unescape(fields[sep + 2]),
+                super_options=_unescape(fields[sep + 3]) if len(fields) > sep + 3 else "",
+            )
+        )
+    return mounts
+
+
+def _names_device(value: str, name: str) -> bool:
+    v = value.strip()
+    return v in (f"/dev/{name}", name) or (v.startswith("/dev/") and os.path.basename(v) == name)
+
+
+def mount_uses(m: Mount, name: str) -> bool:
+    if _names_device(m.source, name):
+        return True
+    for opt in m.super_options.split(","):
+        _, _, val = opt.partition("=")
+        if val and _names_device(val, name):
+            return True
+    return False
+
+
+def mounts_using(sysfs: Sysfs, name: str) -> list[Mount]:
+    """Mounts whose source or super options name ``/dev/<name>`` (famfs, fuse, anything)."""
+    text = sysfs.read_or(MOUNTINFO, "") or ""
+    return [m for m in parse_mountinfo(text) if mount_uses(m, name)]
