@@ -1,0 +1,373 @@
+"""Simulator extension: dynamic dax regions (create / seed / delete / size / align) and topology.
+
+Kept apart from :mod:`daxmode.sim` (owned by the mode-manager work) and hooked into it at
+three points: the write dispatcher, the post-write sync, and ``Sim.add_region``.  The rules,
+from Linux ``drivers/dax/bus.c`` (create_store, delete_store, size_store, dev_dax_resize,
+dev_dax_shrink, align_store, dax_bus_probe, devm_create_dev_dax):
+
+* ``dax_region/create``: ``kstrtoint``; anything but 1 -> EINVAL; no free space -> ENOSPC;
+  else a new 0-size, unbound device with the lowest free id.  It becomes the region's
+  *seed* if there is none, and always the *youngest* (what ``create`` reads back).
+* ``seed`` reads the seed's name or an empty line; a successful probe of the seed clears it
+  (dax_bus_probe), so does deleting it.
+* ``dax_region/delete``: unknown name -> ENXIO; bound or size > 0 -> EBUSY; id 0 -> EBUSY
+  (device 0 is kept so /sys/bus/dax stays populated); else the device is unregistered.
+* device ``size``: ``kstrtoull(.., 0)`` (EINVAL), not a multiple of max(align, 2 MiB
+  subsection) -> EINVAL, region driver unbound -> ENXIO, device bound -> EBUSY, growth
+  beyond ``available_size`` -> ENOSPC.  Shrinking trims from the last range; growing takes
+  free space first-fit from the region start, extending the device's last range in place
+  when it borders the free space, else adding a range (a new ``mappingN``).
+* device ``align``: ``kstrtoul`` failure -> ENXIO, not 4 KiB / 2 MiB / 1 GiB -> EINVAL,
+  region driver unbound -> ENXIO, bound -> EBUSY, a range not a multiple -> EINVAL.
+* static regions hide create/seed/delete and make size/align read-only (EACCES on write).
+
+Topology helpers add what configuration matches on: the nd_dax ``namespace`` attribute
+and namespace directory of a pmem region, and ``sys/bus/cxl/devices/regionN`` for CXL.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import re
+import shutil
+from typing import TYPE_CHECKING, Any
+
+from daxmode.sim import DAX_BUS, MiB, _err, _put, _symlink
+
+if TYPE_CHECKING:
+    from daxmode.sim import Sim, _World
+
+SUBSECTION = 2 * MiB  # memremap_compat_align() on x86 (mm/memremap.c)
+VALID_ALIGNS = (4096, 2 * MiB, 1 << 30)  # PAGE_SIZE, PMD, PUD (dax_align_valid)
+_REGION_ATTR = re.compile(r"^(.*)/dax_region/(create|delete)$")
+_DEV_ATTR = re.compile(r"^sys/bus/dax/devices/(dax\d+\.\d+)/(size|align)$")
+
+
+# --- hooks called from daxmode.sim ----------------------------------------------------------------
+
+
+def region_files(dax_region_dir: os.PathLike[str] | str) -> None:
+    """The attributes only dynamic regions show (called by Sim.add_region)."""
+    from pathlib import Path
+
+    d = Path(dax_region_dir)
+    _put(d / "create", "", 0o644)
+    _put(d / "seed", "", 0o444)
+    _put(d / "delete", "", 0o200)
+
+
+def write(w: _World, rel: str, text: str) -> bool:
+    """Handle a write this module models; False lets the core dispatcher go on."""
+    m = _REGION_ATTR.match(rel)
+    if m:
+        rid = _region_at(w, m.group(1))
+        if rid is None or not w.state["regions"][rid]["dynamic"]:
+            return False  # hidden on static regions: the generic path answers
+        (_create if m.group(2) == "create" else _delete)(w, rid, text)
+        return True
+    m = _DEV_ATTR.match(rel)
+    if m:
+        name, attr = m.groups()
+        d = w.dev(name)
+        if d is None or not w.state["regions"][d["region"]]["dynamic"]:
+            return False  # static: 0444, the generic path answers EACCES
+        (_resize if attr == "size" else _set_align)(w, name, text)
+        return True
+    return False
+
+
+def sync(w: _World) -> None:
+    """After any write: a seed that got bound stops being the seed (dax_bus_probe)."""
+    for rid, reg in w.state["regions"].items():
+        if not reg.get("dynamic"):
+            continue
+        seed = reg.get("seed")
+        if seed and (w.dev(seed) is None or w.driver_of(seed) is not None):
+            reg["seed"] = None
+            w.dirty = True
+        _refresh_region(w, rid)
+
+
+# --- region attributes ----------------------------------------------------------------------------
+
+
+def _region_at(w: _World, region_path: str) -> str | None:
+    for rid, reg in w.state["regions"].items():
+        if reg["path"] == region_path:
+            return rid
+    return None
+
+
+def _region_dir(w: _World, rid: str):  # type: ignore[no-untyped-def]
+    return w.p(w.state["regions"][rid]["path"]) / "dax_region"
+
+
+def _devices_of(w: _World, rid: str) -> list[str]:
+    return [n for n, d in w.state["devices"].items() if d["region"] == rid]
+
+
+def _allocated(w: _World, rid: str) -> list[tuple[int, int, str, int]]:
+    """(start, end, device, range index) of every range in the region, by address."""
+    out = []
+    for n in _devices_of(w, rid):
+        for i, (s, e, _) in enumerate(w.state["devices"][n]["ranges"]):
+            out.append((s, e, n, i))
+    return sorted(out)
+
+
+def _avail(w: _World, rid: str) -> int:
+    reg = w.state["regions"][rid]
+    return reg["size"] - sum(e - s + 1 for s, e, _, _ in _allocated(w, rid))
+
+
+def _region_bound(w: _World, rid: str) -> bool:
+    return w.state["regions"][rid].get("driver_bound", True)
+
+
+def _refresh_region(w: _World, rid: str) -> None:
+    d = _region_dir(w, rid)
+    reg = w.state["regions"][rid]
+    _put(d / "available_size", str(_avail(w, rid)), 0o444)
+    if (d / "seed").exists():
+        _put(d / "seed", reg.get("seed") or "", 0o444)
+        _put(d / "create", reg.get("youngest") or "", 0o644)
+
+
+def _create(w: _World, rid: str, text: str) -> None:
+    try:
+        val = int(text, 0)
+    except ValueError:
+        raise _err(errno.EINVAL, f"create: {text!r} is not a number") from None
+    if val != 1:
+        raise _err(errno.EINVAL, "create: only 1 is accepted")
+    if _avail(w, rid) == 0:
+        raise _err(errno.ENOSPC, f"region{rid}: no space left")
+    used = {int(n.split(".")[1]) for n in _devices_of(w, rid)}
+    dev_id = next(i for i in range(len(used) + 1) if i not in used)  # ida_alloc: lowest free
+    name = f"dax{rid}.{dev_id}"
+    _new_device(w, rid, name)
+    reg = w.state["regions"][rid]
+    if not reg.get("seed"):
+        reg["seed"] = name
+    reg["youngest"] = name
+    w.dirty = True
+    _refresh_region(w, rid)
+
+
+def _new_device(w: _World, rid: str, name: str) -> None:
+    reg = w.state["regions"][rid]
+    devdir = w.p(reg["path"]) / name
+    devdir.mkdir()
+    _put(devdir / "size", "0", 0o644)
+    _put(devdir / "align", str(reg["align"]), 0o644)
+    node = reg.get("target_node", 0)
+    if node >= 0:
+        _put(devdir / "target_node", str(node), 0o444)
+    _put(devdir / "numa_node", str(max(node, 0)), 0o444)
+    _put(devdir / "modalias", "dax:t0*", 0o444)
+    _put(devdir / "resource", f"{reg['start']:#x}", 0o400)
+    _put(devdir / "mapping", "", 0o200)
+    _symlink(devdir / "subsystem", w.p(DAX_BUS))
+    _symlink(w.p(f"{DAX_BUS}/devices/{name}"), devdir)
+    _put(w.p(f"dev/{name}"), "")
+    w.state["devices"][name] = {
+        "region": rid,
+        "path": str(devdir.relative_to(w.root)),
+        "ranges": [],
+        "target_node": node,
+        "align": reg["align"],
+    }
+    w.dirty = True
+
+
+def _delete(w: _World, rid: str, text: str) -> None:
+    name = text.strip()  # device_find_child_by_name uses sysfs_streq
+    d = w.dev(name)
+    if d is None or d["region"] != rid:
+        raise _err(errno.ENXIO, f"region{rid}: no device {name!r}")
+    if w.driver_of(name) is not None or w.size_of(name) > 0:
+        raise _err(errno.EBUSY, f"{name}: bound or sized")
+    if int(name.split(".")[1]) == 0:
+        raise _err(errno.EBUSY, f"{name}: device 0 is never deleted")
+    shutil.rmtree(w.dev_dir(name))
+    os.unlink(w.p(f"{DAX_BUS}/devices/{name}"))
+    dev_node = w.p(f"dev/{name}")
+    if dev_node.exists():
+        dev_node.unlink()
+    del w.state["devices"][name]
+    reg = w.state["regions"][rid]
+    for k in ("seed", "youngest"):
+        if reg.get(k) == name:
+            reg[k] = None
+    w.dirty = True
+    _refresh_region(w, rid)
+
+
+# --- device size / align --------------------------------------------------------------------------
+
+
+def _dev_align(w: _World, name: str) -> int:
+    d = w.state["devices"][name]
+    return int(d.get("align") or int((w.dev_dir(name) / "align").read_text()))
+
+
+def _resize(w: _World, name: str, text: str) -> None:
+    try:
+        size = int(text, 0)
+        if size < 0:
+            raise ValueError
+    except ValueError:
+        raise _err(errno.EINVAL, f"size: {text!r} is not a number") from None
+    if size % max(_dev_align(w, name), SUBSECTION):
+        raise _err(errno.EINVAL, f"{name}: size {size:#x} misaligned")
+    d = w.state["devices"][name]
+    rid = d["region"]
+    if not _region_bound(w, rid):
+        raise _err(errno.ENXIO, f"region{rid}: region driver not bound")
+    if w.driver_of(name) is not None:
+        raise _err(errno.EBUSY, f"{name}: bound to a driver")
+    cur = w.size_of(name)
+    if size == cur:
+        return
+    if size > cur and size - cur > _avail(w, rid):
+        raise _err(errno.ENOSPC, f"{name}: not enough space in region{rid}")
+    if size < cur:
+        _shrink(d, cur - size)
+    else:
+        _grow(w, name, size - cur)
+    _write_ranges(w, name)
+    _refresh_region(w, rid)
+    w.dirty = True
+
+
+def _shrink(d: dict[str, Any], amount: int) -> None:
+    ranges = d["ranges"]
+    while amount and ranges:
+        s, e, off = ranges[-1]
+        length = e - s + 1
+        if amount >= length:
+            ranges.pop()
+            amount -= length
+        else:
+            ranges[-1] = [s, e - amount, off]
+            amount = 0
+
+
+def _grow(w: _World, name: str, to_alloc: int) -> None:
+    d = w.state["devices"][name]
+    rid = d["region"]
+    reg = w.state["regions"][rid]
+    rstart, rend = reg["start"], reg["start"] + reg["size"] - 1
+    while to_alloc:
+        children = _allocated(w, rid)
+        if not children:
+            _add_range(d, rstart, to_alloc)
+            return
+        alloc = 0
+        done = False
+        for k, (s, e, owner, idx) in enumerate(children):
+            nxt = children[k + 1] if k + 1 < len(children) else None
+            if k == 0 and s > rstart:
+                alloc = min(s - rstart, to_alloc)
+                _add_range(d, rstart, alloc)
+                done = True
+                break
+            alloc = 0
+            if nxt and nxt[0] > e + 1:
+                alloc = min(nxt[0] - (e + 1), to_alloc)
+            if not alloc and nxt is None and e < rend:
+                alloc = min(rend - e, to_alloc)
+            if not alloc:
+                continue
+            if owner == name and idx == len(d["ranges"]) - 1:  # adjust_ok: our last range
+                d["ranges"][idx][1] = e + alloc
+            else:
+                _add_range(d, e + 1, alloc)
+            done = True
+            break
+        if not done:
+            raise _err(errno.ENOSPC, f"{name}: no free space found")
+        to_alloc -= alloc
+
+
+def _add_range(d: dict[str, Any], start: int, size: int) -> None:
+    pgoff = sum((e - s + 1) // 4096 for s, e, _ in d["ranges"])
+    d["ranges"].append([start, start + size - 1, pgoff])
+
+
+def _write_ranges(w: _World, name: str) -> None:
+    """size, resource and mappingN/ as the kernel shows them after a resize."""
+    d = w.state["devices"][name]
+    devdir = w.dev_dir(name)
+    for old in devdir.glob("mapping[0-9]*"):
+        shutil.rmtree(old)
+    for i, (s, e, off) in enumerate(d["ranges"]):
+        md = devdir / f"mapping{i}"
+        md.mkdir()
+        _put(md / "start", f"{s:#x}", 0o400)
+        _put(md / "end", f"{e:#x}", 0o400)
+        _put(md / "page_offset", f"{off:#x}", 0o400)
+    reg = w.state["regions"][d["region"]]
+    first = d["ranges"][0][0] if d["ranges"] else reg["start"]
+    _put(devdir / "resource", f"{first:#x}", 0o400)
+    _put(devdir / "size", str(w.size_of(name)), 0o644)
+
+
+def _set_align(w: _World, name: str, text: str) -> None:
+    try:
+        val = int(text, 0)
+    except ValueError:
+        raise _err(errno.ENXIO, f"align: {text!r} is not a number") from None
+    if val not in VALID_ALIGNS:
+        raise _err(errno.EINVAL, f"align {val:#x} is not 4K, 2M or 1G")
+    d = w.state["devices"][name]
+    if not _region_bound(w, d["region"]):
+        raise _err(errno.ENXIO, f"region{d['region']}: region driver not bound")
+    if w.driver_of(name) is not None:
+        raise _err(errno.EBUSY, f"{name}: bound to a driver")
+    for s, e, _ in d["ranges"]:
+        if (e - s + 1) % max(val, SUBSECTION):
+            raise _err(errno.EINVAL, f"{name}: align {val:#x} invalid for range {s:#x}-{e:#x}")
+    d["align"] = val
+    _put(w.dev_dir(name) / "align", str(val), 0o644)
+    w.dirty = True
+
+
+# --- builders for tests ---------------------------------------------------------------------------
+
+
+def set_region_driver(sim: Sim, rid: int, bound: bool) -> None:
+    """Model the window in which the region's driver (dax_cxl / dax_hmem) is not bound: ENXIO."""
+    with sim._w() as w:
+        w.state["regions"][str(rid)]["driver_bound"] = bound
+        w.dirty = True
+
+
+def add_namespace(sim: Sim, rid: int, namespace: str, uuid: str, dax_uuid: str) -> None:
+    """libnvdimm topology for a static region: nd_dax ``namespace``/``uuid`` and ``regionN/namespaceX.Y``.
+
+    Sim.add_region puts the dax region at ``ndbus0/region{rid}/dax{rid}.0`` (the nd_dax device).
+    """
+    with sim._w() as w:
+        nd_dax = w.p(w.state["regions"][str(rid)]["path"])
+    _put(nd_dax / "namespace", namespace, 0o444)
+    _put(nd_dax / "uuid", dax_uuid, 0o644)
+    ns = nd_dax.parent / namespace
+    ns.mkdir(exist_ok=True)
+    _put(ns / "uuid", uuid, 0o644)
+    _put(ns / "mode", "dax", 0o444)
+    bus = sim.p("sys/bus/nd/devices")
+    bus.mkdir(parents=True, exist_ok=True)
+    _symlink(bus / namespace, ns)
+
+
+def add_cxl_region(sim: Sim, rid: int, uuid: str | None = None) -> None:
+    """``sys/bus/cxl/devices/regionN`` for a dynamic region from Sim.add_region (…/regionN/dax_regionN)."""
+    with sim._w() as w:
+        region = w.p(w.state["regions"][str(rid)]["path"]).parent
+    _put(region / "uuid", uuid or "", 0o444)
+    _put(region / "mode", "ram", 0o444)
+    bus = sim.p("sys/bus/cxl/devices")
+    bus.mkdir(parents=True, exist_ok=True)
+    _symlink(bus / region.name, region)
