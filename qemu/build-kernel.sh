@@ -5,6 +5,9 @@
 #   bash qemu/build-kernel.sh KSRC=... [PATCHES=...] [KCONFIG=...] [CACHE=dir] [JOBS=n] [NICE=n]
 #                             [MIN_FREE_GB=n] [INSTALL_DEPS=1] [STOP_AFTER=patch|config]
 #
+# STOP_AFTER keeps the scratch tree (patched sources, or sources + out/.config) and prints its
+# path instead of building; handy to inspect a config, and what the script's own tests use.
+#
 # The user's tree is never written to: the build works on a hard-linked copy (patch tools replace
 # files rather than edit them in place, so the links break where a patch applies) and compiles
 # out of tree (O=). Config: `make defconfig` + `make kvm_guest.config` (both in every tree, no
@@ -23,6 +26,9 @@
 # 22 build dependencies missing; 23 not enough free disk space (or the disk filled up);
 # 24 configuration failed; 25 compile or modules_install failed.
 set -euo pipefail
+# The whole script is one compound command, so bash parses it completely before running it and
+# an edit to this file during a long build cannot derail the running instance.
+{
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 HERE="$ROOT/qemu"
@@ -97,11 +103,14 @@ if [[ -n "$KCONFIG" ]]; then
 fi
 
 # --- build dependencies ---------------------------------------------------------------------------
+# STOP_AFTER=patch compiles nothing, so only git is needed for it.
 missing=()
+deps="$(cat "$DEPS_FILE")"
+[[ "$STOP_AFTER" == patch ]] && deps="git git"
 while read -r pkg probe _; do
     [[ -z "$pkg" || "$pkg" == \#* ]] && continue
     if [[ "$probe" == /* ]]; then [[ -e "$probe" ]] || missing+=("$pkg"); else command -v "$probe" >/dev/null || missing+=("$pkg"); fi
-done <"$DEPS_FILE"
+done <<<"$deps"
 if ((${#missing[@]})); then
     if [[ "$INSTALL_DEPS" == 1 && $(id -u) -eq 0 ]]; then
         say "installing missing build dependencies: ${missing[*]}"
@@ -291,3 +300,5 @@ rm -rf "$DEST" # a stale, incomplete entry (no build-info) from an older script
 mv "$STAGE" "$DEST"
 say "built $RELEASE in $((T2 - T1)) s compile, $((T3 - T0)) s total: $DEST"
 print_result
+exit 0
+}
