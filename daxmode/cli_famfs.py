@@ -1,0 +1,504 @@
+"""``daxmode famfs ...``: famfs on dax devices (or image files), without needing famfs's C tools.
+
+TARGET is a dax device (``dax0.0`` or ``/dev/dax0.0``) or a famfs image file.  Parsing and
+printing only; the work is in :mod:`daxmode.famfs` and :mod:`daxmode.fsdev`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import json
+import os
+import sys
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import click
+
+from daxmode.errors import DaxmodeError, FamfsError, InvalidArgument
+from daxmode.famfs import layout as L
+from daxmode.famfs.bringup import down as famfs_down
+from daxmode.famfs.bringup import status as famfs_status
+from daxmode.famfs.bringup import up as famfs_up
+from daxmode.famfs.fsck import fsck as run_fsck
+from daxmode.famfs.identity import ensure_system_uuid, read_system_uuid
+from daxmode.famfs.volume import Volume, mkfs
+from daxmode.fsdev import open_medium
+from daxmode.sysfs import Sysfs, open_root
+
+_SUFFIX = {"k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
+
+
+def parse_size(text: str) -> int:
+    """``4096``, ``0x1000``, ``8M``, ``1g`` (binary units)."""
+    t = text.strip().lower().removesuffix("ib").removesuffix("b")
+    mult = 1
+    if t and t[-1] in _SUFFIX:
+        mult, t = _SUFFIX[t[-1]], t[:-1]
+    try:
+        n = int(t, 0) * mult
+    except ValueError:
+        raise InvalidArgument(f"size {text!r}: not a number (examples: 4096, 8M, 1G)") from None
+    if n <= 0:
+        raise InvalidArgument(f"size {text!r}: must be positive")
+    return n
+
+
+def parse_mode(text: str) -> int:
+    try:
+        m = int(text, 8)
+    except ValueError:
+        raise InvalidArgument(f"mode {text!r}: not an octal number") from None
+    if m & ~0o7777:
+        raise InvalidArgument(f"mode {text!r}: only permission bits (up to 7777) are allowed")
+    return m
+
+
+def _sysfs(ctx: click.Context) -> Sysfs:
+    obj = ctx.find_root().obj
+    if isinstance(obj, Sysfs):
+        return obj
+    if isinstance(obj, dict) and isinstance(obj.get("sysfs"), Sysfs):
+        return obj["sysfs"]
+    if isinstance(getattr(obj, "sysfs", None), Sysfs):
+        return obj.sysfs
+    return open_root()
+
+
+def _handled(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """One stderr line and the error's exit code for every daxmode error."""
+
+    @functools.wraps(fn)
+    def wrapper(*a: Any, **kw: Any) -> Any:
+        try:
+            return fn(*a, **kw)
+        except DaxmodeError as e:
+            click.echo(f"daxmode famfs: {e}", err=True)
+            sys.exit(e.exit_code)
+
+    return wrapper
+
+
+def _emit(data: object) -> None:
+    click.echo(json.dumps(data, indent=2))
+
+
+@contextlib.contextmanager
+def _volume(ctx: click.Context, target: str, *, writable: bool) -> Iterator[Volume]:
+    sysfs = _sysfs(ctx)
+    with open_medium(sysfs, target, writable=writable) as m:
+        for note in m.notes:
+            click.echo(f"note: {note}", err=True)
+        vol = Volume(m, read_system_uuid(sysfs))
+        try:
+            yield vol
+        finally:
+            vol.close()
+
+
+_target = click.argument("target", metavar="TARGET")
+_json = click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+_owner = [
+    click.option("-m", "--mode", "mode", default=None, help="Permission bits, octal."),
+    click.option("-u", "--uid", type=int, default=0, show_default=True),
+    click.option("-g", "--gid", type=int, default=0, show_default=True),
+]
+
+
+def _with_owner(fn: Callable[..., Any]) -> Callable[..., Any]:
+    for opt in reversed(_owner):
+        fn = opt(fn)
+    return fn
+
+
+@click.group("famfs")
+def famfs() -> None:
+    """famfs on dax devices and image files: format, check, list, create, read, bring up."""
+
+
+@famfs.command("mkfs")
+@_target
+@click.option("--log-len", default="8M", show_default=True, help="Log size: a power of 2, at least 8M.")
+@click.option("--force", is_flag=True, help="Overwrite an existing famfs superblock (even another host's).")
+@click.option("--kill", is_flag=True, help="With --force: only invalidate the superblock magic.")
+@click.option("--version", "version", type=click.Choice(["47", "48"]), default="48", show_default=True)
+@_json
+@click.pass_context
+@_handled
+def mkfs_cmd(
+    ctx: click.Context, target: str, log_len: str, force: bool, kill: bool, version: str, as_json: bool
+) -> None:
+    """Format TARGET as famfs; this host becomes the master."""
+    sysfs = _sysfs(ctx)
+    me = ensure_system_uuid(sysfs)
+    with open_medium(sysfs, target, writable=True) as m:
+        res = mkfs(m, me, log_len=parse_size(log_len), version=int(version), force=force, kill=kill)
+        for w in res.warnings:
+            click.echo(f"warning: {w}", err=True)
+        sb = res.superblock
+        if as_json:
+            _emit(
+                {
+                    "device": m.daxdev,
+                    "killed": res.killed,
+                    "superblock": sb.to_dict(),
+                    "warnings": res.warnings,
+                }
+            )
+        elif res.killed:
+            click.echo(f"{m.daxdev}: famfs superblock invalidated")
+        else:
+            click.echo(
+                f"{m.daxdev}: famfs v{sb.version} uuid {sb.uuid}, {sb.dd_size} bytes, "
+                f"log {sb.log_len >> 20} MiB ({L.log_capacity(sb.log_len)} entries), master {sb.system_uuid}"
+            )
+
+
+@famfs.command("fsck")
+@_target
+@_json
+@click.pass_context
+@_handled
+def fsck_cmd(ctx: click.Context, target: str, as_json: bool) -> None:
+    """Check superblock, log and allocations; exit 12 with one line per problem."""
+    with open_medium(_sysfs(ctx), target, writable=False) as m:
+        rep = run_fsck(m.buf, m.size)
+    if as_json:
+        _emit(rep.to_dict())
+    else:
+        sb = rep.superblock
+        if sb is not None:
+            click.echo(f"superblock: famfs v{sb.version} uuid {sb.uuid} master {sb.system_uuid}")
+        st = rep.stats
+        if st:
+            click.echo(
+                f"log: {st['log_entries']} of {st['log_capacity']} entries; {st['files']} files, "
+                f"{st['directories']} directories; {st['allocated_bytes']} bytes allocated, "
+                f"{st['free_bytes']} free"
+            )
+        for n in rep.notes:
+            click.echo(f"note: {n}")
+        for p in rep.problems:
+            click.echo(f"problem: {p}")
+    if rep.problems:
+        raise FamfsError(f"fsck found {len(rep.problems)} problem(s) on {target}")
+
+
+def _ls_rows(vol: Volume, path: str) -> list[dict[str, object]]:
+    node = vol.tree.lookup(path)
+    if node is None:
+        raise FamfsError(f"{path}: no such file or directory in the log")
+    if isinstance(node, L.FileMeta):
+        return [node.to_dict()]
+    rows = []
+    for name in sorted(node.children):
+        child = node.children[name]
+        rows.append(child.to_dict() if isinstance(child, L.FileMeta) else child.meta.to_dict())  # type: ignore[union-attr]
+    return rows
+
+
+@famfs.command("ls")
+@_target
+@click.argument("path", default="")
+@click.option("-l", "--long", "long_", is_flag=True)
+@_json
+@click.pass_context
+@_handled
+def ls_cmd(ctx: click.Context, target: str, path: str, long_: bool, as_json: bool) -> None:
+    """List files and directories the log describes (no mount needed)."""
+    with _volume(ctx, target, writable=False) as vol:
+        rows = _ls_rows(vol, path)
+    if as_json:
+        _emit(rows)
+        return
+    for r in rows:
+        name = str(r["path"]).rpartition("/")[2] + ("/" if r["type"] == "dir" else "")
+        if long_:
+            kind = "d" if r["type"] == "dir" else "-"
+            size = r.get("size", 0)
+            click.echo(f"{kind}{r['mode']:>6} {r['uid']:>5} {r['gid']:>5} {size:>12} {name}")
+        else:
+            click.echo(name)
+
+
+@famfs.command("logplay")
+@_target
+@_json
+@click.pass_context
+@_handled
+def logplay_cmd(ctx: click.Context, target: str, as_json: bool) -> None:
+    """Play the log into memory and report what it holds (famfs logplay without a mount)."""
+    with _volume(ctx, target, writable=False) as vol:
+        tree = vol.tree
+        bad = [why for _i, why in vol.scan.bad]
+        errors = vol.scan.header_problems + bad + tree.errors
+        data = {
+            "role": vol.role,
+            "entries": vol.next_index,
+            "files": len(tree.files),
+            "directories": len(tree.dirs),
+            "skipped": tree.skipped,
+            "errors": errors,
+            "tree": [r.to_dict() for r in tree.walk()],
+        }
+    if as_json:
+        _emit(data)
+    else:
+        click.echo(
+            f"logplay: {data['entries']} log entries; {data['files']} files; "
+            f"{data['directories']} directories; {len(errors)} errors (this host is {data['role']})"
+        )
+        for e in errors:
+            click.echo(f"error: {e}")
+    if errors:
+        raise FamfsError(f"logplay found {len(errors)} error(s)")
+
+
+@famfs.command("mkdir")
+@_target
+@click.argument("path")
+@click.option("-p", "--parents", is_flag=True, help="Create missing parents (with the same mode and owner).")
+@_with_owner
+@click.pass_context
+@_handled
+def mkdir_cmd(
+    ctx: click.Context, target: str, path: str, parents: bool, mode: str | None, uid: int, gid: int
+) -> None:
+    """Create a directory (master only)."""
+    with _volume(ctx, target, writable=True) as vol:
+        made = vol.mkdir(path, mode=parse_mode(mode) if mode else 0o755, uid=uid, gid=gid, parents=parents)
+    for d in made:
+        click.echo(f"created directory {d}")
+
+
+@famfs.command("creat")
+@_target
+@click.argument("path")
+@click.option("-s", "--size", "size", required=True, help="File size (e.g. 4096, 64M, 1G).")
+@click.option("-N", "--nstrips", type=int, default=0, help="Interleave across N strips.")
+@click.option("-C", "--chunk", default="2M", show_default=True, help="Interleave chunk size.")
+@click.option("-B", "--nbuckets", type=int, default=None, help="Buckets to spread strips over (default N).")
+@click.option(
+    "--small-buckets",
+    is_flag=True,
+    help="Allow buckets under 1 GiB (famfs requires 1 GiB; small test devices need this).",
+)
+@_with_owner
+@_json
+@click.pass_context
+@_handled
+def creat_cmd(
+    ctx: click.Context,
+    target: str,
+    path: str,
+    size: str,
+    nstrips: int,
+    chunk: str,
+    nbuckets: int | None,
+    small_buckets: bool,
+    mode: str | None,
+    uid: int,
+    gid: int,
+    as_json: bool,
+) -> None:
+    """Allocate and log a file (master only); an existing file of the same size is kept."""
+    with _volume(ctx, target, writable=True) as vol:
+        meta, created = vol.creat(
+            path,
+            parse_size(size),
+            mode=parse_mode(mode) if mode else 0o644,
+            uid=uid,
+            gid=gid,
+            nstrips=nstrips,
+            chunk=parse_size(chunk) if nstrips else 0,
+            nbuckets=nbuckets,
+            min_bucket=L.ALLOC_UNIT if small_buckets else None,
+        )
+    if as_json:
+        _emit(meta.to_dict() | {"created": created})
+    elif not created:
+        click.echo(f"{meta.path} exists with the same size; unchanged")
+
+
+@famfs.command("cp")
+@_target
+@click.argument("args", nargs=-1, required=True, metavar="SRC... DEST")
+@_with_owner
+@click.pass_context
+@_handled
+def cp_cmd(
+    ctx: click.Context, target: str, args: tuple[str, ...], mode: str | None, uid: int, gid: int
+) -> None:
+    """Copy local files into famfs (master only); data is written through the device."""
+    if len(args) < 2:
+        raise InvalidArgument("cp needs at least one SRC and a DEST")
+    *srcs, dest = args
+    with _volume(ctx, target, writable=True) as vol:
+        dest_rel = dest.strip("/")
+        into_dir = dest_rel == "" or dest_rel in vol.tree.dirs or dest.endswith("/") or len(srcs) > 1
+        if into_dir and dest_rel and dest_rel not in vol.tree.dirs:
+            raise FamfsError(f"{dest}: no such famfs directory")
+        for src in srcs:
+            if not os.path.isfile(src):
+                raise InvalidArgument(f"{src}: not a regular file")
+            rel = f"{dest_rel}/{os.path.basename(src)}".strip("/") if into_dir else dest_rel
+            size = os.path.getsize(src)
+            fmode = parse_mode(mode) if mode else (os.stat(src).st_mode & 0o777)
+            meta, _created = vol.creat(rel, size, mode=fmode, uid=uid, gid=gid)
+            with open(src, "rb") as f:
+                n = vol.write(meta, f)
+            if n != size:
+                raise FamfsError(f"{src}: copied {n} of {size} bytes (source changed while copying?)")
+            click.echo(f"{src} -> {rel} ({size} bytes)")
+
+
+@famfs.command("cat")
+@_target
+@click.argument("path")
+@click.pass_context
+@_handled
+def cat_cmd(ctx: click.Context, target: str, path: str) -> None:
+    """Write a famfs file's bytes to stdout."""
+    _read_out(ctx, target, path, None, 0, None)
+
+
+@famfs.command("read")
+@_target
+@click.argument("path")
+@click.option("-o", "--output", type=click.Path(dir_okay=False), default=None, help="Write here, not stdout.")
+@click.option("--offset", default="0", help="Start at this byte.")
+@click.option("--length", default=None, help="Read at most this many bytes.")
+@click.pass_context
+@_handled
+def read_cmd(
+    ctx: click.Context, target: str, path: str, output: str | None, offset: str, length: str | None
+) -> None:
+    """Read a famfs file (or a range of it) to stdout or a file."""
+    off = int(offset, 0)
+    _read_out(ctx, target, path, output, off, parse_size(length) if length else None)
+
+
+def _read_out(
+    ctx: click.Context, target: str, path: str, output: str | None, off: int, length: int | None
+) -> None:
+    with _volume(ctx, target, writable=False) as vol:
+        meta = vol.lookup_file(path)
+        out = open(output, "wb") if output else sys.stdout.buffer  # noqa: SIM115
+        try:
+            for dev, n in vol.segments(meta, off, length):
+                vol.medium.sync.invalidate(vol.mv, dev, n)
+                for pos in range(0, n, 8 << 20):
+                    out.write(vol.mv[dev + pos : dev + min(n, pos + (8 << 20))])
+            out.flush()
+        finally:
+            if output:
+                out.close()
+
+
+@famfs.command("getmap")
+@_target
+@click.argument("path")
+@_json
+@click.pass_context
+@_handled
+def getmap_cmd(ctx: click.Context, target: str, path: str, as_json: bool) -> None:
+    """Show a file's extents (device offsets) as the log records them."""
+    with _volume(ctx, target, writable=False) as vol:
+        meta = vol.lookup_file(path)
+    if as_json:
+        _emit(meta.to_dict())
+        return
+    click.echo(f"File: {meta.path}\n\tsize: {meta.size}")
+    if meta.interleaved:
+        click.echo(f"\tinterleaved: {meta.nstrips} strips, chunk {meta.chunk_size:#x}")
+    else:
+        click.echo(f"\textents: {len(meta.extents)}")
+    for _d, off, ln in meta.extents:
+        click.echo(f"\t\t{off:#x}\t{ln:#x}")
+
+
+@famfs.command("up")
+@click.argument("device")
+@click.argument("mountpoint")
+@click.option("--format", "fmt", is_flag=True, help="Format the device if it has no famfs superblock.")
+@click.option("--no-mount", is_flag=True, help="Only prepare: superblock check/format and fsdev mode.")
+@click.option("--log-len", default="8M", show_default=True)
+@click.option("--version", "version", type=click.Choice(["47", "48"]), default="48", show_default=True)
+@_json
+@click.pass_context
+@_handled
+def up_cmd(
+    ctx: click.Context,
+    device: str,
+    mountpoint: str,
+    fmt: bool,
+    no_mount: bool,
+    log_len: str,
+    version: str,
+    as_json: bool,
+) -> None:
+    """Switch DEVICE to fsdev, format on request, and mount it with famfs's tools."""
+    res = famfs_up(
+        _sysfs(ctx),
+        device,
+        mountpoint,
+        format=fmt,
+        mount=not no_mount,
+        log_len=parse_size(log_len),
+        version=int(version),
+    )
+    if as_json:
+        _emit(res.__dict__)
+    else:
+        for s in res.steps:
+            click.echo(s)
+        if not res.mounted:
+            click.echo(f"{res.device} is ready in fsdev mode (not mounted)")
+
+
+@famfs.command("down")
+@click.argument("mountpoint")
+@click.option("--restore-mode", is_flag=True, help="Return the device to the mode it had before `up`.")
+@click.pass_context
+@_handled
+def down_cmd(ctx: click.Context, mountpoint: str, restore_mode: bool) -> None:
+    """Unmount a famfs mount point."""
+    for s in famfs_down(_sysfs(ctx), mountpoint, restore_mode=restore_mode):
+        click.echo(s)
+
+
+@famfs.command("status")
+@_json
+@click.pass_context
+@_handled
+def status_cmd(ctx: click.Context, as_json: bool) -> None:
+    """What famfs needs here and what is missing: kernel support, famfs tools, device modes."""
+    st = famfs_status(_sysfs(ctx))
+    if as_json:
+        _emit(st)
+        return
+    k: dict[str, Any] = st["kernel"]  # type: ignore[assignment]
+    flavours = [n for n, ok in (("fuse-famfs", k["fuse_famfs"]), ("famfs v1", k["famfs_v1"])) if ok]
+    click.echo(f"kernel {k['release']}: famfs support: {', '.join(flavours) or 'none'}")
+    for ev in k["evidence"]:
+        click.echo(f"  evidence: {ev}")
+    click.echo(f"fsdev_dax driver: {'available' if k['fsdev_driver'] else 'not found'}")
+    t: dict[str, Any] = st["tools"]  # type: ignore[assignment]
+    click.echo(f"famfs tools: {t['famfs'] or 'not installed'}")
+    click.echo(f"system UUID: {st['system_uuid'] or 'none (this host is a client everywhere)'}")
+    for d in st["devices"]:  # type: ignore[attr-defined]
+        extra = f", mounted at {', '.join(d['mounted_at'])}" if d.get("mounted_at") else ""
+        fam = f"; {d['famfs']}" if "famfs" in d else ""
+        click.echo(f"{d['device']}: {d['mode']}, {d['size']} bytes{extra}{fam}")
+    missing = st["missing_for_mount"]
+    if missing:
+        click.echo("cannot mount famfs here:")
+        for m in missing:  # type: ignore[attr-defined]
+            click.echo(f"  - {m}")
+        click.echo("user-space access (daxmode famfs ls/cat, daxmode.famfs.access) works without them")
+    else:
+        click.echo("famfs mounts are possible (daxmode famfs up DEVICE MOUNTPOINT)")
+
+
+__all__ = ["famfs", "parse_size"]
