@@ -203,6 +203,11 @@ def set_cmd(
     if not st.quiet:
         click.echo(out.summary())
 
+# famfs commands (daxmode/cli_famfs.py)
+from daxmode.cli_famfs import famfs  # noqa: E402
+
+main.add_command(famfs)
+
 
 def run() -> None:
     """Console entry for environments that want a plain function (``python -m daxmode``)."""
