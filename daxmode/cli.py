@@ -203,6 +203,13 @@ def set_cmd(
     if not st.quiet:
         click.echo(out.summary())
 
+
+# operations commands (daxmode/cli_ops.py): apply, install-units, create-device, completion, man, ...
+from daxmode.cli_ops import COMMANDS as _OPS_COMMANDS  # noqa: E402
+
+for _cmd in _OPS_COMMANDS:
+    main.add_command(_cmd)
+
 # famfs commands (daxmode/cli_famfs.py)
 from daxmode.cli_famfs import famfs  # noqa: E402
 

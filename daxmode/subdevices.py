@@ -112,9 +112,8 @@ def _granule(align: int) -> int:
 def _check_size(size: int, align: int, what: str) -> None:
     g = _granule(align)
     if size % g:
-        raise InvalidArgument(
-            f"{what}: size {size:#x} is not a multiple of {g // 1024} KiB (max(align, 2 MiB))"
-        )
+        unit = f"{g >> 20} MiB" if g >= 1 << 20 else f"{g >> 10} KiB"
+        raise InvalidArgument(f"{what}: size {size:#x} is not a multiple of {unit} (max(align, 2 MiB))")
 
 
 def _read_int(sysfs: Sysfs, rel: str) -> int:
