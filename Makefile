@@ -42,11 +42,15 @@ test: setup lint unit qemu-test
 bench: setup
 	$(PY) -m bench
 
+# Build a test kernel from KSRC (+ PATCHES, KCONFIG) into .cache/kbuild; prints the --kernel/--modules
+# arguments for qemu/cxl-mhd.sh (README-kernel). Not part of `make test`: a first build takes ~30 min.
 kernel:
 	bash qemu/build-kernel.sh KSRC="$(KSRC)" PATCHES="$(PATCHES)" KCONFIG="$(KCONFIG)"
 
-kernel-test:
-	bash qemu/kernel-test.sh
+# Debian's linux-source-7.3 + qemu/patches, built (or reused) and booted on HOSTS guests sharing CXL memory.
+kernel-test: setup
+	bash qemu/kernel-test.sh HOSTS="$(HOSTS)" $(if $(KSRC),KSRC="$(KSRC)") $(if $(PATCHES),PATCHES="$(PATCHES)") \
+	  $(if $(KCONFIG),KCONFIG="$(KCONFIG)")
 
 clean:
 	rm -rf results build *.egg-info
