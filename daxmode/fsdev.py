@@ -50,8 +50,17 @@ class Mapping:
         if self.kind == "image" and not self.buf.closed:
             with contextlib.suppress(OSError, ValueError):
                 self.buf.flush()
-        if not self.buf.closed:
-            self.buf.close()
+        try:
+            if not self.buf.closed:
+                self.buf.close()
+        except BufferError:
+            # Views handed out are still alive; the mapping goes when they do.
+            if self.kind != "image":
+                os.close(self.fd)
+                raise FamfsError(
+                    f"{self.daxdev}: views of the mapping are still in use after the session ended; "
+                    "release them inside the with block"
+                ) from None
         os.close(self.fd)
 
 

@@ -84,6 +84,8 @@ def mkfs(
     only the magic (famfs ``mkfs -f -k``) so the device no longer looks formatted.
     """
     L.check_version(version)
+    if kill and not force:
+        raise InvalidArgument("--kill needs --force")
     buf = medium.buf
     mv = memoryview(buf)  # type: ignore[arg-type]
     try:
@@ -99,8 +101,6 @@ def mkfs(
                 f"{medium.daxdev} already has a famfs superblock owned by {owner}; use --force to overwrite"
             )
         if kill:
-            if not force:
-                raise InvalidArgument("--kill needs --force")
             struct.pack_into("<Q", mv, 0, 0)
             medium.sync.writeback(mv, 0, 8)
             return MkfsResult(L.unpack_superblock(mv), killed=True)
@@ -277,6 +277,8 @@ class Volume:
                 todo.append(p)
         if len(todo) > 1 and not parents:
             raise FamfsError(f"{path}: parent directory {todo[0]!r} does not exist (use -p)")
+        if self.next_index >= self.capacity:
+            raise LogFull(f"the log is full: all {self.capacity} entries are used")
         if self.next_index + len(todo) > self.capacity:
             raise LogFull(f"the log has {self.capacity - self.next_index} free entries; {len(todo)} needed")
         with self.medium.lock():
