@@ -24,7 +24,7 @@ from daxmode.famfs.bringup import up as famfs_up
 from daxmode.famfs.fsck import fsck as run_fsck
 from daxmode.famfs.identity import ensure_system_uuid, read_system_uuid
 from daxmode.famfs.volume import Volume, mkfs
-from daxmode.fsdev import open_medium
+from daxmode.fsdev import Mapping, open_medium
 from daxmode.sysfs import Sysfs, open_root
 
 _SUFFIX = {"k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
@@ -85,12 +85,19 @@ def _emit(data: object) -> None:
 
 
 @contextlib.contextmanager
+def _medium(ctx: click.Context, target: str, *, writable: bool) -> Iterator[Mapping]:
+    with open_medium(_sysfs(ctx), target, writable=writable) as m:
+        try:
+            yield m
+        finally:
+            for note in m.notes:
+                click.echo(f"note: {note}", err=True)
+
+
+@contextlib.contextmanager
 def _volume(ctx: click.Context, target: str, *, writable: bool) -> Iterator[Volume]:
-    sysfs = _sysfs(ctx)
-    with open_medium(sysfs, target, writable=writable) as m:
-        for note in m.notes:
-            click.echo(f"note: {note}", err=True)
-        vol = Volume(m, read_system_uuid(sysfs))
+    with _medium(ctx, target, writable=writable) as m:
+        vol = Volume(m, read_system_uuid(_sysfs(ctx)))
         try:
             yield vol
         finally:
@@ -132,7 +139,7 @@ def mkfs_cmd(
     """Format TARGET as famfs; this host becomes the master."""
     sysfs = _sysfs(ctx)
     me = ensure_system_uuid(sysfs)
-    with open_medium(sysfs, target, writable=True) as m:
+    with _medium(ctx, target, writable=True) as m:
         res = mkfs(m, me, log_len=parse_size(log_len), version=int(version), force=force, kill=kill)
         for w in res.warnings:
             click.echo(f"warning: {w}", err=True)
@@ -162,7 +169,7 @@ def mkfs_cmd(
 @_handled
 def fsck_cmd(ctx: click.Context, target: str, as_json: bool) -> None:
     """Check superblock, log and allocations; exit 12 with one line per problem."""
-    with open_medium(_sysfs(ctx), target, writable=False) as m:
+    with _medium(ctx, target, writable=False) as m:
         rep = run_fsck(m.buf, m.size)
     if as_json:
         _emit(rep.to_dict())
