@@ -248,7 +248,7 @@ def _device_spans(lines: list[str], count: int) -> list[tuple[int, int]]:
     """0-based [start, end) line spans of each [[device]] table, best effort for inline arrays."""
     starts = [i for i, ln in enumerate(lines) if re.match(r"\s*\[\[\s*device\s*\]\]", ln)]
     if len(starts) == count:
-        ends = [*starts[1:], len(lines)]
+        ends = [*starts[1:], len(lines)] if starts else []
         for j, s in enumerate(starts):
             # a following non-device [table] header ends this one too
             for k in range(s + 1, ends[j]):

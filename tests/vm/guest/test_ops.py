@@ -1,0 +1,188 @@
+"""In-guest (real kernel): configuration survives the device being re-created, via udev.
+
+A daxmode.d rule asks for fsdev by nvdimm namespace; ``daxmode install-units`` installs the
+udev rule (the RUN fallback here: the guest has udevd but no systemd as PID 1); then the
+namespace is reconfigured with ndctl, which destroys and re-creates the dax device (it comes
+back in devdax, bound by type), and nobody runs daxmode: the rule must bring it back to fsdev.
+The driver link is read from sysfs directly.  On the CXL backend (no ndctl namespace) the
+same path is driven by a synthetic ``udevadm trigger --action=add``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+DEV = os.environ.get("DAXMODE_TEST_DEV", "")
+BACKEND = os.environ.get("DAXMODE_VM_BACKEND", "")
+VENV_BIN = Path(sys.executable).parent
+DAXMODE = str(VENV_BIN / "daxmode")
+CONF = Path("/etc/daxmode.d/90-vm-test-ops.toml")
+RULE = Path("/etc/udev/rules.d/90-daxmode.rules")
+LOG = Path("/run/daxmode-apply.log")
+
+pytestmark = [
+    pytest.mark.guest,
+    pytest.mark.skipif(not DEV or not Path("/sys/bus/dax").is_dir(), reason="runs inside a test guest only"),
+]
+
+
+def run(*argv: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    p = subprocess.run(list(argv), capture_output=True, text=True, timeout=300)
+    if check and p.returncode != 0:
+        raise AssertionError(f"{' '.join(argv)} -> rc {p.returncode}\n{p.stdout}\n{p.stderr}")
+    return p
+
+
+def driver(dev: str) -> str | None:
+    link = Path(f"/sys/bus/dax/devices/{dev}/driver")
+    return os.path.basename(os.readlink(link)) if link.is_symlink() else None
+
+
+def wait_driver(dev: str, want: str, timeout: float = 120.0) -> str | None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if driver(dev) == want:
+            return want
+        time.sleep(0.5)
+    return driver(dev)
+
+
+def udevd_running() -> bool:
+    """udevd is up (the harness starts it when the host has it); start it here if it is not."""
+    if Path("/run/udev/control").exists():
+        return True
+    udevd = Path("/lib/systemd/systemd-udevd")
+    if udevd.exists():
+        subprocess.run([str(udevd), "--daemon", "--resolve-names=never"], capture_output=True, timeout=60)
+        for _ in range(50):
+            if Path("/run/udev/control").exists():
+                print("started systemd-udevd for this test")
+                return True
+            time.sleep(0.2)
+    return False
+
+
+@pytest.fixture
+def ops_setup():
+    if not udevd_running():
+        pytest.skip("no udevd in this guest (host lacks systemd-udevd; harness --no-udev)")
+    start = driver(DEV)
+    CONF.parent.mkdir(parents=True, exist_ok=True)
+    yield
+    CONF.unlink(missing_ok=True)
+    run(DAXMODE, "uninstall-units", check=False)
+    if driver(DEV) != start and start == "device_dax":
+        run(DAXMODE, "set", DEV, "devdax", check=False)
+
+
+def test_udev_rule_restores_configured_mode_after_recreate(ops_setup):
+    from daxmode.sysfs import open_root
+    from daxmode.topology import device_facts
+
+    f = device_facts(open_root("/"), DEV)
+    if BACKEND == "nvdimm":
+        assert f.namespace, f"{DEV} has no nvdimm namespace: {f}"
+        match = f'namespace = "{f.namespace}"'
+    else:
+        match = f'name = "{DEV}"'
+    CONF.write_text(f'[[device]]\nmatch = {{ {match} }}\nmode = "fsdev"\n')
+
+    # the rule is installed, RUN flavour (no systemd as PID 1), pointing at this venv's daxmode
+    out = run(DAXMODE, "install-units", "--daxmode", DAXMODE, "--json")
+    report = json.loads(out.stdout)
+    assert report["flavour"] == "run", report
+    assert "udevadm control --reload" in report["reloaded"], report
+    text = RULE.read_text()
+    assert f"{DAXMODE} apply --udev %k" in text and 'SUBSYSTEM=="dax"' in text
+
+    # apply by hand once: the config is read and acted on
+    run(DAXMODE, "apply", DEV)
+    assert driver(DEV) == "fsdev_dax"
+    again = json.loads(run(DAXMODE, "apply", "--json", DEV).stdout)[0]
+    assert again["status"] == "unchanged", again
+
+    LOG.unlink(missing_ok=True)
+    if BACKEND == "nvdimm":
+        # destroy and re-create the device: ndctl reconfigures the namespace in place
+        run(DAXMODE, "set", DEV, "devdax")  # ndctl must not find it held by fsdev_dax
+        before = os.path.realpath(f"/sys/bus/dax/devices/{DEV}")
+        r = run(
+            "ndctl",
+            "create-namespace",
+            "-f",
+            "-e",
+            f.namespace or "",
+            "-m",
+            "devdax",
+            "-M",
+            "mem",
+            "-a",
+            "2M",
+        )
+        print(r.stdout)
+        assert Path(f"/sys/bus/dax/devices/{DEV}").exists(), "ndctl did not re-create the device"
+        print(f"{DEV}: {before} -> {os.path.realpath(f'/sys/bus/dax/devices/{DEV}')}")
+    else:
+        run(DAXMODE, "set", DEV, "devdax")
+        run("udevadm", "trigger", "--action=add", f"/sys/bus/dax/devices/{DEV}")
+
+    # nobody runs daxmode now: the udev rule must bring it back to fsdev
+    got = wait_driver(DEV, "fsdev_dax")
+    log = LOG.read_text() if LOG.exists() else "(no log)"
+    print(log)
+    assert got == "fsdev_dax", f"{DEV} is bound to {got}; /run/daxmode-apply.log:\n{log}"
+    assert f"daxmode apply {DEV}: changed" in log, log
+    if BACKEND == "nvdimm":
+        assert f.namespace in json.dumps(device_facts(open_root("/"), DEV).to_json())
+
+
+def test_apply_without_rule_and_dry_run_touch_nothing(ops_setup):
+    CONF.unlink(missing_ok=True)
+    before = driver(DEV)
+    res = json.loads(run(DAXMODE, "apply", "--json", DEV).stdout)[0]
+    assert res["status"] == "no-rule", res
+    target = "fsdev" if before != "fsdev_dax" else "devdax"
+    CONF.write_text(f'[[device]]\nmatch = {{ name = "{DEV}" }}\nmode = "{target}"\n')
+    res = json.loads(run(DAXMODE, "apply", "--dry-run", "--json", DEV).stdout)[0]
+    assert res["status"] == "would-change" and res["plan"], res
+    assert driver(DEV) == before
+
+
+def test_bad_config_names_file_and_line(ops_setup):
+    CONF.write_text('[[device]]\nmatch = { name = "dax0.0" }\nmode = "ramdisk"\n')
+    p = run(DAXMODE, "apply", DEV, check=False)
+    assert p.returncode == 11, p
+    assert p.stderr.strip() == (
+        f"daxmode: {CONF}:3: unknown mode 'ramdisk': use devdax, fsdev (or famfs), or system-ram"
+    ), p.stderr
+
+
+@pytest.mark.skipif(shutil.which("daxctl") is None, reason="no daxctl")
+def test_daxctl_conf_is_honoured(ops_setup):
+    """A daxctl.conf.d section (nvdimm.uuid = the uuid `ndctl list` shows) drives apply too."""
+    if BACKEND != "nvdimm":
+        pytest.skip("daxctl.conf.d matches nvdimm namespaces only")
+    nd = json.loads(run("ndctl", "list", "-N").stdout)
+    nd = nd if isinstance(nd, list) else [nd]
+    ns = [n for n in nd if n.get("chardev") == DEV]
+    assert ns, nd
+    conf = Path("/etc/daxctl.conf.d/90-vm-test.conf")
+    conf.parent.mkdir(parents=True, exist_ok=True)
+    conf.write_text(f"[reconfigure-device vmtest]\nnvdimm.uuid = {ns[0]['uuid']}\nmode = famfs\n")
+    try:
+        run(DAXMODE, "set", DEV, "devdax")
+        CONF.unlink(missing_ok=True)
+        res = json.loads(run(DAXMODE, "apply", "--json", DEV).stdout)[0]
+        assert res["status"] == "changed" and res["rule"] == f"{conf}:1", res
+        assert driver(DEV) == "fsdev_dax"
+    finally:
+        conf.unlink(missing_ok=True)
+        run(DAXMODE, "set", DEV, "devdax", check=False)
