@@ -1,0 +1,134 @@
+"""install-units / uninstall-units, shell completion, the man page, and non-root behaviour."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+from click.testing import CliRunner
+
+from daxmode import units
+from daxmode.cli import main
+from daxmode.sysfs import Sysfs
+
+EXE = "/opt/daxmode/bin/daxmode"
+
+
+def cli(root, *args: str):
+    return CliRunner().invoke(main, ["--root", str(root), *args])
+
+
+def test_install_run_flavour_without_systemd(tmp_path):
+    r = cli(tmp_path, "install-units", "--daxmode", EXE, "--json")
+    assert r.exit_code == 0, r.output
+    rep = json.loads(r.output)
+    assert rep["flavour"] == "run"
+    rule = (tmp_path / "etc/udev/rules.d/90-daxmode.rules").read_text()
+    assert 'ACTION=="add", SUBSYSTEM=="dax", KERNEL=="dax*.*"' in rule
+    assert f"RUN+=\"/bin/sh -c '{EXE} apply --udev %k </dev/null >>/run/daxmode-apply.log 2>&1 &'\"" in rule
+    assert "@DAXMODE@" not in rule
+    assert not (tmp_path / "etc/systemd/system/daxmode-apply@.service").exists()
+
+
+def test_install_systemd_flavour_when_systemd_runs(tmp_path):
+    (tmp_path / "run/systemd/system").mkdir(parents=True)
+    # a previous RUN install is replaced (same rule file name)
+    units.install(Sysfs(tmp_path), flavour="run", executable=EXE)
+    rep = units.install(Sysfs(tmp_path), executable=EXE)
+    assert rep.flavour == "systemd"
+    rule = (tmp_path / "etc/udev/rules.d/90-daxmode.rules").read_text()
+    assert 'TAG+="systemd", ENV{SYSTEMD_WANTS}+="daxmode-apply@%k.service"' in rule
+    assert "RUN+=" not in rule
+    unit = (tmp_path / "etc/systemd/system/daxmode-apply@.service").read_text()
+    assert f"ExecStart={EXE} apply --udev %I" in unit and "Type=oneshot" in unit
+    # back to run: the unit goes
+    rep = units.install(Sysfs(tmp_path), flavour="run", executable=EXE)
+    assert rep.removed == [str(tmp_path / "etc/systemd/system/daxmode-apply@.service")]
+
+
+def test_prefix_and_uninstall(tmp_path):
+    dest = tmp_path / "destdir"
+    r = cli(
+        tmp_path / "root", "install-units", "--prefix", str(dest), "--flavour", "systemd", "--daxmode", EXE
+    )
+    assert r.exit_code == 0, r.output
+    assert (dest / "etc/udev/rules.d/90-daxmode.rules").exists()
+    assert (dest / "etc/systemd/system/daxmode-apply@.service").exists()
+    assert not (tmp_path / "root/etc").exists()
+    r = cli(tmp_path / "root", "uninstall-units", "--prefix", str(dest), "--dry-run")
+    assert r.output.count("removed ") == 2 and (dest / "etc/udev/rules.d/90-daxmode.rules").exists()
+    r = cli(tmp_path / "root", "uninstall-units", "--prefix", str(dest))
+    assert r.exit_code == 0
+    assert not (dest / "etc/udev/rules.d/90-daxmode.rules").exists()
+    r = cli(tmp_path / "root", "uninstall-units", "--prefix", str(dest))
+    assert r.output == "note: nothing installed\n"
+
+
+def test_bad_daxmode_path(tmp_path):
+    r = cli(tmp_path, "install-units", "--daxmode", "/opt/my daxmode")
+    assert r.exit_code == 11 and "spaces or quotes" in r.stderr
+
+
+def test_shipped_files_are_package_data():
+    for name in ("90-daxmode.rules", "90-daxmode-run.rules", "daxmode-apply@.service"):
+        assert "@DAXMODE@" in units.template(name)
+
+
+# --- completion ---------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("shell", "marker"),
+    [
+        ("bash", "complete -o nosort -F"),
+        ("zsh", "#compdef daxmode"),
+        ("fish", "complete --no-files --command daxmode"),
+    ],
+)
+def test_completion_scripts(shell, marker):
+    r = CliRunner().invoke(main, ["completion", shell])
+    assert r.exit_code == 0
+    assert marker in r.output and "_DAXMODE_COMPLETE" in r.output
+
+
+def test_completion_completes_commands_and_devices(tmp_path):
+    from daxmode import sim
+
+    sim.standard(tmp_path / "r")
+    env = dict(os.environ, _DAXMODE_COMPLETE="bash_complete", COMP_WORDS="daxmode cre", COMP_CWORD="1")
+    code = "from daxmode.cli import main; main(prog_name='daxmode')"
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True).stdout
+    assert "plain,create-device" in out
+    env.update(COMP_WORDS=f"daxmode --root {tmp_path / 'r'} apply dax1", COMP_CWORD="4")
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True).stdout
+    assert out.split() == ["plain,dax1.0", "plain,dax1.1"]
+
+
+# --- man page -----------------------------------------------------------------------------------------
+
+
+def test_man_page(tmp_path):
+    r = CliRunner().invoke(main, ["man"])
+    assert r.exit_code == 0
+    text = r.output
+    assert text.startswith(".TH DAXMODE 1 ")
+    for section in (".SH NAME", ".SH SYNOPSIS", ".SH COMMANDS", ".SH FILES", ".SH EXIT STATUS"):
+        assert section in text
+    for cmd in ("apply", "set", "list", "install\\-units", "create\\-device", "destroy\\-device", "resize"):
+        assert f".SS daxmode {cmd} " in text
+    assert ".B 11\ninvalid argument or configuration file" in text
+    assert "\\-\\-dry\\-run" in text
+    out = tmp_path / "daxmode.1"
+    assert CliRunner().invoke(main, ["man", "-o", str(out)]).exit_code == 0
+    assert out.read_text() == text
+    if subprocess.run(["sh", "-c", "command -v groff"], capture_output=True).returncode == 0:
+        p = subprocess.run(["groff", "-man", "-Tutf8", "-ww", "-z", str(out)], capture_output=True, text=True)
+        assert p.returncode == 0 and not p.stderr, p.stderr
+
+
+def test_version():
+    r = CliRunner().invoke(main, ["--version"])
+    assert r.exit_code == 0 and "version" in r.output
