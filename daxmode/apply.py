@@ -8,11 +8,12 @@ stop the others; each gets its own result line and the caller exits non-zero.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 from daxmode import config as cfgmod
-from daxmode.device import get_device
+from daxmode.device import device_memory, get_device
 from daxmode.errors import DaxmodeError
 from daxmode.modes import Options, set_mode
 from daxmode.sysfs import Sysfs
@@ -99,16 +100,19 @@ def _apply_one(
             res.status = SKIPPED
             res.message = "size 0 (an unallocated seed); nothing can bind it"
             return res
+        tracker = _BlockProgress(sysfs, name, progress, log) if progress and not dry_run else None
         opts = Options(
             force=entry.force,
             online=entry.online,
             movable=entry.movable,
             dry_run=dry_run,
-            log=log,
+            log=tracker.log if tracker else log,
         )
-        if progress is not None and hasattr(opts, "progress"):
-            opts.progress = progress  # type: ignore[attr-defined]
-        out = set_mode(sysfs, name, entry.mode, opts)
+        try:
+            out = set_mode(sysfs, name, entry.mode, opts)
+        finally:
+            if tracker:
+                tracker.finish()
         if dry_run:
             res.plan = [a.render() for a in out.plan.actions]
             res.status = WOULD_CHANGE if res.plan else UNCHANGED
@@ -122,6 +126,50 @@ def _apply_one(
         res.message = str(e)
         res.exit_code = e.exit_code
     return res
+
+
+class _BlockProgress:
+    """Progress of onlining/offlining, read from the mode manager's action log.
+
+    modes.Options has no progress hook; its ``log`` callback names each step ("step: online
+    memory") and each write (``... > /sys/devices/system/memory/memoryN/state``), which is
+    all a progress bar needs.  The total is the device's whole memory blocks.
+    """
+
+    def __init__(
+        self,
+        sysfs: Sysfs,
+        name: str,
+        progress: Callable[[str, int, int], None],
+        inner: Callable[[str], None] | None,
+    ) -> None:
+        dev = get_device(sysfs, name)
+        mem = device_memory(sysfs, dev) if dev.ranges is not None else None
+        self.total = len(mem.ids) if mem else 0
+        self.progress = progress
+        self.inner = inner
+        self.what: str | None = None
+        self.done = 0
+
+    def log(self, msg: str) -> None:
+        if self.inner:
+            self.inner(msg)
+        if msg.startswith(("step: ", "rollback: ")):
+            self.finish()
+            step = msg.split(": ", 1)[1]
+            self.what = {"online memory": "onlining", "offline memory": "offlining"}.get(step)
+            self.done = 0
+        elif self.what and self.total and _BLOCK_WRITE.search(msg):
+            self.done = min(self.done + 1, self.total)
+            self.progress(self.what, self.done, self.total)
+
+    def finish(self) -> None:
+        if self.what and self.done and self.done < self.total:
+            self.progress(self.what, self.total, self.total)
+        self.what = None
+
+
+_BLOCK_WRITE = re.compile(r"/memory\d+/state$")
 
 
 def exit_code(results: list[ApplyResult]) -> int:

@@ -191,3 +191,17 @@ def test_cli_failure_is_reported_on_stderr_with_its_code(world):
     r = cli(sysfs, "apply")
     assert r.exit_code == 9
     assert "daxmode: dax0.0: " in r.stderr and "rolled back" in r.stderr
+
+
+def test_progress_reports_each_block_onlined_and_offlined(world):
+    s, sysfs = world
+    write_conf(sysfs, "50.toml", '[[device]]\nmatch = { name = "dax0.0" }\nmode = "system-ram"\n')
+    calls: list[tuple[str, int, int]] = []
+    (r,) = applymod.apply(sysfs, ["dax0.0"], progress=lambda *a: calls.append(a))
+    assert r.status == "changed"
+    assert calls == [("onlining", i, 8) for i in range(1, 9)]
+    write_conf(sysfs, "50.toml", '[[device]]\nmatch = { name = "dax0.0" }\nmode = "devdax"\nforce = true\n')
+    calls.clear()
+    (r,) = applymod.apply(sysfs, ["dax0.0"], progress=lambda *a: calls.append(a))
+    assert r.status == "changed", r.message
+    assert calls == [("offlining", i, 8) for i in range(1, 9)]
