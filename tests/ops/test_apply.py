@@ -194,7 +194,7 @@ def test_cli_failure_is_reported_on_stderr_with_its_code(world):
 
 
 def test_progress_reports_each_block_onlined_and_offlined(world):
-    s, sysfs = world
+    _, sysfs = world
     write_conf(sysfs, "50.toml", '[[device]]\nmatch = { name = "dax0.0" }\nmode = "system-ram"\n')
     calls: list[tuple[str, int, int]] = []
     (r,) = applymod.apply(sysfs, ["dax0.0"], progress=lambda *a: calls.append(a))
