@@ -12,10 +12,12 @@ naming the field that is wrong.
 
 from __future__ import annotations
 
+import re
 import struct
 import uuid
 import zlib
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from daxmode.errors import FamfsError
 
@@ -157,21 +159,26 @@ def decode_relpath(field_bytes: bytes) -> tuple[str, bool]:
     return raw.decode("utf-8", errors="surrogateescape"), terminated
 
 
+_BAD_PATH = re.compile(r"^/|//|(?:^|/)\.\.?(?:/|$)|/$")
+
+
 def check_relpath(path: str, terminated: bool) -> str | None:
     """Why ``path`` (decoded from an entry) is not a valid famfs relpath, or None."""
     if not terminated:
         return "path is not NUL-terminated within 80 bytes"
     if not path:
         return "empty path"
+    if _BAD_PATH.search(path) is None:
+        if path.isascii():
+            return None
+        try:
+            path.encode("utf-8")
+        except UnicodeEncodeError:
+            return "path is not valid UTF-8"
+        return None
     if path.startswith("/"):
         return "path is absolute"
-    if any(p in ("", ".", "..") for p in path.split("/")):
-        return "path has an empty, '.' or '..' component"
-    try:
-        path.encode("utf-8")
-    except UnicodeEncodeError:
-        return "path is not valid UTF-8"
-    return None
+    return "path has an empty, '.' or '..' component"
 
 
 # --- superblock -----------------------------------------------------------------------------
@@ -528,9 +535,11 @@ def _check_mode(mode: int) -> None:
         raise FormatError(f"mode {mode:#o}: only permission bits (0..0o7777) are stored")
 
 
-@dataclass(frozen=True, slots=True)
-class FileMeta:
-    """A decoded FILE entry.  ``strips`` is set for interleaved files, ``extents`` for simple ones."""
+class FileMeta(NamedTuple):
+    """A decoded FILE entry; ``extents`` holds the strips of an interleaved file.
+
+    A NamedTuple, not a dataclass: playing a full log builds 15,420 of these, and tuples are
+    several times cheaper to construct than frozen dataclasses."""
 
     index: int
     path: str
@@ -575,8 +584,7 @@ class FileMeta:
         return d
 
 
-@dataclass(frozen=True, slots=True)
-class DirMeta:
+class DirMeta(NamedTuple):
     index: int
     path: str
     uid: int
@@ -595,8 +603,7 @@ class DirMeta:
         }
 
 
-@dataclass(frozen=True, slots=True)
-class DaxdevMeta:
+class DaxdevMeta(NamedTuple):
     index: int
     dd_size: int
     dd_uuid: uuid.UUID
@@ -615,7 +622,17 @@ class DaxdevMeta:
 Record = FileMeta | DirMeta | DaxdevMeta
 
 _file_unpack = FILE_FMT.unpack_from
-_ext_unpack = EXT_FMT.unpack_from
+_EXTS = [struct.Struct("<" + "3Q" * n).unpack_from for n in range(MAX_STRIPS + 1)]
+
+
+def _extents(buf: bytes | bytearray | memoryview, off: int, n: int) -> tuple[Extent, ...]:
+    flat = _EXTS[n](buf, off)
+    if n == 1:
+        return (flat,)  # type: ignore[return-value]
+    it = iter(flat)
+    return tuple(zip(it, it, it, strict=True))
+
+
 _mkdir_unpack = MKDIR_FMT.unpack_from
 
 
@@ -631,8 +648,7 @@ def decode_entry(buf: bytes | bytearray | memoryview, off: int, index: int) -> R
         if ext_type == EXT_SIMPLE:
             if not 1 <= n <= MAX_SIMPLE_EXTENTS:
                 raise FormatError(f"entry {index} field fmap_nextents={n}: must be 1..{MAX_SIMPLE_EXTENTS}")
-            base = off + EXT_OFF
-            exts = tuple(_ext_unpack(buf, base + 24 * i) for i in range(n))
+            exts = _extents(buf, off + EXT_OFF, n)
             return FileMeta(index, path, size, flags, uid, gid, mode, EXT_SIMPLE, exts, path_ok=ok)
         if ext_type == EXT_INTERLEAVE:
             if n != MAX_INTERLEAVED_EXTENTS:
@@ -642,8 +658,7 @@ def decode_entry(buf: bytes | bytearray | memoryview, off: int, index: int) -> R
                 raise FormatError(f"entry {index} field ie_nstrips={nstrips}: must be 1..{MAX_STRIPS}")
             if chunk == 0:
                 raise FormatError(f"entry {index} field ie_chunk_size=0")
-            base = off + STRIPS_OFF
-            strips = tuple(_ext_unpack(buf, base + 24 * i) for i in range(nstrips))
+            strips = _extents(buf, off + STRIPS_OFF, nstrips)
             return FileMeta(
                 index, path, size, flags, uid, gid, mode, EXT_INTERLEAVE, strips, nstrips, chunk, path_ok=ok
             )

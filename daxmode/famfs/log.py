@@ -14,8 +14,9 @@ from dataclasses import dataclass, field
 
 from daxmode.famfs import layout as L
 
-_head = struct.Struct("<QI").unpack_from
 _crc = struct.Struct("<Q").unpack_from
+# seqnum, type, then the FILE fields through fmap_nextents (bytes 0..135): one call per entry
+_fast = struct.Struct("<QI4xQIIII80sI4xI4x").unpack_from
 
 
 @dataclass
@@ -49,14 +50,27 @@ def scan_log(buf: bytes | bytearray | memoryview, log_len: int) -> LogScan:
     bad = scan.bad
     crc32 = zlib.crc32
     decode = L.decode_entry
+    extents = L._extents
+    check = L.check_relpath
+    file_meta = L.FileMeta
+    crc_off = L.ENTRY_CRC_OFF
     off = L.LOG_HDR_SIZE
     for i in range(n):
-        seq, _etype = _head(mv, off)
-        stored = _crc(mv, off + L.ENTRY_CRC_OFF)[0]
-        if stored != crc32(mv[off : off + L.ENTRY_CRC_OFF]):
+        if _crc(mv, off + crc_off)[0] != crc32(mv[off : off + crc_off]):
             bad.append((i, f"entry {i}: CRC mismatch (torn or corrupt entry; not played)"))
-        elif seq != i:
+            off += L.ENTRY_SIZE
+            continue
+        seq, etype, size, flags, uid, gid, mode, rp, xt, ne = _fast(mv, off)
+        if seq != i:
             bad.append((i, f"entry {i}: seqnum {seq} does not match its index"))
+        elif etype == 0 and xt == 0 and 0 < ne <= 16:  # the common case: a simple FILE entry
+            end = rp.find(b"\0")
+            raw = rp if end < 0 else rp[:end]
+            path = raw.decode("utf-8", "surrogateescape")
+            ok = check(path, end >= 0) is None
+            records.append(
+                file_meta(i, path, size, flags, uid, gid, mode, 0, extents(mv, off + 136, ne), 0, 0, ok)
+            )
         else:
             try:
                 records.append(decode(mv, off, i))
