@@ -1,0 +1,172 @@
+#!/usr/bin/env bash
+# Prepare a fresh Debian bookworm machine (root, no manual steps) for daxmode's tests:
+#   - the Python venv (.venv, `pip install -e .[test]`);
+#   - host packages the QEMU harness needs (QEMU >= 8.1 from bookworm-backports only when the one found
+#     is older, busybox-static for the guest initramfs, kmod for depmod, ndctl/daxctl 76.1 for the
+#     benchmark comparison, udev so guests get a udevd, ...);
+#   - Debian's Linux 7.3.4 guest kernel, fetched with `apt-get download` through a PRIVATE sources list
+#     and state dir (trixie is never added to the host's apt sources) and unpacked with `dpkg -x` into
+#     .cache/kernels/<version>/ -- nothing is installed on the host.
+# Idempotent: every step checks first and is skipped when already done.
+#   scripts/setup.sh              everything
+#   scripts/setup.sh --venv-only  only the venv
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+VENV="${VENV:-$ROOT/.venv}"
+CACHE="${CACHE:-$ROOT/.cache}"
+KVER="${KVER:-7.3.4+deb13-amd64}"
+KSUITE="${KSUITE:-trixie-backports}"
+MIRROR="${DEBIAN_MIRROR:-http://deb.debian.org/debian}"
+QEMU_MIN="8.1"
+
+log() { printf 'setup: %s\n' "$*" >&2; }
+die() { printf 'setup: error: %s\n' "$*" >&2; exit 1; }
+
+make_venv() {
+    if [[ ! -x "$VENV/bin/python" ]]; then
+        log "creating venv $VENV"
+        python3 -m venv "$VENV"
+    fi
+    # pip is a no-op when everything is satisfied; the editable install keeps the entry point current.
+    if ! "$VENV/bin/python" -c 'import daxmode, pytest, click, pyudev, pyroute2, hypothesis, qemu.qmp' 2>/dev/null \
+        || [[ ! -x "$VENV/bin/daxmode" ]]; then
+        log "installing daxmode[test] into $VENV"
+        "$VENV/bin/pip" install -q -e "$ROOT[test]"
+    else
+        log "venv ready ($VENV)"
+    fi
+}
+
+if [[ "${1:-}" == "--venv-only" ]]; then
+    make_venv
+    exit 0
+fi
+
+[[ $(id -u) -eq 0 ]] || die "the full setup installs host packages: run it as root (or use --venv-only)"
+command -v apt-get >/dev/null || die "apt-get not found: the full setup supports Debian (bookworm) hosts only"
+
+export DEBIAN_FRONTEND=noninteractive
+APT_OPTS=(-o DPkg::Lock::Timeout=600 -y -q)
+APT_UPDATED=0
+apt_update_once() {
+    if [[ $APT_UPDATED -eq 0 ]]; then
+        log "apt-get update"
+        apt-get "${APT_OPTS[@]}" update >/dev/null
+        APT_UPDATED=1
+    fi
+}
+
+# Version of the qemu-system-x86_64 on PATH as "MAJOR.MINOR", or empty when there is none.
+qemu_version() {
+    command -v qemu-system-x86_64 >/dev/null || return 0
+    qemu-system-x86_64 --version 2>/dev/null | sed -n 's/^QEMU emulator version \([0-9]\+\.[0-9]\+\).*/\1/p'
+}
+
+version_ge() { [[ "$(printf '%s\n%s\n' "$2" "$1" | sort -V | head -1)" == "$2" ]]; }
+
+install_host_packages() {
+    # busybox-static: the guest initramfs; kmod: depmod for the unpacked module tree; cpio/xz/zstd: building
+    # the initramfs and reading .ko.xz; ndctl: ndctl/daxctl/cxl 76.1 (nvdimm namespaces in guests, and the
+    # daxctl side of the benchmark); udev: systemd-udevd inside guests (their root is this host's root);
+    # file: kernel identification in error messages; iproute2: guest network checks.
+    local want=(busybox-static kmod cpio xz-utils zstd ndctl daxctl udev file iproute2 ca-certificates)
+    local missing=()
+    local p
+    for p in "${want[@]}"; do
+        dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+    done
+    if ((${#missing[@]})); then
+        apt_update_once
+        log "installing ${missing[*]}"
+        apt-get "${APT_OPTS[@]}" install --no-install-recommends "${missing[@]}" >/dev/null
+    else
+        log "host packages present"
+    fi
+}
+
+install_qemu() {
+    local v
+    v="$(qemu_version)"
+    if [[ -n "$v" ]] && version_ge "$v" "$QEMU_MIN"; then
+        log "QEMU $v found (>= $QEMU_MIN)"
+        return
+    fi
+    # bookworm's own QEMU 7.2 lacks volatile CXL memdevs and CXL event interrupts (kernel >= 6.3 never
+    # creates mem0 with it), so take it from bookworm-backports (10.0.x), per verified-stack.md.
+    log "QEMU ${v:-absent} is older than $QEMU_MIN: installing qemu-system-x86 from bookworm-backports"
+    local list=/etc/apt/sources.list.d/bookworm-backports.list
+    if ! grep -rqs 'bookworm-backports' /etc/apt/sources.list /etc/apt/sources.list.d/; then
+        echo "deb $MIRROR bookworm-backports main" >"$list"
+        APT_UPDATED=0
+    fi
+    apt_update_once
+    apt-get "${APT_OPTS[@]}" install --no-install-recommends -t bookworm-backports \
+        qemu-system-x86 qemu-utils ipxe-qemu seabios >/dev/null
+    v="$(qemu_version)"
+    [[ -n "$v" ]] && version_ge "$v" "$QEMU_MIN" || die "QEMU is still ${v:-absent} after installing from backports"
+    log "QEMU $v installed"
+}
+
+# Debian's 7.3.4 kernel for the guests, fetched without touching the host's apt configuration.
+fetch_kernel() {
+    local dest="$CACHE/kernels/$KVER"
+    local mods="$dest/usr/lib/modules/$KVER"
+    if [[ -f "$mods/vmlinuz" && -f "$mods/modules.dep" && -f "$dest/.complete" ]]; then
+        log "kernel $KVER cached in $dest"
+        return
+    fi
+    local apt_dir="$CACHE/apt-$KSUITE"
+    mkdir -p "$apt_dir/lists/partial" "$apt_dir/archives/partial" "$apt_dir/debs"
+    # Private sources list + state: the host's apt never learns about trixie.
+    echo "deb [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] $MIRROR $KSUITE main" >"$apt_dir/sources.list"
+    local opts=(
+        -o "Dir::Etc::sourcelist=$apt_dir/sources.list" -o "Dir::Etc::sourceparts=-"
+        -o "Dir::State::Lists=$apt_dir/lists" -o "Dir::Cache::archives=$apt_dir/archives"
+        -o "Dir::Cache::pkgcache=$apt_dir/pkgcache.bin" -o "Dir::Cache::srcpkgcache=$apt_dir/srcpkgcache.bin"
+        -o "APT::Get::List-Cleanup=0" -o "Debug::NoLocking=1" -q
+    )
+    local pkgs=("linux-image-$KVER" "linux-binary-$KVER" "linux-modules-$KVER")
+    local have=1 p
+    for p in "${pkgs[@]}"; do compgen -G "$apt_dir/debs/${p}_*.deb" >/dev/null || have=0; done
+    if [[ $have -eq 0 ]]; then
+        log "fetching ${pkgs[*]} from $KSUITE (private apt state in $apt_dir)"
+        apt-get "${opts[@]}" update >/dev/null
+        (cd "$apt_dir/debs" && apt-get "${opts[@]}" download "${pkgs[@]}" >/dev/null)
+    fi
+    rm -rf "$dest"
+    mkdir -p "$dest"
+    for p in "${pkgs[@]}"; do
+        dpkg -x "$(compgen -G "$apt_dir/debs/${p}_*.deb" | head -1)" "$dest"
+    done
+    # The vmlinuz may sit in boot/ or in the module dir depending on packaging; keep one known path.
+    if [[ ! -f "$mods/vmlinuz" ]]; then
+        local vz
+        vz="$(compgen -G "$dest/boot/vmlinuz-$KVER" || true)"
+        [[ -n "$vz" ]] || die "no vmlinuz found in the $KVER packages"
+        cp "$vz" "$mods/vmlinuz"
+    fi
+    # Debian generates modules.dep at install time (postinst); depmod it here since nothing is installed.
+    # depmod -b looks in <base>/lib/modules, so give the usr-merged tree that path.
+    [[ -e "$dest/lib" ]] || ln -s usr/lib "$dest/lib"
+    depmod -b "$dest" "$KVER"
+    touch "$dest/.complete"
+    log "kernel $KVER unpacked into $dest"
+}
+
+check_modules_visible() {
+    # The harness builds its initramfs from these; fail here rather than at boot.
+    local mods="$CACHE/kernels/$KVER/usr/lib/modules/$KVER"
+    local m
+    for m in 9p 9pnet_virtio fsdev_dax device_dax kmem dax_cxl; do
+        modinfo -b "$CACHE/kernels/$KVER" -k "$KVER" "$m" >/dev/null 2>&1 \
+            || die "module $m missing from $mods"
+    done
+}
+
+make_venv
+install_host_packages
+install_qemu
+fetch_kernel
+check_modules_visible
+log "done: QEMU $(qemu_version), kernel $CACHE/kernels/$KVER"
