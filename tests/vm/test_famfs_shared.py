@@ -1,0 +1,164 @@
+"""Two hosts, one shared dax device: famfs metadata and data written by one are read by the other.
+
+Host A (index 0) formats the shared device, so its /opt/famfs/system_uuid makes it the master;
+it creates directories and files with known data (contiguous through ``famfs cp``, interleaved
+through the Python API).  Host B plays the log as a client and must see the same tree and read
+the same bytes; its mutations are refused and leave the log untouched; A's replay is idempotent.
+Mounting is tested only where the kernel has fuse-famfs or famfs v1 and famfs's tools exist;
+otherwise the test is skipped with `famfs status`'s own reason.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import random
+import shlex
+import sys
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.vm
+
+DAXMODE = str(Path(sys.prefix) / "bin" / "daxmode")
+PYTHON = str(Path(sys.prefix) / "bin" / "python")
+SEED = 20260613
+DATA_SIZE = 3 * 1024 * 1024 + 4097  # spans two allocation units, not a multiple of anything
+IL_SIZE = 6 * 1024 * 1024 + 123
+
+
+def known_data(seed: int, size: int) -> bytes:
+    return random.Random(seed).randbytes(size)
+
+
+def sh(host, cmd: str, timeout: float = 300.0):  # type: ignore[no-untyped-def]
+    return host.run(["sh", "-c", cmd], timeout=timeout)
+
+
+def ok(host, cmd: str, timeout: float = 300.0) -> str:  # type: ignore[no-untyped-def]
+    r = sh(host, cmd, timeout)
+    assert r.rc == 0, f"{host.name if hasattr(host, 'name') else host}: {cmd}\n{r.stdout}\n{r.stderr}"
+    return r.stdout
+
+
+@pytest.fixture(scope="module")
+def pair(hosts):  # type: ignore[no-untyped-def]
+    if len(hosts) < 2:
+        pytest.skip("needs two hosts sharing one device (qemu/cxl-mhd.sh --hosts 2)")
+    a, b = hosts[0], hosts[1]
+    dev = ok(a, "echo $DAXMODE_TEST_DEV").strip()
+    assert dev, "DAXMODE_TEST_DEV is not set in the guest"
+    assert ok(b, "echo $DAXMODE_TEST_DEV").strip() == dev
+    return a, b, dev
+
+
+def famfs(host, dev: str, *args: str, timeout: float = 300.0):  # type: ignore[no-untyped-def]
+    return sh(host, " ".join([DAXMODE, "famfs", *(shlex.quote(x) for x in args)]), timeout)
+
+
+WRITE_SCRIPT = """
+import random, sys
+from daxmode.famfs.access import open_famfs
+from daxmode.famfs import Volume
+seed, size, dev = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
+data = random.Random(seed).randbytes(size)
+with open_famfs(dev, writable=True) as fs:
+    v = fs.volume
+    meta, _ = v.creat("shared/il.bin", size, nstrips=2, chunk=2 << 20, nbuckets=2, min_bucket=2 << 20)
+    assert meta.interleaved, meta
+    assert v.write(meta, data) == size
+print("ok")
+"""
+
+READ_SCRIPT = """
+import hashlib, sys
+from daxmode.famfs.access import open_famfs
+dev, path = sys.argv[1], sys.argv[2]
+with open_famfs(dev) as fs:
+    f = fs.open(path)
+    h = hashlib.sha256()
+    for chunk in f.chunks():
+        h.update(chunk)
+    print(h.hexdigest(), f.size, len(f.runs))
+"""
+
+
+def test_two_hosts_share_famfs(pair) -> None:  # type: ignore[no-untyped-def]
+    a, b, dev = pair
+    # --- host A: format and populate -------------------------------------------------------
+    r = famfs(a, dev, "mkfs", dev, "--force", "--json")
+    assert r.rc == 0, r.stderr
+    sb = json.loads(r.stdout)["superblock"]
+    a_uuid = ok(a, "cat /opt/famfs/system_uuid").strip("\0\n ")
+    assert sb["system_uuid"] == a_uuid
+    assert famfs(a, dev, "mkdir", dev, "-p", "shared/dir1").rc == 0
+    data = known_data(SEED, DATA_SIZE)
+    gen = f"import random,sys; sys.stdout.buffer.write(random.Random({SEED}).randbytes({DATA_SIZE}))"
+    ok(a, f"{PYTHON} -c {shlex.quote(gen)} > /tmp/data.bin")
+    r = famfs(a, dev, "cp", dev, "/tmp/data.bin", "shared/dir1/")
+    assert r.rc == 0, r.stderr
+    assert famfs(a, dev, "creat", dev, "shared/empty5m", "-s", "5M").rc == 0
+    ok(a, f"{PYTHON} -c {shlex.quote(WRITE_SCRIPT)} {SEED + 1} {IL_SIZE} {dev}")
+    r = famfs(a, dev, "logplay", dev, "--json")
+    assert r.rc == 0, r.stderr
+    play_a = json.loads(r.stdout)
+    assert play_a["role"] == "master" and play_a["files"] == 3 and play_a["directories"] == 2
+
+    # --- host B: play as a client, read identical bytes -------------------------------------
+    r = famfs(b, dev, "logplay", dev, "--json")
+    assert r.rc == 0, r.stderr
+    play_b = json.loads(r.stdout)
+    assert play_b["role"] == "client"
+    assert play_b["tree"] == play_a["tree"]
+    got = sh(b, f"{DAXMODE} famfs cat {dev} shared/dir1/data.bin | sha256sum")
+    assert got.rc == 0 and got.stdout.split()[0] == hashlib.sha256(data).hexdigest()
+    out = ok(b, f"{PYTHON} -c {shlex.quote(READ_SCRIPT)} {dev} shared/il.bin").split()
+    assert out[0] == hashlib.sha256(known_data(SEED + 1, IL_SIZE)).hexdigest()
+    assert int(out[1]) == IL_SIZE and int(out[2]) > 1  # interleaved: more than one run
+    r = famfs(b, dev, "fsck", dev, "--json")
+    assert r.rc == 0 and json.loads(r.stdout)["ok"], r.stdout
+
+    # --- host B cannot append ----------------------------------------------------------------
+    for args in (("mkdir", dev, "b-was-here"), ("creat", dev, "b-file", "-s", "1M")):
+        r = famfs(b, dev, *args)
+        assert r.rc == 12 and "famfs client" in r.stderr, (args, r.rc, r.stderr)
+    r = famfs(b, dev, "mkfs", dev)
+    assert r.rc == 12 and "owned by another host" in r.stderr
+
+    # --- host A re-plays idempotently ----------------------------------------------------------
+    for _ in range(2):
+        r = famfs(a, dev, "logplay", dev, "--json")
+        assert json.loads(r.stdout) == play_a
+    # data written on A after B's first look is visible to B at once (one shared memory)
+    assert famfs(a, dev, "mkdir", dev, "shared/later").rc == 0
+    r = famfs(b, dev, "ls", dev, "shared", "--json")
+    assert [x["path"] for x in json.loads(r.stdout)] == [
+        "shared/dir1",
+        "shared/empty5m",
+        "shared/il.bin",
+        "shared/later",
+    ]
+
+
+def test_famfs_mount_when_supported(pair) -> None:  # type: ignore[no-untyped-def]
+    a, _b, dev = pair
+    r = famfs(a, dev, "status", "--json")
+    assert r.rc == 0, r.stderr
+    st = json.loads(r.stdout)
+    if st["missing_for_mount"]:
+        pytest.skip("famfs mount not possible here: " + "; ".join(st["missing_for_mount"]))
+    mode_before = next(d["mode"] for d in st["devices"] if d["device"] == dev)
+    r = famfs(a, dev, "up", dev, "/mnt/famfs")
+    assert r.rc == 0, r.stderr
+    ok(a, "test -f /mnt/famfs/shared/dir1/data.bin")
+    r = famfs(a, dev, "down", "/mnt/famfs", "--restore-mode")
+    assert r.rc == 0, r.stderr
+    st2 = json.loads(famfs(a, dev, "status", "--json").stdout)
+    assert next(d["mode"] for d in st2["devices"] if d["device"] == dev) == mode_before
+
+
+def test_cleanup_kill_superblock(pair) -> None:  # type: ignore[no-untyped-def]
+    a, _b, dev = pair
+    r = famfs(a, dev, "mkfs", dev, "--force", "--kill")
+    assert r.rc == 0, r.stderr
