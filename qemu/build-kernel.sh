@@ -14,13 +14,13 @@
 # extra tool), merged with qemu/famfs.config and KCONFIG (scripts/kconfig/merge_config.sh), then
 # `make olddefconfig`; requested options that did not survive are printed (kconfig_report.py).
 # Products (bzImage, modules under lib/modules/<release>, config, System.map, build-info) go to
-# $CACHE/kbuild/<release>-<hash of source, patches, fragments>/, renamed into place only when
-# everything succeeded; a second run with the same inputs reuses it.
+# $CACHE/kbuild/<version>-<hash of source, patches, final .config>/, renamed into place only when
+# everything succeeded; a second run with the same inputs reuses it (see "cache keys" below).
 #
 # stdout carries exactly one line, the arguments for the harness:
 #   --kernel <dir>/bzImage --modules <dir>
 # (with STOP_AFTER, the path of the kept scratch directory instead). Everything else goes to
-# stderr; the full make output to $CACHE/kbuild/logs/<name>.log.
+# stderr; the full make output to $CACHE/kbuild/logs/input-<input key>.log.
 #
 # Exit codes: 0 ok; 2 usage; 20 KSRC is not a kernel tree; 21 a patch does not apply;
 # 22 build dependencies missing; 23 not enough free disk space (or the disk filled up);
@@ -121,14 +121,18 @@ if ((${#missing[@]})); then
     fi
 fi
 
-# --- cache key --------------------------------------------------------------------------------------
+# --- cache keys -------------------------------------------------------------------------------------
+# Two keys. The input key (source, patches, fragment texts) finds a finished build without any
+# work. A build itself is stored under the config key (source, patches, the final .config), so a
+# fragment edit that changes nothing in the result (a comment, an option Kconfig forces anyway)
+# costs one configure run (~1 min), not a rebuild; by-input/<input key> links to the build.
 # The source is identified by its file list with sizes and mtimes (not contents: hashing ~1.5 GB
 # would cost more than it saves); .git and build outputs of an in-tree build are left out.
 src_id() {
     (cd "$KSRC" && find . \( -name .git -o -name '*.o' -o -name '*.cmd' -o -name '*.ko' \) -prune -o -type f \
         -printf '%P\t%s\t%T@\n' | LC_ALL=C sort | sha256sum | cut -c1-64)
 }
-KEY="$(
+INPUT_KEY="$(
     {
         echo "$RECIPE"
         echo "$KVERSION $(src_id)"
@@ -136,33 +140,35 @@ KEY="$(
         for f in "${FRAGMENTS[@]}"; do echo "fragment $(sha256sum <"$f")"; done
     } | sha256sum | cut -c1-12
 )"
-NAME="$KVERSION-$KEY"
-DEST="$KB/$NAME"
+BY_INPUT="$KB/by-input/$INPUT_KEY"
+DEST=""
 print_result() { printf -- '--kernel %s/bzImage --modules %s\n' "$DEST" "$DEST"; }
 
-if [[ -z "$STOP_AFTER" && -f "$DEST/build-info" ]]; then
+if [[ -z "$STOP_AFTER" && -f "$BY_INPUT/build-info" ]]; then
+    DEST="$(readlink -f "$BY_INPUT")"
     say "cached build $DEST (same source, patches and fragments)"
     print_result
     exit 0
 fi
 
 # --- disk space ---------------------------------------------------------------------------------------
-mkdir -p "$KB/logs"
+mkdir -p "$KB/logs" "$KB/by-input"
 free_gb() { df -Pk "$KB" | awk 'NR==2 {print int($4 / 1048576)}'; }
 if (($(free_gb) < MIN_FREE_GB)); then
     fail 23 "only $(free_gb) GB free on the file system of $KB; a kernel build needs about $MIN_FREE_GB GB (set MIN_FREE_GB= to override)"
 fi
 
 # One build per key at a time; a second caller waits and then finds the finished build.
-exec 9>"$KB/.lock-$NAME"
+exec 9>"$KB/.lock-$INPUT_KEY"
 flock 9
-if [[ -z "$STOP_AFTER" && -f "$DEST/build-info" ]]; then
+if [[ -z "$STOP_AFTER" && -f "$BY_INPUT/build-info" ]]; then
+    DEST="$(readlink -f "$BY_INPUT")"
     say "cached build $DEST (finished by a concurrent run)"
     print_result
     exit 0
 fi
 
-SCRATCH="$(mktemp -d "$KB/.tmp-$NAME.XXXXXX")"
+SCRATCH="$(mktemp -d "$KB/.tmp-$KVERSION-$INPUT_KEY.XXXXXX")"
 keep_scratch=0
 cleanup() {
     local rc=$?
@@ -173,7 +179,7 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 SRC="$SCRATCH/src" OUT="$SCRATCH/out" STAGE="$SCRATCH/stage"
-LOG="$KB/logs/$NAME.log"
+LOG="$KB/logs/input-$INPUT_KEY.log"
 : >"$LOG"
 # Keep git (setlocalversion, git apply) from finding a repository that merely encloses the scratch dir.
 export GIT_CEILING_DIRECTORIES="$SCRATCH"
@@ -271,6 +277,24 @@ if [[ "$STOP_AFTER" == config ]]; then
     echo "$SCRATCH"
     exit 0
 fi
+CONFIG_KEY="$(
+    {
+        echo "$RECIPE"
+        echo "$KVERSION $(src_id)"
+        for p in ${PATCH_FILES[@]+"${PATCH_FILES[@]}"}; do echo "patch $(basename "$p") $(sha256sum <"$p")"; done
+        cat "$OUT/.config"
+    } | sha256sum | cut -c1-12
+)"
+NAME="$KVERSION-$CONFIG_KEY"
+DEST="$KB/$NAME"
+exec 8>"$KB/.lock-$NAME"
+flock 8
+if [[ -f "$DEST/build-info" ]]; then
+    ln -sfn "../$NAME" "$BY_INPUT"
+    say "cached build $DEST (the fragments changed, the resulting config did not)"
+    print_result
+    exit 0
+fi
 
 # --- build ---------------------------------------------------------------------------------------------------------
 T1=$(date +%s)
@@ -298,6 +322,7 @@ T3=$(date +%s)
 } >"$STAGE/build-info"
 rm -rf "$DEST" # a stale, incomplete entry (no build-info) from an older script
 mv "$STAGE" "$DEST"
+ln -sfn "../$NAME" "$BY_INPUT"
 say "built $RELEASE in $((T2 - T1)) s compile, $((T3 - T0)) s total: $DEST"
 print_result
 exit 0

@@ -73,12 +73,13 @@ def run(*args: str, env: dict[str, str] | None = None, cache: Path) -> subproces
 
 
 def leftovers(cache: Path) -> list[str]:
+    """What a failed run left in the cache besides locks, logs and an empty by-input index."""
     kb = cache / "kbuild"
-    return (
-        sorted(p.name for p in kb.iterdir() if not p.name.startswith((".lock-", "logs")))
-        if kb.exists()
-        else []
-    )
+    if not kb.exists():
+        return []
+    names = [p.name for p in kb.iterdir() if not p.name.startswith((".lock-", "logs", "by-input"))]
+    names += [f"by-input/{p.name}" for p in (kb / "by-input").glob("*")]
+    return sorted(names)
 
 
 def test_ksrc_required(tmp_path):
