@@ -199,7 +199,8 @@ class Ctx:
         self.dev = dev
         self.opts = opts
         self.warnings: list[str] = []
-        self.writes = 0
+        self.writes = 0  # attempted
+        self.changes = 0  # writes the kernel accepted
         self.bsize = block_size(sysfs)
         self.ids = block_ids(dev.ranges or [], self.bsize)
 
@@ -215,6 +216,7 @@ class Ctx:
         self.say(f"write {value!r} > /{rel}")
         self.writes += 1
         self.sysfs.write(rel, value)
+        self.changes += 1
 
     def driver(self, name: str | None = None) -> str | None:
         if name is None or name == self.name:
@@ -266,8 +268,14 @@ class _PlanState:
     policy: str | None
 
 
-def _offline_blocks(ctx: Ctx, blocks: list[MemoryBlock], done: list[MemoryBlock]) -> None:
-    """Offline ``blocks`` in order, appending each one offlined to ``done``; raises on failure."""
+def _offline_blocks(
+    ctx: Ctx, blocks: list[MemoryBlock], done: list[MemoryBlock], best_effort: bool = False
+) -> None:
+    """Offline ``blocks`` in order, appending each one offlined to ``done``.
+
+    Stops at the first failure, or with ``best_effort`` (rollback) tries every block and
+    then reports all that failed."""
+    failed: list[str] = []
     for b in blocks:
         rel = block_rel(b.id, "state")
         try:
@@ -277,15 +285,27 @@ def _offline_blocks(ctx: Ctx, blocks: list[MemoryBlock], done: list[MemoryBlock]
             if now and not now.startswith("online") and now != "going-offline":
                 done.append(b)  # someone else got there first
                 continue
-            raise StepFailed(f"could not offline {b.name}: {e}") from None
+            failed.append(f"could not offline {b.name}: {e}")
+            if not best_effort:
+                break
+            continue
         done.append(b)
+    if failed:
+        raise StepFailed("; ".join(failed))
 
 
-def _online_blocks(ctx: Ctx, blocks: list[MemoryBlock], value_of: Callable[[MemoryBlock], str]) -> list[int]:
+def _online_blocks(
+    ctx: Ctx,
+    blocks: list[MemoryBlock],
+    value_of: Callable[[MemoryBlock], str],
+    best_effort: bool = False,
+) -> list[int]:
     """Online ``blocks``; return the ids this call onlined.  A failed write counts as success
     if the block is online afterwards (another agent raced us).  On failure, re-offline what
-    this call onlined, then raise."""
+    this call onlined, then raise; with ``best_effort`` (rollback) try every block first and
+    keep what came online."""
     mine: list[int] = []
+    failed: list[str] = []
     for b in blocks:
         rel = block_rel(b.id, "state")
         try:
@@ -294,15 +314,19 @@ def _online_blocks(ctx: Ctx, blocks: list[MemoryBlock], value_of: Callable[[Memo
         except SysfsError as e:
             if (ctx.sysfs.read_or(rel, "") or "").startswith("online"):
                 continue
-            undo_note = ""
-            if mine:
-                try:
-                    _offline_blocks(ctx, [MemoryBlock(i, "online") for i in reversed(mine)], [])
-                    undo_note = f"; offlined again {compress_blocks(mine)}"
-                except StepFailed as e2:
-                    undo_note = f"; and offlining them again failed: {e2}"
-            raise StepFailed(f"could not online {b.name}: {e}{undo_note}") from None
-    return mine
+            failed.append(f"could not online {b.name}: {e}")
+            if not best_effort:
+                break
+    if not failed:
+        return mine
+    note = ""
+    if mine and not best_effort:
+        try:
+            _offline_blocks(ctx, [MemoryBlock(i, "online") for i in reversed(mine)], [], best_effort=True)
+            note = f"; offlined again {compress_blocks(mine)}"
+        except StepFailed as e2:
+            note = f"; and offlining them again failed: {e2}"
+    raise StepFailed("; ".join(failed) + note)
 
 
 class Offline(Step):
@@ -339,7 +363,8 @@ class Offline(Step):
             raise StepFailed(f"{e}{note}") from None
 
     def _reonline(self, ctx: Ctx) -> None:
-        _online_blocks(ctx, list(reversed(self.done)), lambda b: _online_value(b.zones, ctx.opts.movable))
+        value_of = lambda b: _online_value(b.zones, ctx.opts.movable)  # noqa: E731
+        _online_blocks(ctx, list(reversed(self.done)), value_of, best_effort=True)
 
     def undo(self, ctx: Ctx) -> None:
         if self.done:
@@ -384,7 +409,7 @@ class Online(Step):
     def undo(self, ctx: Ctx) -> None:
         if self.mine:
             done: list[MemoryBlock] = []
-            _offline_blocks(ctx, [MemoryBlock(i, "online") for i in reversed(self.mine)], done)
+            _offline_blocks(ctx, [MemoryBlock(i, "online") for i in reversed(self.mine)], done, True)
             self.mine = []
 
 
@@ -711,7 +736,15 @@ def _execute(sysfs: Sysfs, dev: DaxDevice, p: Plan, opts: Options) -> Outcome:
         except DaxmodeError as e:
             rb_err = e
             break
+    if rb_err is None and policy is not None and sysfs.read_or(AUTO_ONLINE) != policy:
+        ctx.say("rollback: restore auto_online_blocks")
+        try:
+            ctx.write(AUTO_ONLINE, policy)
+        except SysfsError as e:
+            rb_err = e
     if rb_err is None and _in_mode(sysfs, dev, p.start, start_online, policy):
+        if ctx.changes == 0:
+            raise KernelRefused(f"{head}; nothing was changed")
         raise RolledBack(f"{head}; rolled back, {dev.name} is back in {_name(p.start)}")
     why = f"rollback failed: {rb_err}" if rb_err else "rollback did not restore the starting state"
     raise LeftPartial(f"{head}; {why}; {dev.name} is left with {residual(sysfs, dev, policy)}")
