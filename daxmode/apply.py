@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from daxmode import config as cfgmod
 from daxmode.device import device_memory, get_device
 from daxmode.errors import DaxmodeError
-from daxmode.modes import Options, set_mode
+from daxmode.modes import Mode, Options, set_mode
 from daxmode.sysfs import Sysfs
 from daxmode.topology import device_facts, device_names, normalize_name, region_dir
 
@@ -99,6 +99,11 @@ def _apply_one(
         if dev.size == 0:
             res.status = SKIPPED
             res.message = "size 0 (an unallocated seed); nothing can bind it"
+            return res
+        if dev.mode is entry.mode and entry.mode is not Mode.SYSTEM_RAM:
+            # nothing to plan (set_mode would do nothing either); also works without root
+            res.status = UNCHANGED
+            res.message = f"already {entry.mode.value}"
             return res
         tracker = _BlockProgress(sysfs, name, progress, log) if progress and not dry_run else None
         opts = Options(
