@@ -26,7 +26,8 @@ import time
 
 PORT_NAME = "mhd.agent"
 BASE_ENV = {
-    "PATH": "/work/main/.venv/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+    # stage2.sh passes PATH with the project's venv first; this is only the fallback.
+    "PATH": os.environ.get("PATH", "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"),
     "HOME": "/root",
     "LANG": "C.UTF-8",
     "PYTHONDONTWRITEBYTECODE": "1",

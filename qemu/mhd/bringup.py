@@ -32,6 +32,7 @@ CXL_MODULES = ["cxl_acpi", "cxl_pci", "cxl_port", "cxl_mem", "dax_cxl", "device_
 NVDIMM_MODULES = ["nfit", "libnvdimm", "nd_pmem", "dax_pmem", "device_dax", "kmem", "fsdev_dax"]
 
 steps: list[str] = []
+T0 = time.monotonic()
 
 
 class BringupError(Exception):
@@ -40,7 +41,7 @@ class BringupError(Exception):
 
 def log(msg: str) -> None:
     steps.append(msg)
-    print(f"bringup: {msg}", file=sys.stderr, flush=True)
+    print(f"bringup: [{time.monotonic() - T0:6.2f}s] {msg}", file=sys.stderr, flush=True)
 
 
 def read(path: str) -> str:

@@ -7,7 +7,9 @@ No default route: only the guests' own subnets are reachable.
 
 from __future__ import annotations
 
+import subprocess
 import sys
+import time
 
 from pyroute2 import IPRoute
 
@@ -23,11 +25,19 @@ def addr(host: int, link: int) -> str:
 def main(argv: list[str]) -> int:
     host = int(argv[0])
     links = [int(a) for a in argv[1:]]
+    # udev coldplug is limited to a few subsystems in harness guests, so load the NIC driver here.
+    subprocess.run(["modprobe", "virtio_net"], check=False)
     with IPRoute() as ipr:
-        by_mac = {
-            link.get_attr("IFLA_ADDRESS"): (link["index"], link.get_attr("IFLA_IFNAME"))
-            for link in ipr.get_links()
-        }
+        wanted = {mac(host, ln) for ln in links}
+        deadline = time.monotonic() + 30
+        while True:
+            by_mac = {
+                link.get_attr("IFLA_ADDRESS"): (link["index"], link.get_attr("IFLA_IFNAME"))
+                for link in ipr.get_links()
+            }
+            if wanted <= by_mac.keys() or time.monotonic() > deadline:
+                break
+            time.sleep(0.2)
         lo = ipr.link_lookup(ifname="lo")
         if lo:
             ipr.link("set", index=lo[0], state="up")

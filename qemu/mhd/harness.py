@@ -19,6 +19,7 @@ import sys
 import tempfile
 import time
 import xml.etree.ElementTree as ET
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -429,6 +430,7 @@ class Run:
                 "MHD_PYTHON": str(self.python),
                 "MHD_AGENT": str(MHD_DIR / "agent.py"),
                 "MHD_STAGE2": str(MHD_DIR / "stage2.sh"),
+                "MHD_PROJECT": str(PROJECT),
                 "MHD_PATH": f"{PROJECT / '.venv' / 'bin'}:{GUEST_PATH}",
                 "MHD_UDEV": "1" if cfg.udev else "0",
             }
@@ -471,24 +473,37 @@ class Run:
             g.client.setenv(self.guest_env(g.spec.host))
 
     def bring_up(self) -> None:
-        for g in self.guests:
-            h = g.spec.host
-            args = [str(self.python), str(MHD_DIR / "bringup.py"), "--backend", self.cfg.backend]
-            if self.cfg.backend == "nvdimm" and h == 0:
-                args.append("--create")
-            t0 = time.monotonic()
-            r = g.run(args, timeout=240)
-            (self.results / g.name / "bringup.log").write_text(r.stderr + r.stdout)
-            info = _last_json(r.stdout)
-            if not r.ok or info is None or "device" not in info:
-                why = (info or {}).get("error") or r.describe()
-                raise GuestFailure(f"{g.name}: device bring-up failed: {why}")
-            self.devices[h] = info
-            g.client.setenv({"DAXMODE_TEST_DEV": info["device"]})
-            log(
-                f"{g.name}: {info['device']} ({info['size'] >> 20} MiB, align {info['align'] >> 10} KiB) "
-                f"bound to {info['driver']} in {time.monotonic() - t0:.1f}s"
-            )
+        """Bring every guest's device to devdax.
+
+        CXL decoder state is per guest, so all guests work at once.  The nvdimm namespace is written by
+        host 0; the others must probe after that (qemu-cxl.md section 1c), so they follow it.
+        """
+        first = self.guests[:1] if self.cfg.backend == "nvdimm" else []
+        rest = [g for g in self.guests if g not in first]
+        for g in first:
+            self._bring_up_one(g)
+        with ThreadPoolExecutor(max_workers=max(1, len(rest))) as pool:
+            for fut in [pool.submit(self._bring_up_one, g) for g in rest]:
+                fut.result()
+
+    def _bring_up_one(self, g: Guest) -> None:
+        h = g.spec.host
+        args = [str(self.python), str(MHD_DIR / "bringup.py"), "--backend", self.cfg.backend]
+        if self.cfg.backend == "nvdimm" and h == 0:
+            args.append("--create")
+        t0 = time.monotonic()
+        r = g.run(args, timeout=300)
+        (self.results / g.name / "bringup.log").write_text(r.stderr + r.stdout)
+        info = _last_json(r.stdout)
+        if not r.ok or info is None or "device" not in info:
+            why = (info or {}).get("error") or r.describe()
+            raise GuestFailure(f"{g.name}: device bring-up failed: {why}")
+        self.devices[h] = info
+        g.client.setenv({"DAXMODE_TEST_DEV": info["device"]})
+        log(
+            f"{g.name}: {info['device']} ({info['size'] >> 20} MiB, align {info['align'] >> 10} KiB) "
+            f"bound to {info['driver']} in {time.monotonic() - t0:.1f}s"
+        )
 
     def network(self) -> None:
         if not self.cfg.network or self.cfg.hosts < 2:

@@ -44,12 +44,6 @@ mount -t devtmpfs devtmpfs $R/dev
 mkdir -p $R/dev/pts $R/dev/shm
 mount -t devpts devpts $R/dev/pts
 mount -t tmpfs tmpfs $R/dev/shm
-# The overlay already keeps every write inside this guest (e.g. famfs's /opt/famfs/system_uuid, which
-# must differ per host); /tmp, /run and /var/tmp start empty as on a fresh boot.
-for d in tmp run var/tmp; do
-    [ -d "$R/$d" ] && mount -t tmpfs -o mode=0755 tmpfs "$R/$d"
-done
-chmod 1777 $R/tmp $R/var/tmp
 mount -t debugfs debugfs $R/sys/kernel/debug 2>/dev/null
 mount -t configfs configfs $R/sys/kernel/config 2>/dev/null
 mount -t fusectl fusectl $R/sys/fs/fuse/connections 2>/dev/null
@@ -59,10 +53,20 @@ mkdir -p "$R/usr/lib/modules/$KVER" || fail "mkdir /usr/lib/modules/$KVER"
 mount -t 9p -o ro,trans=virtio,version=9p2000.L,msize=512000,cache=loose modules "$R/usr/lib/modules/$KVER" \
     || fail "mount modules"
 
+mkdir -p /share
+mount -t 9p -o trans=virtio,version=9p2000.L,msize=512000 share /share || fail "mount share"
+[ -f /share/guest.env ] || fail "no guest.env in the share"
+. /share/guest.env
+# The overlay already keeps every write inside this guest (e.g. famfs's /opt/famfs/system_uuid, which
+# must differ per host); /tmp, /run and /var/tmp start empty as on a fresh boot -- unless the project
+# itself lives there (a CI clone under /tmp), which must stay visible.
+for d in tmp run var/tmp; do
+    case "$MHD_PROJECT/" in "/$d/"*) continue ;; esac
+    [ -d "$R/$d" ] && mount -t tmpfs -o mode=0755 tmpfs "$R/$d"
+done
+chmod 1777 $R/tmp $R/var/tmp
 mkdir -p $R/run/mhd/share
-mount -t 9p -o trans=virtio,version=9p2000.L,msize=512000 share $R/run/mhd/share || fail "mount share"
-[ -f $R/run/mhd/share/guest.env ] || fail "no guest.env in the share"
-. $R/run/mhd/share/guest.env
+mount --move /share $R/run/mhd/share || fail "move share"
 hostname "$MHD_HOSTNAME"
 echo "$MHD_HOST" >$R/run/mhd/host
 ip link set lo up 2>/dev/null

@@ -166,7 +166,7 @@ def build_command(spec: GuestSpec) -> list[str]:
         "-chardev",
         f"socket,id=agent0,path={run / f'host{h}.agent'},server=on,wait=off",
         "-device",
-        "virtio-serial-pci,id=vser0",
+        "virtio-serial-pci,id=vser0,bus=pcie.0",
         "-device",
         f"virtserialport,bus=vser0.0,chardev=agent0,name={AGENT_PORT}",
     ]
@@ -180,7 +180,7 @@ def build_command(spec: GuestSpec) -> list[str]:
         opts = f"local,id=fs{i},path={path},security_model=none,multidevs=remap"
         if ro:
             opts += ",readonly=on"
-        cmd += ["-fsdev", opts, "-device", f"virtio-9p-pci,fsdev=fs{i},mount_tag={tag}"]
+        cmd += ["-fsdev", opts, "-device", f"virtio-9p-pci,fsdev=fs{i},mount_tag={tag},bus=pcie.0"]
     for link in spec.net:
         nid = f"net{link.link}"
         server = "on" if link.server else "off"
@@ -188,9 +188,11 @@ def build_command(spec: GuestSpec) -> list[str]:
             "-netdev",
             f"stream,id={nid},server={server},addr.type=unix,addr.path={link.socket}",
             "-device",
-            f"virtio-net-pci,netdev={nid},mac={link.mac}",
+            f"virtio-net-pci,netdev={nid},mac={link.mac},bus=pcie.0",
         ]
     cmd += ["-device", "isa-debug-exit,iobase=0xf4,iosize=0x04"]
+    # Every PCI device names pcie.0: with cxl=on QEMU would otherwise try the pxb-cxl bus, which takes
+    # only bridges ("Only PCI/PCIe bridges can be plugged into pxb-cxl").
     cmd += list(spec.extra)
     return cmd
 

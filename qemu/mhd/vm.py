@@ -75,6 +75,13 @@ class Guest:
             self.client.connect(timeout=10)
             reply = self.client.ping(max(1.0, deadline - time.monotonic()), self.alive)
         except (TimeoutError, AgentError) as e:
+            if self.proc is not None:
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    self.proc.wait(timeout=2)
+            if not self.alive():
+                raise GuestFailure(
+                    f"{self.name}: QEMU exited: {self.qemu_error()}; {self.console_tail()}"
+                ) from None
             raise GuestFailure(f"{self.name}: guest did not come up ({e}); {self.console_tail()}") from None
         self.ready_after = time.monotonic() - self.started_at
         self.release = reply.get("release", "")
