@@ -136,7 +136,12 @@ def test_udev_rule_restores_configured_mode_after_recreate(ops_setup):
 
     # nobody runs daxmode now: the udev rule must bring it back to fsdev
     got = wait_driver(DEV, "fsdev_dax")
-    log = LOG.read_text() if LOG.exists() else "(no log)"
+    # the detached `daxmode apply` writes its report when it exits, just after the bind
+    deadline = time.monotonic() + 60
+    log = ""
+    while time.monotonic() < deadline and f"daxmode apply {DEV}:" not in log:
+        time.sleep(0.5)
+        log = LOG.read_text() if LOG.exists() else ""
     print(log)
     assert got == "fsdev_dax", f"{DEV} is bound to {got}; /run/daxmode-apply.log:\n{log}"
     assert f"daxmode apply {DEV}: changed" in log, log
@@ -186,3 +191,42 @@ def test_daxctl_conf_is_honoured(ops_setup):
     finally:
         conf.unlink(missing_ok=True)
         run(DAXMODE, "set", DEV, "devdax", check=False)
+
+
+def _as_nobody(*argv: str) -> subprocess.CompletedProcess[str]:
+    def drop() -> None:
+        os.setgroups([])
+        os.setgid(65534)
+        os.setuid(65534)
+
+    return subprocess.run(
+        list(argv),
+        capture_output=True,
+        text=True,
+        timeout=300,
+        preexec_fn=drop,
+        env={**os.environ, "HOME": "/"},
+    )
+
+
+def test_non_root_reads_work_and_writes_fail_with_one_line(ops_setup):
+    probe = _as_nobody(DAXMODE, "--version")
+    if probe.returncode != 0:
+        pytest.skip(f"the venv is not usable by nobody here: {probe.stderr.strip()[-200:]}")
+    CONF.write_text(f'[[device]]\nmatch = {{ name = "{DEV}" }}\nmode = "fsdev"\n')
+    start = driver(DEV)
+    p = _as_nobody(DAXMODE, "list", "--json", DEV)
+    assert p.returncode == 0, p
+    assert json.loads(p.stdout)[0]["chardev"] == DEV
+    for argv in (
+        ("set", DEV, "fsdev"),
+        ("apply", DEV),
+        ("install-units",),
+    ):
+        p = _as_nobody(DAXMODE, *argv)
+        print(argv, p.returncode, p.stderr)
+        assert p.returncode == 5, (argv, p)
+        errs = [ln for ln in p.stderr.splitlines() if ln.strip()]
+        assert len(errs) == 1 and "root" in errs[0], (argv, p.stderr)
+    assert driver(DEV) == start
+    assert not RULE.exists()
