@@ -306,6 +306,37 @@ def block_ids(ranges: Iterable[Range], bsize: int) -> list[int]:
     return ids
 
 
+def block_runs(ranges: Iterable[Range], bsize: int) -> list[range]:
+    """The block ids of each range, as kmem hot-adds them: one run per range."""
+    out = []
+    for r in ranges:
+        first = -(-r.start // bsize)
+        last = (r.end + 1) // bsize
+        if last > first:
+            out.append(range(first, last))
+    return out
+
+
+def present_blocks(sysfs: Sysfs, ranges: Iterable[Range], bsize: int) -> list[int]:
+    """The device's blocks that exist, without listing the (huge) memory directory.
+
+    Memory is added and removed a whole range at a time: add_memory() creates every block
+    device of the range or none, and remove_memory() removes all of them only if all are
+    offline (mm/memory_hotplug.c), so kmem's ranges are present or absent as a unit.  Two
+    existence checks per range (first and last block) therefore decide; a range that is
+    only partly there (not something the kernel produces) is resolved block by block.
+    """
+    out: list[int] = []
+    for run in block_runs(ranges, bsize):
+        first = sysfs.exists(f"{MEMORY}/memory{run[0]}")
+        last = sysfs.exists(f"{MEMORY}/memory{run[-1]}")
+        if first and last:
+            out.extend(run)
+        elif first or last:
+            out.extend(b for b in run if sysfs.exists(f"{MEMORY}/memory{b}"))
+    return out
+
+
 def block_rel(bid: int, attr: str) -> str:
     return f"{MEMORY}/memory{bid}/{attr}"
 
@@ -324,19 +355,59 @@ def read_blocks(
     sysfs: Sysfs, ids: Iterable[int], *, zones: bool = False, removable: bool = False
 ) -> list[MemoryBlock]:
     """State (and optionally valid_zones/removable) of the given blocks; absent ones skipped."""
+    ids = list(ids)
+    states = sysfs.read_under(MEMORY, [f"memory{b}/state" for b in ids])
+    zs = sysfs.read_under(MEMORY, [f"memory{b}/valid_zones" for b in ids]) if zones else [None] * len(ids)
+    rms = sysfs.read_under(MEMORY, [f"memory{b}/removable" for b in ids]) if removable else [None] * len(ids)
     out = []
-    for bid in ids:
-        try:
-            state = sysfs.read(block_rel(bid, "state")).strip()
-        except SysfsError:
+    for bid, st, z, rm in zip(ids, states, zs, rms, strict=True):
+        if st is None:
             continue  # block went away (or never existed)
-        z = sysfs.read_or(block_rel(bid, "valid_zones")) if zones else None
-        rm = None
-        if removable:
-            t = sysfs.read_or(block_rel(bid, "removable"))
-            rm = None if t is None else t.strip() != "0"
-        out.append(MemoryBlock(bid, state, z.strip() if z else None, rm))
+        out.append(
+            MemoryBlock(
+                bid,
+                st.strip(),
+                z.strip() if z is not None else None,
+                None if rm is None else rm.strip() != "0",
+            )
+        )
     return out
+
+
+_ZONE_NAMES = {"DMA", "DMA32", "Normal", "Movable", "Device", "none"}
+
+
+def scan_blocks(sysfs: Sysfs, ids: Iterable[int]) -> list[MemoryBlock]:
+    """State and zone of each present block with ONE read per block where the format allows.
+
+    ``valid_zones`` of an online block is the single name of its zone ("none" if it spans
+    zones); of an offline block, the default zone followed by the other allowed zone(s),
+    so always two or more names (drivers/base/memory.c valid_zones_show).  Anything else
+    (absent attribute without CONFIG_MEMORY_HOTREMOVE, odd output) falls back to ``state``.
+    """
+    ids = list(ids)
+    zs = sysfs.read_under(MEMORY, [f"memory{b}/valid_zones" for b in ids])
+    out: list[MemoryBlock] = []
+    unsure: list[int] = []
+    for bid, z in zip(ids, zs, strict=True):
+        words = z.split() if z is not None else []
+        if len(words) == 1 and words[0] in _ZONE_NAMES:
+            out.append(MemoryBlock(bid, "online", words[0]))
+        elif len(words) >= 2 and all(w in _ZONE_NAMES for w in words):
+            out.append(MemoryBlock(bid, "offline", None))
+        else:
+            unsure.append(bid)
+    if unsure:
+        out.extend(read_blocks(sysfs, unsure, zones=True))
+        out.sort(key=lambda b: b.id)
+    return out
+
+
+def read_zones(sysfs: Sysfs, ids: Iterable[int]) -> dict[int, str | None]:
+    """valid_zones of each block (None if unreadable)."""
+    ids = list(ids)
+    zs = sysfs.read_under(MEMORY, [f"memory{b}/valid_zones" for b in ids])
+    return {b: (z.strip() if z is not None else None) for b, z in zip(ids, zs, strict=True)}
 
 
 def device_memory(sysfs: Sysfs, dev: DaxDevice, *, zones: bool = False) -> DeviceMemory | None:
@@ -345,9 +416,8 @@ def device_memory(sysfs: Sysfs, dev: DaxDevice, *, zones: bool = False) -> Devic
         return None
     bsize = block_size(sysfs)
     ids = block_ids(dev.ranges, bsize)
-    present = present_block_ids(sysfs)
-    mine = [b for b in ids if b in present]
-    return DeviceMemory(bsize, ids, read_blocks(sysfs, mine, zones=zones))
+    del zones  # scan_blocks always yields the zone of online blocks
+    return DeviceMemory(bsize, ids, scan_blocks(sysfs, present_blocks(sysfs, dev.ranges, bsize)))
 
 
 def compress_blocks(ids: Iterable[int]) -> str:

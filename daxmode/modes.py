@@ -40,7 +40,10 @@ from daxmode.device import (
     device_memory,
     get_device,
     present_block_ids,
+    present_blocks,
     read_blocks,
+    read_zones,
+    scan_blocks,
 )
 from daxmode.errors import (
     BadMode,
@@ -144,6 +147,7 @@ class Plan:
     target: Mode
     steps: list[Step]
     actions: list[Action]
+    blocks: list[MemoryBlock] = field(default_factory=list)  # the device's blocks when planned
 
     def render(self) -> list[str]:
         head = f"{self.device}: {_name(self.start)} -> {self.target}"
@@ -203,6 +207,10 @@ class Ctx:
         self.changes = 0  # writes the kernel accepted
         self.bsize = block_size(sysfs)
         self.ids = block_ids(dev.ranges or [], self.bsize)
+        # What we know of the device's present blocks, from one scan plus the kernel's answers
+        # to our own writes (a state write succeeds only once the block changed state); None:
+        # unknown, read again.  This keeps a 4096-block switch at ~1 read per block.
+        self.known: dict[int, MemoryBlock] | None = None
 
     @property
     def name(self) -> str:
@@ -223,12 +231,19 @@ class Ctx:
             return self.sysfs.link_name(f"{self.dev.path}/driver")
         return self.sysfs.link_name(f"{DAX_DEVICES}/{name}/driver")
 
-    def blocks(self, *, zones: bool = False, removable: bool = False) -> list[MemoryBlock]:
-        """The device's present blocks; one directory scan, one state read per block."""
-        present = present_block_ids(self.sysfs)
-        return read_blocks(
-            self.sysfs, [b for b in self.ids if b in present], zones=zones, removable=removable
-        )
+    def blocks(self) -> list[MemoryBlock]:
+        """The device's present blocks with state and zone: one directory scan, ~one read each."""
+        return scan_blocks(self.sysfs, self.present())
+
+    def present(self) -> list[int]:
+        """The device's blocks that exist now (a few existence checks per range)."""
+        return present_blocks(self.sysfs, self.dev.ranges or [], self.bsize)
+
+    def current(self) -> list[MemoryBlock]:
+        """The device's present blocks as known, reading them only if unknown."""
+        if self.known is None:
+            self.known = {b.id: b for b in self.blocks()}
+        return [self.known[i] for i in sorted(self.known)]
 
     def unbound_devices(self) -> set[str]:
         return {n for n in self.sysfs.listdir(DAX_DEVICES) if self.driver(n) is None}
@@ -285,7 +300,11 @@ def _offline_blocks(
             if now and not now.startswith("online") and now != "going-offline":
                 done.append(b)  # someone else got there first
                 continue
-            failed.append(f"could not offline {b.name}: {e}")
+            rm = ctx.sysfs.read_or(block_rel(b.id, "removable"))
+            why = (
+                " (removable=0: the kernel cannot offline it)" if rm is not None and rm.strip() == "0" else ""
+            )
+            failed.append(f"could not offline {b.name}: {e}{why}")
             if not best_effort:
                 break
             continue
@@ -330,7 +349,10 @@ def _online_blocks(
 
 
 class Offline(Step):
-    """Offline the device's online blocks (--force); undo re-onlines them in their zones."""
+    """Offline the device's online blocks (--force); undo re-onlines them in their zones.
+
+    ``removable`` is not read up front: kernels since 5.9 always report 1 there, so it is
+    consulted only to explain a failed offline (which is then rolled back)."""
 
     def __init__(self) -> None:
         self.done: list[MemoryBlock] = []
@@ -345,10 +367,12 @@ class Offline(Step):
         return acts
 
     def apply(self, ctx: Ctx) -> None:
-        online = [b for b in ctx.blocks(zones=True, removable=True) if b.online]
-        stuck = [b.id for b in online if b.removable is False]
-        if stuck:
-            raise StepFailed(f"{compress_blocks(stuck)} not removable; cannot offline")
+        cur = ctx.current()
+        online = [b for b in cur if b.online]
+        missing = [b.id for b in online if b.zones is None]
+        if missing:  # the zone of each, to re-online it there if we roll back
+            zones = read_zones(ctx.sysfs, missing)
+            online = [MemoryBlock(b.id, b.state, b.zones or zones[b.id]) for b in online]
         self.done = []
         try:
             _offline_blocks(ctx, online, self.done)
@@ -360,13 +384,16 @@ class Offline(Step):
                     note = f"; onlined again {compress_blocks(b.id for b in self.done)}"
                 except StepFailed as e2:
                     note = f"; and re-onlining failed: {e2}"
+            ctx.known = None
             raise StepFailed(f"{e}{note}") from None
+        ctx.known = {b.id: MemoryBlock(b.id, "offline") for b in cur}
 
     def _reonline(self, ctx: Ctx) -> None:
         value_of = lambda b: _online_value(b.zones, ctx.opts.movable)  # noqa: E731
         _online_blocks(ctx, list(reversed(self.done)), value_of, best_effort=True)
 
     def undo(self, ctx: Ctx) -> None:
+        ctx.known = None
         if self.done:
             self._reonline(ctx)
 
@@ -392,21 +419,38 @@ class Online(Step):
         return acts
 
     def apply(self, ctx: Ctx) -> None:
-        blocks = ctx.blocks()
-        if len(blocks) < len(ctx.ids):
-            ctx.warnings.append(
-                f"{ctx.name}: only {len(blocks)} of {len(ctx.ids)} memory blocks were added by kmem"
-            )
+        if ctx.known is None:
+            # Just hot-added by our kmem bind with the policy held at offline: the blocks are
+            # offline unless another agent (a udev rule) raced us, which makes our write fail
+            # with EINVAL and the block then counts as already online.  No read needed.
+            ids = ctx.present()
+            todo = [MemoryBlock(i, "offline") for i in ids]
+            already: list[int] = []
+        else:
+            cur = ctx.current()
+            ids = [b.id for b in cur]
+            todo = [b for b in cur if not b.online]
+            already = [b.id for b in cur if b.online]
+        if len(ids) < len(ctx.ids):
+            ctx.warnings.append(f"{ctx.name}: only {len(ids)} of {len(ctx.ids)} memory blocks are present")
         value = self._value(ctx)
-        self.mine = _online_blocks(ctx, [b for b in blocks if not b.online], lambda b: value)
-        want = "Movable" if ctx.opts.movable else "Normal"
+        self.mine = _online_blocks(ctx, todo, lambda b: value)
         mine = set(self.mine)
-        wrong = [b.id for b in read_blocks(ctx.sysfs, [b.id for b in blocks], zones=True) if b.zones != want]
+        # online_movable always lands in ZONE_MOVABLE (mm/memory_hotplug.c zone_for_pfn_range),
+        # so read the zone only where the kernel chose it: plain "online", or blocks not ours.
+        movable = ctx.opts.movable
+        check = [i for i in ids if i not in mine] if movable else ids
+        zones = read_zones(ctx.sysfs, check)
+        want = "Movable" if movable else "Normal"
+        wrong = [i for i in check if zones[i] != want]
         if wrong:
-            who = "onlined by daxmode" if mine.issuperset(wrong) else "some onlined before daxmode ran"
+            who = "onlined by daxmode" if mine.issuperset(wrong) else "onlined before daxmode ran"
             ctx.warnings.append(f"{ctx.name}: {compress_blocks(wrong)} not in zone {want} ({who})")
+        del already
+        ctx.known = {i: MemoryBlock(i, "online", zones.get(i, want)) for i in ids}
 
     def undo(self, ctx: Ctx) -> None:
+        ctx.known = None
         if self.mine:
             done: list[MemoryBlock] = []
             _offline_blocks(ctx, [MemoryBlock(i, "online") for i in reversed(self.mine)], done, True)
@@ -442,7 +486,7 @@ def unbind(ctx: Ctx, name: str, driver: str) -> None:
     if cur != driver:
         raise StepFailed(f"{name} is bound to {cur or 'no driver'}, not {driver}")
     if driver == "kmem" and name == ctx.name:
-        on = [b.id for b in ctx.blocks() if b.online]
+        on = [b.id for b in ctx.current() if b.online]
         if on:
             raise StepFailed(f"refusing to unbind kmem from {name}: {compress_blocks(on)} online")
     d = f"{DAX_BUS}/drivers/{driver}"
@@ -455,9 +499,11 @@ def unbind(ctx: Ctx, name: str, driver: str) -> None:
     devpath = ctx.dev.path if name == ctx.name else f"{DAX_DEVICES}/{name}"
     events.wait_driver(ctx.sysfs, devpath, None, ctx.opts.timeout)
     if driver == "kmem" and name == ctx.name:
-        left = ctx.blocks()
+        left = ctx.present()
+        ctx.known = None
         if left:
-            raise StepFailed(f"kmem unbind left {compress_blocks(b.id for b in left)} present (range leaked)")
+            raise StepFailed(f"kmem unbind left {compress_blocks(left)} present (range leaked)")
+        ctx.known = {}
 
 
 class Bind(Step):
@@ -524,6 +570,8 @@ class Bind(Step):
                     ctx.write(AUTO_ONLINE, policy or "online")
                 except SysfsError as e:
                     err = err or StepFailed(f"could not restore auto_online_blocks to {policy}: {e}")
+        if self.driver == "kmem":
+            ctx.known = None  # hot-added blocks: presence by scan, states by the kernel's answers
         if err is not None:
             self._cleanup_failed(ctx)
             raise err
@@ -563,7 +611,8 @@ class Bind(Step):
 
     def undo(self, ctx: Ctx) -> None:
         if self.driver == "kmem":
-            on = [b for b in ctx.blocks() if b.online]  # e.g. onlined by a udev rule
+            ctx.known = None
+            on = [b for b in ctx.current() if b.online]  # e.g. onlined by a udev rule
             if on:
                 _offline_blocks(ctx, on, [])
         if ctx.driver() == self.driver:
@@ -619,15 +668,11 @@ def plan(sysfs: Sysfs, dev: DaxDevice, target: Mode, opts: Options) -> Plan:
         if users:
             m = users[0]
             raise DeviceBusy(f"{name} is in use: mounted on {m.mount_point} ({m.fstype}); unmount it first")
-    if start is Mode.SYSTEM_RAM and target is not Mode.SYSTEM_RAM and online:
-        if not opts.force:
-            raise DeviceBusy(
-                f"{name}: {len(online)} memory block(s) online ({compress_blocks(online)}); "
-                "use --force to offline them"
-            )
-        stuck = [b.id for b in read_blocks(sysfs, online, removable=True) if b.removable is False]
-        if stuck:
-            raise DeviceBusy(f"{name}: {compress_blocks(stuck)} not removable; cannot offline")
+    if start is Mode.SYSTEM_RAM and target is not Mode.SYSTEM_RAM and online and not opts.force:
+        raise DeviceBusy(
+            f"{name}: {len(online)} memory block(s) online ({compress_blocks(online)}); "
+            "use --force to offline them"
+        )
     if target is Mode.SYSTEM_RAM and start is not Mode.SYSTEM_RAM:
         if dev.target_node < 0:
             raise BadMode(f"{name} has no target_node (firmware gave none); kmem rejects it for system-ram")
@@ -653,7 +698,7 @@ def plan(sysfs: Sysfs, dev: DaxDevice, target: Mode, opts: Options) -> Plan:
         policy=sysfs.read_or(AUTO_ONLINE),
     )
     actions = [a for s in steps for a in s.actions(ctx, st)]
-    return Plan(name, start, target, steps, actions)
+    return Plan(name, start, target, steps, actions, mem.blocks if mem else [])
 
 
 # --------------------------------------------------------------------------------------
@@ -702,12 +747,33 @@ def _in_mode(
     return {b.id for b in blocks if b.online} == online
 
 
+def _arrived(ctx: Ctx, mode: Mode, policy: str | None) -> bool:
+    """Verify the target after the steps: the driver link, the policy, which blocks exist
+    (one scan), and their states as the kernel's answers to our writes left them."""
+    sysfs = ctx.sysfs
+    if ctx.driver() != mode.driver:
+        return False
+    if policy is not None and sysfs.read_or(AUTO_ONLINE) != policy:
+        return False
+    if ctx.dev.ranges is None:
+        return True
+    # ctx.known, when set, came from our own scan after the last driver change plus the
+    # kernel's answers to our writes; otherwise scan now.
+    known = ctx.current()
+    if mode is not Mode.SYSTEM_RAM:
+        return not known
+    if not known:
+        return False
+    return not ctx.opts.online or all(b.online for b in known)
+
+
 def _execute(sysfs: Sysfs, dev: DaxDevice, p: Plan, opts: Options) -> Outcome:
     ctx = Ctx(sysfs, dev, opts)
     policy = sysfs.read_or(AUTO_ONLINE)
+    ctx.known = {b.id: b for b in p.blocks}  # read by plan() under the same lock
     start_online: set[int] | None = None
     if p.start is Mode.SYSTEM_RAM:
-        start_online = {b.id for b in ctx.blocks() if b.online}
+        start_online = {b.id for b in p.blocks if b.online}
     done: list[Step] = []
     failure: DaxmodeError | None = None
     for step in p.steps:
@@ -718,15 +784,12 @@ def _execute(sysfs: Sysfs, dev: DaxDevice, p: Plan, opts: Options) -> Outcome:
             failure = e
             break
         done.append(step)
-    if failure is None:
-        want_online = None
-        if p.target is Mode.SYSTEM_RAM and opts.online:
-            want_online = {b.id for b in ctx.blocks()}
-        if not _in_mode(sysfs, dev, p.target, want_online, policy):
-            failure = KernelRefused(f"verification failed: {residual(sysfs, dev, policy)}")
+    if failure is None and not _arrived(ctx, p.target, policy):
+        failure = KernelRefused(f"verification failed: {residual(sysfs, dev, policy)}")
     if failure is None:
         return _outcome(ctx, p, changed=bool(p.steps))
 
+    ctx.known = None  # from here on, trust only fresh reads
     head = f"{dev.name}: {_name(p.start)} -> {p.target} failed: {failure}"
     rb_err: DaxmodeError | None = None
     for step in reversed(done):
@@ -753,7 +816,10 @@ def _execute(sysfs: Sysfs, dev: DaxDevice, p: Plan, opts: Options) -> Outcome:
 def _outcome(ctx: Ctx, p: Plan, changed: bool) -> Outcome:
     out = Outcome(ctx.name, p.start, p.target, p, changed=changed, warnings=ctx.warnings, writes=ctx.writes)
     if p.target is Mode.SYSTEM_RAM:
-        blocks = ctx.blocks(zones=True)
+        blocks = ctx.current()
+        if any(b.online and b.zones is None for b in blocks):
+            zones = read_zones(ctx.sysfs, [b.id for b in blocks])
+            blocks = [MemoryBlock(b.id, b.state, zones[b.id]) for b in blocks]
         out.total_blocks = len(blocks)
         out.online_blocks = sum(b.online for b in blocks)
         if blocks and out.online_blocks == len(blocks):

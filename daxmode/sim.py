@@ -70,10 +70,14 @@ def _err(code: int, why: str) -> OSError:
     return OSError(code, f"{os.strerror(code)} ({why})")
 
 
-def _put(path: Path, text: str, mode: int | None = None) -> None:
-    path.write_text(text + "\n")
+def _put(path: Path | str, text: str, mode: int | None = None) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644 if mode is None else mode)
+    try:
+        os.write(fd, (text + "\n").encode())
+    finally:
+        os.close(fd)
     if mode is not None:
-        path.chmod(mode)
+        os.chmod(path, mode)
 
 
 def _symlink(link: Path, target: Path) -> None:
@@ -228,22 +232,25 @@ class _World:
         return self.block_dir(bid).is_dir()
 
     def block_state(self, bid: int) -> str:
-        return (self.block_dir(bid) / "state").read_text().strip()
+        fd = os.open(f"{self.root}/{MEMORY}/memory{bid}/state", os.O_RDONLY)
+        try:
+            return os.read(fd, 64).decode().strip()
+        finally:
+            os.close(fd)
 
     def add_block(self, bid: int, node: int, policy: str) -> None:
-        d = self.block_dir(bid)
-        d.mkdir()
+        d = f"{self.root}/{MEMORY}/memory{bid}"
+        os.mkdir(d)
         online = policy in _ONLINE_ZONE
-        _put(d / "phys_index", f"{bid:08x}")
-        _put(d / "state", "online" if online else "offline")
-        _put(d / "online", "1" if online else "0")
-        _put(d / "valid_zones", _ONLINE_ZONE[policy] if online else "Normal Movable")
-        removable = "0" if bid in self.state["unremovable"] else "1"
-        _put(d / "removable", removable)
-        nd = self.p(f"{NODE}/node{node}")
-        nd.mkdir(parents=True, exist_ok=True)
-        (nd / f"memory{bid}").symlink_to(f"../../memory/memory{bid}")
-        (d / f"node{node}").symlink_to(f"../../node/node{node}")
+        _put(f"{d}/phys_index", f"{bid:08x}")
+        _put(f"{d}/state", "online" if online else "offline")
+        _put(f"{d}/valid_zones", _ONLINE_ZONE[policy] if online else "Normal Movable")
+        _put(f"{d}/removable", "0" if bid in self.state["unremovable"] else "1")
+        nd = f"{self.root}/{NODE}/node{node}"
+        if not os.path.isdir(nd):
+            os.makedirs(nd)
+        os.symlink(f"../../memory/memory{bid}", f"{nd}/memory{bid}")
+        os.symlink(f"../node/node{node}", f"{d}/node{node}")
 
     def del_block(self, bid: int) -> None:
         d = self.block_dir(bid)
@@ -255,24 +262,23 @@ class _World:
         shutil.rmtree(d)
 
     def set_block(self, bid: int, value: str) -> None:
-        if not self.block_exists(bid):
-            raise _err(errno.ENOENT, f"memory{bid} does not exist")
-        cur = self.block_state(bid)
-        d = self.block_dir(bid)
+        d = f"{self.root}/{MEMORY}/memory{bid}"
+        try:
+            cur = self.block_state(bid)
+        except FileNotFoundError:
+            raise _err(errno.ENOENT, f"memory{bid} does not exist") from None
         if value in _ONLINE_ZONE:
             if cur.startswith("online"):
                 raise _err(errno.EINVAL, f"memory{bid} already online")  # device_online() == 1
-            (d / "state").write_text("online\n")
-            (d / "online").write_text("1\n")
-            (d / "valid_zones").write_text(_ONLINE_ZONE[value] + "\n")
+            _put(f"{d}/state", "online")
+            _put(f"{d}/valid_zones", _ONLINE_ZONE[value])
         elif value == "offline":
             if cur == "offline":
                 raise _err(errno.EINVAL, f"memory{bid} already offline")
             if bid in self.state["refuse_offline"]:
                 raise _err(errno.EBUSY, f"memory{bid}: unmovable pages")
-            (d / "state").write_text("offline\n")
-            (d / "online").write_text("0\n")
-            (d / "valid_zones").write_text("Normal Movable\n")
+            _put(f"{d}/state", "offline")
+            _put(f"{d}/valid_zones", "Normal Movable")
         else:
             raise _err(errno.EINVAL, f"bad memory state {value!r}")
 
@@ -385,9 +391,10 @@ class SimKernel:
                 rc = 0
             except OSError as e:
                 rc = e.errno or errno.EIO
-            from daxmode import sim_regions
+            if not _BLOCK_STATE_RE.match(rel):  # block states cannot change seeds or free space
+                from daxmode import sim_regions
 
-            sim_regions.sync(w)  # a bound seed stops being the seed (ops)
+                sim_regions.sync(w)  # a bound seed stops being the seed (ops)
             with open(w.meta / "writes.log", "a") as log:
                 log.write(f"/{rel}\t{value}\t{errno.errorcode.get(rc, rc) if rc else 'ok'}\n")
             if rc:

@@ -143,13 +143,15 @@ def test_ram_to_fsdev_goes_through_devdax(tmp_path: Path) -> None:
     assert drivers.index("kmem") < drivers.index("device_dax") < drivers.index("fsdev_dax")
 
 
-def test_unremovable_block_refused_before_touching(tmp_path: Path) -> None:
+def test_unremovable_block_explained_and_rolled_back(tmp_path: Path) -> None:
+    """removable=0 (kernels before 5.9) is consulted when an offline fails, to say why."""
     s, sysfs = world(tmp_path)
     put_in(s, sysfs, Mode.SYSTEM_RAM)
     s.set_unremovable(66)
-    with pytest.raises(DeviceBusy, match="memory66 not removable"):
+    s.refuse_offline(66)
+    with pytest.raises(RolledBack, match=r"memory66.*removable=0.*back in system-ram"):
         set_mode(sysfs, DEV, Mode.DEVDAX, Options(force=True))
-    assert s.log() == []
+    assert set(s.block_states(DEV).values()) == {"online"}
 
 
 def test_block_refusing_offline_rolls_back(tmp_path: Path) -> None:
