@@ -69,8 +69,9 @@ install_host_packages() {
     # busybox-static: the guest initramfs; kmod: depmod for the unpacked module tree; cpio/xz/zstd: building
     # the initramfs and reading .ko.xz; ndctl: ndctl/daxctl/cxl 76.1 (nvdimm namespaces in guests, and the
     # daxctl side of the benchmark); udev: systemd-udevd inside guests (their root is this host's root);
-    # file: kernel identification in error messages; iproute2: guest network checks.
-    local want=(busybox-static kmod cpio xz-utils zstd ndctl daxctl udev file iproute2 ca-certificates)
+    # file: kernel identification in error messages; iproute2: guest network checks; socat: attaching to a
+    # guest console socket (--keep).
+    local want=(busybox-static kmod cpio xz-utils zstd ndctl daxctl udev file iproute2 socat ca-certificates)
     local missing=()
     local p
     for p in "${want[@]}"; do

@@ -433,6 +433,7 @@ class Run:
                 "MHD_PROJECT": str(PROJECT),
                 "MHD_PATH": f"{PROJECT / '.venv' / 'bin'}:{GUEST_PATH}",
                 "MHD_UDEV": "1" if cfg.udev else "0",
+                "MHD_SHELL": "1" if cfg.keep else "0",
             }
             (share / "guest.env").write_text("".join(f"{k}={shlex.quote(v)}\n" for k, v in envfile.items()))
             spec = GuestSpec(
@@ -631,7 +632,8 @@ class Run:
         assert self.run_dir is not None
         log("guests are up; Ctrl-C powers them off. To attach:")
         for g in self.guests:
-            log(f"  {g.name} console: socat -,rawer UNIX-CONNECT:{self.run_dir / f'{g.name}.console'}")
+            sock = self.run_dir / f"{g.name}.console"
+            log(f"  {g.name} root shell: socat -,rawer UNIX-CONNECT:{sock} (press Enter)")
         log(f"  run a command: qemu/cxl-mhd.sh exec --session {session} --host 0 -- daxmode list")
         log(f"  host-side tests: DAXMODE_VM_SESSION={session} .venv/bin/pytest tests/vm/test_crosshost.py")
         while all(g.alive() for g in self.guests):
@@ -678,6 +680,8 @@ def main(argv: list[str] | None = None) -> int:
     graceful = True
     try:
         cfg = parse_args(argv)
+        # Check the suite before booting anything: a typo must not cost a boot.
+        guest_paths, host_paths = split_suite(cfg.suite) if cfg.suite is not None else ([], [])
         run = Run(cfg)
         run.prepare()
         run.start_guests()
@@ -687,7 +691,6 @@ def main(argv: list[str] | None = None) -> int:
         if cfg.cmd is not None:
             run.run_cmd(cfg.cmd)
         if cfg.suite is not None:
-            guest_paths, host_paths = split_suite(cfg.suite)
             if guest_paths:
                 run.run_guest_suite(guest_paths)
             if host_paths:

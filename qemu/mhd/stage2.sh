@@ -21,6 +21,11 @@ if [ "$MHD_UDEV" = 1 ] && [ -x /lib/systemd/systemd-udevd ]; then
     fi
 fi
 
+if [ "$MHD_SHELL" = 1 ]; then
+    # --keep: a root shell on the serial console, for users attached to the console socket.
+    /bin/busybox setsid -c /bin/sh -c 'cd; exec /bin/bash -l' </dev/ttyS0 >/dev/ttyS0 2>&1 &
+fi
+
 say "starting agent on $(uname -r) (host $MHD_HOST)"
 env -i PATH="$MHD_PATH" HOME=/root LANG=C.UTF-8 "$MHD_PYTHON" "$MHD_AGENT" >/run/mhd/agent.log 2>&1
 say "agent exited with $?"
