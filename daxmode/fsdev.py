@@ -36,6 +36,8 @@ class Mapping:
     fd: int
     kind: str  # "devdax" or "image"
     notes: list[str] = field(default_factory=list)
+    switched: bool = False
+    """The device was switched from fsdev for this mapping and goes back when it closes."""
 
     @contextlib.contextmanager
     def lock(self) -> Iterator[None]:
@@ -54,12 +56,14 @@ class Mapping:
             if not self.buf.closed:
                 self.buf.close()
         except BufferError:
-            # Views handed out are still alive; the mapping goes when they do.
-            if self.kind != "image":
+            # Views handed out are still alive (a loop variable, say); the mapping is unmapped when
+            # they go.  Harmless while the device stays in devdax, but a device switched back to
+            # fsdev loses its mapping under them, so that case is an error.
+            if self.switched:
                 os.close(self.fd)
                 raise FamfsError(
-                    f"{self.daxdev}: views of the mapping are still in use after the session ended; "
-                    "release them inside the with block"
+                    f"{self.daxdev}: views of the mapping are still in use while the device goes back to "
+                    "fsdev; release them inside the with block"
                 ) from None
         os.close(self.fd)
 
@@ -189,6 +193,7 @@ def map_device(sysfs: Sysfs, name: str, *, writable: bool = True) -> Iterator[Ma
         with temporary_mode(sysfs, name, Mode.DEVDAX):
             m = _map_devdax(sysfs, dax_info(sysfs, name), writable)
             m.notes.append(f"{name} was switched from fsdev to devdax for this operation and back")
+            m.switched = True
             try:
                 yield m
             finally:
