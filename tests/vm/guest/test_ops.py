@@ -256,3 +256,72 @@ def test_non_root_reads_work_and_writes_fail_with_one_line(ops_setup, nobody_can
         assert len(errs) == 1 and "root" in errs[0], (argv, p.stderr)
     assert driver(DEV) == start
     assert not RULE.exists()
+
+
+# --- sub-devices on a real dynamic region (CXL RAM; never onlined) -----------------------------------
+
+
+def _sys(path: str) -> str:
+    return Path(path).read_text().strip()
+
+
+def _write(path: str, value: str) -> int:
+    """The errno of one sysfs write (0 on success)."""
+    try:
+        fd = os.open(path, os.O_WRONLY)
+        try:
+            os.write(fd, value.encode())
+        finally:
+            os.close(fd)
+    except OSError as e:
+        return e.errno or -1
+    return 0
+
+
+@pytest.mark.skipif(BACKEND != "cxl", reason="needs a dynamic (CXL RAM) dax region")
+def test_subdevices_on_a_real_dynamic_region():
+    import errno
+
+    rid = DEV.removeprefix("dax").split(".")[0]
+    region = os.path.dirname(os.path.realpath(f"/sys/bus/dax/devices/{DEV}")) + "/dax_region"
+    assert Path(f"{region}/create").exists(), "not a dynamic region"
+    full = int(_sys(f"/sys/bus/dax/devices/{DEV}/size"))
+    start = driver(DEV)
+    assert start in ("device_dax", "fsdev_dax"), f"{DEV} must not be kmem here (CXL memory is never onlined)"
+    half = full // 2
+    try:
+        # the kernel's own answers, which the simulator models
+        assert _write(f"{region}/create", "2") == errno.EINVAL
+        assert _write(f"/sys/bus/dax/devices/{DEV}/size", hex(half)) == errno.EBUSY  # bound
+        r = run(DAXMODE, "resize", DEV, "--size", hex(half), check=False)
+        assert r.returncode == 7 and "resize needs it unbound" in r.stderr, r
+        run(DAXMODE, "resize", DEV, "--size", hex(half), "--force")
+        assert int(_sys(f"/sys/bus/dax/devices/{DEV}/size")) == half and driver(DEV) == start
+        assert int(_sys(f"{region}/available_size")) == full - half
+
+        out = json.loads(run(DAXMODE, "create-device", f"region{rid}", "--size", "128M", "--json").stdout)
+        new = out["chardev"]
+        _evidence(f"$ daxmode create-device region{rid} --size 128M --json\n{json.dumps(out, indent=2)}")
+        assert driver(new) == "device_dax" and int(_sys(f"/sys/bus/dax/devices/{new}/size")) == 128 << 20
+        assert _sys(f"{region}/seed") == ""  # the bound seed is no longer the seed
+        assert _write(f"/sys/bus/dax/devices/{new}/size", hex(3 << 20)) in (errno.EINVAL, errno.EBUSY)
+        for size, code in (("3M", 11), ("64G", 11)):
+            r = run(DAXMODE, "create-device", f"region{rid}", "--size", size, check=False)
+            assert r.returncode == code, r
+        r = run(DAXMODE, "destroy-device", new, check=False)
+        assert r.returncode == 7 and "use --force" in r.stderr, r
+        run(DAXMODE, "destroy-device", new, "--force")
+        assert not Path(f"/sys/bus/dax/devices/{new}").exists()
+        assert int(_sys(f"{region}/available_size")) == full - half
+        # device 0 is never deleted: destroy leaves it at size 0 (EBUSY tolerated, as daxctl)
+        r = run(DAXMODE, "destroy-device", DEV, "--force")
+        _evidence(f"$ daxmode destroy-device {DEV} --force\n{r.stdout}{r.stderr}(exit {r.returncode})")
+        assert "never deleted" in r.stderr and int(_sys(f"/sys/bus/dax/devices/{DEV}/size")) == 0
+    finally:
+        if driver(DEV) is None and int(_sys(f"/sys/bus/dax/devices/{DEV}/size")) != full:
+            run(DAXMODE, "resize", DEV, "--size", hex(full), check=False)
+        elif int(_sys(f"/sys/bus/dax/devices/{DEV}/size")) != full:
+            run(DAXMODE, "resize", DEV, "--size", hex(full), "--force", check=False)
+        if driver(DEV) != start:
+            run(DAXMODE, "set", DEV, "fsdev" if start == "fsdev_dax" else "devdax", check=False)
+    assert int(_sys(f"/sys/bus/dax/devices/{DEV}/size")) == full and driver(DEV) == start
