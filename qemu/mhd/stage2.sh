@@ -21,6 +21,14 @@ if [ "$MHD_UDEV" = 1 ] && [ -x /lib/systemd/systemd-udevd ]; then
     fi
 fi
 
+# Let non-root users in the guest run the venv: its python may live under /root (pyenv), which is 0700
+# on the host.  Only the guest's overlay changes; the host's directories keep their modes.
+p=$(readlink -f "$MHD_PYTHON")
+while [ "$p" != / ] && [ -n "$p" ]; do
+    p=$(dirname "$p")
+    chmod o+x "$p" 2>/dev/null
+done
+
 if [ "$MHD_SHELL" = 1 ]; then
     # --keep: a root shell on the serial console, for users attached to the console socket.
     /bin/busybox setsid -c /bin/sh -c 'cd; exec /bin/bash -l' </dev/ttyS0 >/dev/ttyS0 2>&1 &
