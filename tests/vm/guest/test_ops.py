@@ -42,8 +42,10 @@ def run(*argv: str, check: bool = True) -> subprocess.CompletedProcess[str]:
 
 
 def driver(dev: str) -> str | None:
-    link = Path(f"/sys/bus/dax/devices/{dev}/driver")
-    return os.path.basename(os.readlink(link)) if link.is_symlink() else None
+    try:  # the link may go between two looks while a driver is being changed
+        return os.path.basename(os.readlink(f"/sys/bus/dax/devices/{dev}/driver"))
+    except OSError:
+        return None
 
 
 def wait_driver(dev: str, want: str, timeout: float = 120.0) -> str | None:
