@@ -76,12 +76,39 @@ def zones(name: str = DEV) -> set[str]:
     return {(MEM / f"memory{b}" / "valid_zones").read_text().strip() for b in blocks(name)}
 
 
-def daxmode(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    p = subprocess.run(
-        [*DAXMODE, *args], capture_output=True, text=True, timeout=600, env={**os.environ, **(env or {})}
-    )
-    print(f"$ daxmode {' '.join(args)} -> {p.returncode}\n{p.stdout}{p.stderr}")
-    return p
+class Result:
+    def __init__(self, returncode: int, stdout: str, stderr: str) -> None:
+        self.returncode, self.stdout, self.stderr = returncode, stdout, stderr
+
+
+def daxmode(*args: str, env: dict[str, str] | None = None, subprocess_run: bool = False) -> Result:
+    """Run the daxmode CLI: in this process (python start-up costs ~10 s under TCG) or, for the
+    checks that need a real process (exit status, stderr, privileges), as a subprocess."""
+    if subprocess_run:
+        p = subprocess.run(
+            [*DAXMODE, *args], capture_output=True, text=True, timeout=600, env={**os.environ, **(env or {})}
+        )
+        r = Result(p.returncode, p.stdout, p.stderr)
+    else:
+        from click.testing import CliRunner
+
+        from daxmode.cli import main
+
+        old = {k: os.environ.get(k) for k in (env or {})}
+        os.environ.update(env or {})
+        try:
+            c = CliRunner().invoke(main, list(args))
+        finally:
+            for k, v in old.items():
+                if v is None:
+                    os.environ.pop(k, None)
+                else:
+                    os.environ[k] = v
+        if c.exception is not None and not isinstance(c.exception, SystemExit):
+            raise c.exception
+        r = Result(c.exit_code, c.stdout, c.stderr)
+    print(f"$ daxmode {' '.join(args)} -> {r.returncode}\n{r.stdout}{r.stderr}")
+    return r
 
 
 def ok(*args: str) -> str:
@@ -212,7 +239,7 @@ def test_rollback_fsdev_bind_fails() -> None:
 def test_rollback_leaving_system_ram() -> None:
     ok("set", DEV, "system-ram", *ram_args())
     fault = "/sys/bus/dax/drivers/device_dax/new_id:ENOMEM:1,/sys/bus/dax/drivers/device_dax/bind:EIO:1"
-    p = daxmode("set", DEV, "devdax", "--force", env={"DAXMODE_FAULT": fault})
+    p = daxmode("set", DEV, "devdax", "--force", env={"DAXMODE_FAULT": fault}, subprocess_run=True)
     assert p.returncode == 9, p.stderr
     assert p.stderr.strip().endswith(f"rolled back, {DEV} is back in system-ram")
     assert_mode("system-ram")  # memory re-onlined in its zone (Movable) when it was online
@@ -234,7 +261,7 @@ def test_left_partial_names_the_state() -> None:
     fault = ",".join(
         f"/sys/bus/dax/drivers/{d}/{a}:EIO:1" for d in ("fsdev_dax", "device_dax") for a in ("new_id", "bind")
     )
-    p = daxmode("set", DEV, "fsdev", env={"DAXMODE_FAULT": fault})
+    p = daxmode("set", DEV, "fsdev", env={"DAXMODE_FAULT": fault}, subprocess_run=True)
     assert p.returncode == 10, p.stderr
     assert p.stderr.count("\n") == 1
     assert "left with no driver bound (disabled), no memory blocks present" in p.stderr
@@ -244,7 +271,7 @@ def test_left_partial_names_the_state() -> None:
 
 
 def test_errors_one_line_each() -> None:
-    p = daxmode("set", "dax99.0", "devdax")
+    p = daxmode("set", "dax99.0", "devdax", subprocess_run=True)
     assert p.returncode == 3 and DEV in p.stderr and p.stderr.count("\n") == 1
     p = daxmode("set", DEV, "invalidmode")
     assert p.returncode == 4 and p.stderr.count("\n") == 1
