@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+from collections.abc import Callable
 from typing import Any
 
 import click
@@ -20,7 +21,36 @@ from daxmode.sysfs import Sysfs, open_root
 
 
 class DaxmodeGroup(click.Group):
-    """Maps library errors to one line and an exit code for every (sub)command."""
+    """Maps library errors to one line and an exit code for every (sub)command.
+
+    Command groups of other modules register *lazily* (:meth:`lazy`): they are imported only
+    when a command this group does not know yet is asked for, or for help and completion.
+    ``daxmode set`` then starts without importing famfs or ops code (python start-up is most
+    of a transition's wall time in a TCG guest).
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._lazy: list[Callable[[], None]] = []
+
+    def lazy(self, register: Callable[[], None]) -> None:
+        self._lazy.append(register)
+
+    def _load_lazy(self) -> None:
+        pending, self._lazy = self._lazy, []
+        for register in pending:
+            register()
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        cmd = super().get_command(ctx, cmd_name)
+        if cmd is None and self._lazy:
+            self._load_lazy()
+            cmd = super().get_command(ctx, cmd_name)
+        return cmd
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        self._load_lazy()
+        return super().list_commands(ctx)
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
@@ -204,16 +234,26 @@ def set_cmd(
         click.echo(out.summary())
 
 
-# operations commands (daxmode/cli_ops.py): apply, install-units, create-device, completion, man, ...
-from daxmode.cli_ops import COMMANDS as _OPS_COMMANDS  # noqa: E402
+# Other modules' commands, imported on first use (DaxmodeGroup.lazy).
 
-for _cmd in _OPS_COMMANDS:
-    main.add_command(_cmd)
 
-# famfs commands (daxmode/cli_famfs.py)
-from daxmode.cli_famfs import famfs  # noqa: E402
+def _register_ops() -> None:
+    """operations commands (daxmode/cli_ops.py): apply, install-units, create-device, completion, man, ..."""
+    from daxmode.cli_ops import COMMANDS as _OPS_COMMANDS
 
-main.add_command(famfs)
+    for _cmd in _OPS_COMMANDS:
+        main.add_command(_cmd)
+
+
+def _register_famfs() -> None:
+    """famfs commands (daxmode/cli_famfs.py)"""
+    from daxmode.cli_famfs import famfs
+
+    main.add_command(famfs)
+
+
+main.lazy(_register_ops)  # type: ignore[attr-defined]
+main.lazy(_register_famfs)  # type: ignore[attr-defined]
 
 
 def run() -> None:

@@ -367,7 +367,10 @@ def _raw_scenario(write, read_driver, read_blocks) -> list[str]:  # type: ignore
     w(f"{d}/kmem/remove_id", DEV)
     w(f"{d}/kmem/unbind", DEV)  # all offline: blocks removed
     trace.append(f"blocks after kmem unbind: {len(read_blocks())}")
-    w(f"{d}/device_dax/bind", DEV)  # by type again
+    w(f"{d}/device_dax/bind", DEV)  # by type on pmem; ENODEV on CXL (a KMEM-type region)
+    if read_driver() is None:
+        w(f"{d}/device_dax/new_id", DEV)
+    w(f"{d}/device_dax/remove_id", DEV)
     return trace
 
 
@@ -395,8 +398,9 @@ def test_kernel_rules_match_the_simulator() -> None:
     rid = int(DEV[3:].split(".")[0])
     with tempfile.TemporaryDirectory() as root:
         s = sim.Sim.create(root, block_size=bs, boot_blocks=0)
-        s.add_region(rid, ranges[0][0], sum(n for _, n in ranges), dynamic=(BACKEND == "cxl"), kmem=False)
-        s.add_device(DEV, ranges, target_node=int((dev / "target_node").read_text()))
+        cxl = BACKEND == "cxl"  # CXL RAM regions carry IORESOURCE_DAX_KMEM: kmem matches by type
+        s.add_region(rid, ranges[0][0], sum(n for _, n in ranges), dynamic=cxl, kmem=cxl)
+        s.add_device(DEV, ranges, target_node=int((dev / "target_node").read_text()), driver="device_dax")
         sysfs = open_root(root)
 
         def sim_write(attr: str, value: str) -> None:
