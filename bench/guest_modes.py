@@ -34,6 +34,20 @@ def _driver(dev: str) -> str | None:
         return None
 
 
+def _in_process(argv: list[str]) -> float:
+    """daxmode's CLI without python start-up: what the tool itself costs."""
+    from click.testing import CliRunner
+
+    from daxmode.cli import main
+
+    t0 = time.perf_counter()
+    r = CliRunner().invoke(main, argv[len(DAXMODE) :])
+    dt = time.perf_counter() - t0
+    if r.exit_code != 0:
+        raise RuntimeError(f"daxmode {' '.join(argv[len(DAXMODE) :])} -> {r.exit_code}: {r.stderr.strip()}")
+    return dt
+
+
 def _timed(argv: list[str]) -> float:
     t0 = time.perf_counter()
     p = subprocess.run(argv, capture_output=True, text=True)
@@ -78,12 +92,17 @@ def run(dev: str, online: bool = False, repeats: int = 5) -> list[dict[str, floa
     saved = POLICY.read_text().strip()
     POLICY.write_text("offline")
     plan = _transitions(dev, online)
-    times: dict[str, dict[str, list[float]]] = {name: {"daxmode": [], "daxctl": []} for name, *_ in plan}
+    tools = ("daxmode", "daxmode-inproc", "daxctl")
+    times: dict[str, dict[str, list[float]]] = {name: {t: [] for t in tools} for name, *_ in plan}
     try:
         for _ in range(repeats):
-            for tool in ("daxmode", "daxctl"):
+            for tool in tools:
                 for name, after, dm, dc in plan:
-                    times[name][tool].append(_timed(dm if tool == "daxmode" else dc))
+                    if tool == "daxmode-inproc":
+                        dt = _in_process(dm)
+                    else:
+                        dt = _timed(dm if tool == "daxmode" else dc)
+                    times[name][tool].append(dt)
                     if _driver(dev) != after:
                         raise RuntimeError(f"{tool}: {name} left driver {_driver(dev)}, want {after}")
     finally:
@@ -93,8 +112,18 @@ def run(dev: str, online: bool = False, repeats: int = 5) -> list[dict[str, floa
     rows: list[dict[str, float | str]] = []
     for name, *_ in plan:
         a = statistics.median(times[name]["daxmode"])
+        i = statistics.median(times[name]["daxmode-inproc"])
         b = statistics.median(times[name]["daxctl"])
-        rows.append({"transition": name, "daxmode_s": a, "daxctl_s": b, "ratio": a / b})
+        rows.append(
+            {
+                "transition": name,
+                "daxmode_s": a,
+                "daxmode_inproc_s": i,
+                "daxctl_s": b,
+                "ratio": a / b,
+                "ratio_inproc": i / b,
+            }
+        )
     return rows
 
 
@@ -112,9 +141,15 @@ def main(argv: list[str] | None = None) -> int:
     ver = subprocess.run(["daxctl", "--version"], capture_output=True, text=True).stdout.strip()
     rows = run(a.dev, a.online, a.repeats)
     print(f"guest_modes: {a.dev}, kernel {os.uname().release}, daxctl {ver}, median of {a.repeats}")
-    print(f"  {'transition':<40} {'daxmode':>9} {'daxctl':>9} {'ratio':>7}")
+    print(
+        "  daxmode = a new process per call (like daxctl); in-process = the same CLI without python start-up"
+    )
+    print(f"  {'transition':<40} {'daxmode':>9} {'in-proc':>9} {'daxctl':>9} {'ratio':>7} {'in-proc':>8}")
     for r in rows:
-        print(f"  {r['transition']:<40} {r['daxmode_s']:8.3f}s {r['daxctl_s']:8.3f}s {r['ratio']:7.2f}")
+        print(
+            f"  {r['transition']:<40} {r['daxmode_s']:8.3f}s {r['daxmode_inproc_s']:8.3f}s "
+            f"{r['daxctl_s']:8.3f}s {r['ratio']:7.2f} {r['ratio_inproc']:8.2f}"
+        )
     return 0
 
 
