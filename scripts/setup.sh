@@ -29,7 +29,7 @@ make_venv() {
         python3 -m venv "$VENV"
     fi
     # pip is a no-op when everything is satisfied; the editable install keeps the entry point current.
-    if ! "$VENV/bin/python" -c 'import daxmode, pytest, click, pyudev, pyroute2, hypothesis, qemu.qmp' 2>/dev/null \
+    if ! "$VENV/bin/python" -c 'import daxmode, pytest, click, pyudev, pyroute2, hypothesis' 2>/dev/null \
         || [[ ! -x "$VENV/bin/daxmode" ]]; then
         log "installing daxmode[test] into $VENV"
         "$VENV/bin/pip" install -q -e "$ROOT[test]"
