@@ -341,6 +341,9 @@ def _raw_scenario(write, read_driver, read_blocks) -> list[str]:  # type: ignore
         trace.append(f"{attr} {value}: {res}; driver={read_driver()}")
 
     d = "sys/bus/dax/drivers"
+    # id lists are not visible in sysfs; make device_dax's known on both sides first (the device
+    # is bound, so driver_attach skips it).  On CXL this id is what lets device_dax match.
+    w(f"{d}/device_dax/new_id", DEV)
     w(f"{d}/device_dax/bind", DEV)  # already bound -> EBUSY
     w(f"{d}/fsdev_dax/unbind", DEV)  # not bound to it -> ENODEV
     w(f"{d}/device_dax/new_id", "bogus")  # not daxX.Y -> EINVAL
