@@ -425,12 +425,10 @@ class Online(Step):
             # with EINVAL and the block then counts as already online.  No read needed.
             ids = ctx.present()
             todo = [MemoryBlock(i, "offline") for i in ids]
-            already: list[int] = []
         else:
             cur = ctx.current()
             ids = [b.id for b in cur]
             todo = [b for b in cur if not b.online]
-            already = [b.id for b in cur if b.online]
         if len(ids) < len(ctx.ids):
             ctx.warnings.append(f"{ctx.name}: only {len(ids)} of {len(ctx.ids)} memory blocks are present")
         value = self._value(ctx)
@@ -446,7 +444,6 @@ class Online(Step):
         if wrong:
             who = "onlined by daxmode" if mine.issuperset(wrong) else "onlined before daxmode ran"
             ctx.warnings.append(f"{ctx.name}: {compress_blocks(wrong)} not in zone {want} ({who})")
-        del already
         ctx.known = {i: MemoryBlock(i, "online", zones.get(i, want)) for i in ids}
 
     def undo(self, ctx: Ctx) -> None:
