@@ -152,14 +152,14 @@ if [[ -z "$STOP_AFTER" && -f "$BY_INPUT/build-info" ]]; then
 fi
 
 # --- disk space ---------------------------------------------------------------------------------------
-mkdir -p "$KB/logs" "$KB/by-input"
+mkdir -p "$KB/logs" "$KB/by-input" "$KB/locks"
 free_gb() { df -Pk "$KB" | awk 'NR==2 {print int($4 / 1048576)}'; }
 if (($(free_gb) < MIN_FREE_GB)); then
     fail 23 "only $(free_gb) GB free on the file system of $KB; a kernel build needs about $MIN_FREE_GB GB (set MIN_FREE_GB= to override)"
 fi
 
 # One build per key at a time; a second caller waits and then finds the finished build.
-exec 9>"$KB/.lock-$INPUT_KEY"
+exec 9>"$KB/locks/input-$INPUT_KEY"
 flock 9
 if [[ -z "$STOP_AFTER" && -f "$BY_INPUT/build-info" ]]; then
     DEST="$(readlink -f "$BY_INPUT")"
@@ -287,10 +287,12 @@ CONFIG_KEY="$(
 )"
 NAME="$KVERSION-$CONFIG_KEY"
 DEST="$KB/$NAME"
-exec 8>"$KB/.lock-$NAME"
+exec 8>"$KB/locks/$NAME"
 flock 8
 if [[ -f "$DEST/build-info" ]]; then
     ln -sfn "../$NAME" "$BY_INPUT"
+    # The report belongs to the fragments just checked, not to the ones of the first build.
+    cp "$STAGE/config-report.txt" "$DEST/.config-report.new" && mv "$DEST/.config-report.new" "$DEST/config-report.txt"
     say "cached build $DEST (the fragments changed, the resulting config did not)"
     print_result
     exit 0

@@ -77,7 +77,7 @@ def leftovers(cache: Path) -> list[str]:
     kb = cache / "kbuild"
     if not kb.exists():
         return []
-    names = [p.name for p in kb.iterdir() if not p.name.startswith((".lock-", "logs", "by-input"))]
+    names = [p.name for p in kb.iterdir() if p.name not in ("locks", "logs", "by-input")]
     names += [f"by-input/{p.name}" for p in (kb / "by-input").glob("*")]
     return sorted(names)
 
