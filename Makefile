@@ -37,7 +37,7 @@ qemu-test: setup
 	  $(if $(KERNEL),--kernel $(KERNEL)) $(if $(MODULES),--modules $(MODULES))
 
 # Everything: lint, unit tests on the simulator and image files, then the real-kernel VM suite.
-test: setup lint unit qemu-test
+test: setup lint unit vm-test qemu-test
 
 bench: setup
 	$(PY) -m bench
