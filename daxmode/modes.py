@@ -20,6 +20,7 @@ Rules kept (daxctl.md section 6, and where daxmode goes further):
 from __future__ import annotations
 
 import os
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -257,20 +258,20 @@ def _online_value(zone: str | None, movable: bool) -> str:
     return "online_movable" if movable else "online"
 
 
-class Step:
+class Step(ABC):
     """One reversible step.  ``apply`` either completes or undoes its own partial work."""
 
-    def describe(self) -> str:
-        raise NotImplementedError
+    @abstractmethod
+    def describe(self) -> str: ...
 
-    def actions(self, ctx: Ctx, sim: _PlanState) -> list[Action]:
-        raise NotImplementedError
+    @abstractmethod
+    def actions(self, ctx: Ctx, sim: _PlanState) -> list[Action]: ...
 
-    def apply(self, ctx: Ctx) -> None:
-        raise NotImplementedError
+    @abstractmethod
+    def apply(self, ctx: Ctx) -> None: ...
 
-    def undo(self, ctx: Ctx) -> None:
-        raise NotImplementedError
+    @abstractmethod
+    def undo(self, ctx: Ctx) -> None: ...
 
 
 @dataclass
