@@ -22,11 +22,14 @@ if [ "$MHD_UDEV" = 1 ] && [ -x /lib/systemd/systemd-udevd ]; then
 fi
 
 # Let non-root users in the guest run the venv: its python may live under /root (pyenv), which is 0700
-# on the host.  Only the guest's overlay changes; the host's directories keep their modes.
-p=$(readlink -f "$MHD_PYTHON")
-while [ "$p" != / ] && [ -n "$p" ]; do
-    p=$(dirname "$p")
-    chmod o+x "$p" 2>/dev/null
+# on the host, and the checkout itself may sit in a 0700 directory (mktemp -d clones).  Open the
+# ancestors of both the venv's python and what it resolves to.  Only the guest's overlay changes; the
+# host's directories keep their modes.
+for p in "$MHD_PYTHON" "$(readlink -f "$MHD_PYTHON")"; do
+    while [ "$p" != / ] && [ -n "$p" ]; do
+        p=$(dirname "$p")
+        chmod o+x "$p" 2>/dev/null
+    done
 done
 
 if [ "$MHD_SHELL" = 1 ]; then
