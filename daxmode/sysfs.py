@@ -6,26 +6,22 @@ simulator move the whole world by choosing another root (``--root`` or
 ``DAXMODE_ROOT``).  A failed read or write becomes :class:`SysfsError`, which
 names the file, the value and the errno.
 
-A *kernel hook* may be attached: writes and module loads then go to the hook,
-which plays the kernel's part (the simulator in :mod:`daxmode.sim`).  Without a
-hook, writes are single ``write(2)`` calls like ``echo`` and modules load with
-``modprobe``.
+A *kernel hook* may be attached by whoever builds the Sysfs (tests, or the CLI's
+``--sim``): writes and module loads then go to the hook, which plays the kernel's part
+(the simulator, :mod:`daxmode.sim`).  This module never looks for one.  Without a hook,
+writes are single ``write(2)`` calls like ``echo``.
 """
 
 from __future__ import annotations
 
 import errno
 import os
-import subprocess
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
-from daxmode.errors import KernelRefused, SysfsError
-
-SIM_MARKER = ".daxmode-sim"
-"""A directory of this name under a root says the tree is simulated (see daxmode.sim)."""
+from daxmode.errors import InvalidArgument, SysfsError
 
 
 class KernelHook(Protocol):
@@ -63,8 +59,13 @@ def parse_faults(spec: str) -> list[Fault]:
             path, err_s, nth_s = item.rsplit(":", 2)
             err = int(err_s) if err_s.isdigit() else getattr(errno, err_s)
             faults.append(Fault("/" + path.lstrip("/"), int(err), int(nth_s)))
-        except (ValueError, AttributeError):
-            raise ValueError(f"{FAULT_ENV}: bad entry {item!r} (want PATH:ERRNO:NTH)") from None
+            if int(nth_s) < 1 or int(err) < 1:
+                raise ValueError
+        except (ValueError, AttributeError, TypeError):
+            raise InvalidArgument(
+                f"{FAULT_ENV}: bad entry {item!r} (want PATH:ERRNO:NTH, e.g. "
+                "/sys/bus/dax/drivers/kmem/bind:EBUSY:1)"
+            ) from None
     return faults
 
 
@@ -155,13 +156,6 @@ class Sysfs:
         except SysfsError:
             return default
 
-    def read_int(self, rel: str, base: int = 0) -> int:
-        text = self.read(rel).strip()
-        try:
-            return int(text, base)
-        except ValueError:
-            raise KernelRefused(f"read {self.shown(rel)}: not a number: {text!r}") from None
-
     def write(self, rel: str, value: str) -> None:
         """One write(2) of ``value``; time spent here is accounted to the kernel (``stats``)."""
         if self.faults:
@@ -220,31 +214,7 @@ class Sysfs:
         except ValueError:
             return str(real)
 
-    def modprobe(self, module: str) -> None:
-        if self.hook is not None:
-            try:
-                self.hook.modprobe(self, module)
-            except OSError as e:
-                raise KernelRefused(
-                    f"modprobe {module} failed: {os.strerror(e.errno or errno.EIO)}"
-                ) from None
-            return
-        try:
-            proc = subprocess.run(["modprobe", module], capture_output=True, text=True, check=False)
-        except FileNotFoundError:
-            raise KernelRefused(f"modprobe {module} failed: modprobe not found") from None
-        if proc.returncode != 0:
-            why = proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else f"exit {proc.returncode}"
-            raise KernelRefused(f"modprobe {module} failed: {why}")
-
 
 def open_root(root: str | os.PathLike[str] | None = None) -> Sysfs:
-    """The Sysfs for ``root`` (default ``$DAXMODE_ROOT`` or ``/``), simulated if marked so."""
-    if root is None:
-        root = os.environ.get("DAXMODE_ROOT") or "/"
-    base = Path(root)
-    if (base / SIM_MARKER).is_dir():
-        from daxmode.sim import SimKernel  # only simulated trees need it
-
-        return Sysfs(base, SimKernel())
-    return Sysfs(base)
+    """The Sysfs for ``root`` (default ``$DAXMODE_ROOT`` or ``/``); never simulated."""
+    return Sysfs(root or os.environ.get("DAXMODE_ROOT") or "/")

@@ -19,7 +19,7 @@ from daxmode.modes import Mode
 
 
 def run(root: Path, *args: str) -> tuple[int, str, str]:
-    r = CliRunner().invoke(main, ["--root", str(root), *args])
+    r = CliRunner().invoke(main, ["--root", str(root), "--sim", *args])
     return r.exit_code, r.stdout, r.stderr
 
 
@@ -179,7 +179,7 @@ def test_error_invalid_argument_and_usage(tmp_path: Path) -> None:
 
 def test_verbose_prints_writes(tmp_path: Path) -> None:
     world(tmp_path)
-    r = CliRunner().invoke(main, ["--root", str(tmp_path), "-v", "set", DEV, "fsdev"])
+    r = CliRunner().invoke(main, ["--root", str(tmp_path), "--sim", "-v", "set", DEV, "fsdev"])
     assert r.exit_code == 0
     assert "write 'dax0.0' > /sys/bus/dax/drivers/fsdev_dax/new_id" in r.stderr
 
@@ -190,13 +190,15 @@ EXE = [sys.executable, "-c", "from daxmode.cli import main; main(prog_name='daxm
 
 
 def dm(root: Path, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([*EXE, "--root", str(root), *args], capture_output=True, text=True, env=env)
+    return subprocess.run(
+        [*EXE, "--root", str(root), "--sim", *args], capture_output=True, text=True, env=env
+    )
 
 
 def test_subprocess_sees_the_same_world(tmp_path: Path) -> None:
     s, _ = world(tmp_path)
     p = subprocess.run(
-        [*EXE, "--root", str(tmp_path), "set", DEV, "system-ram"], capture_output=True, text=True
+        [*EXE, "--root", str(tmp_path), "--sim", "set", DEV, "system-ram"], capture_output=True, text=True
     )
     assert p.returncode == 0, p.stderr
     assert p.stdout.strip() == "dax0.0: devdax -> system-ram (4/4 memory blocks online, movable)"
@@ -215,7 +217,7 @@ def test_subprocess_env_fault_rolls_back(tmp_path: Path) -> None:
         "/sys/bus/dax/drivers/device_dax/bind:ENXIO:1",
     )
     p = subprocess.run(
-        [*EXE, "--root", str(tmp_path), "set", DEV, "devdax", "--force"],
+        [*EXE, "--root", str(tmp_path), "--sim", "set", DEV, "devdax", "--force"],
         capture_output=True,
         text=True,
         env=env,
@@ -233,7 +235,9 @@ def test_console_script(tmp_path: Path) -> None:
         pytest.skip("console script not installed")
     sim.standard(tmp_path)
     p = subprocess.run(
-        [str(exe), "--root", str(tmp_path), "set", "dax7.7", "devdax"], capture_output=True, text=True
+        [str(exe), "--root", str(tmp_path), "--sim", "set", "dax7.7", "devdax"],
+        capture_output=True,
+        text=True,
     )
     assert p.returncode == 3
     assert p.stderr == "daxmode: no dax device 'dax7.7' (existing: dax0.0, dax1.0, dax1.1)\n"

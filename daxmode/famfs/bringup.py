@@ -27,7 +27,9 @@ from daxmode.errors import BadMode, DaxmodeError, DeviceBusy, FamfsError, LeftPa
 from daxmode.famfs import layout as L
 from daxmode.famfs.identity import ensure_system_uuid, read_system_uuid
 from daxmode.famfs.volume import has_superblock, mkfs
-from daxmode.fsdev import dax_info, device_name, map_device, mounted_at
+from daxmode.fsdev import dax_info, map_device, mounted_at
+from daxmode.kernel import locks
+from daxmode.kernel.devices import resolve_name
 from daxmode.sysfs import Sysfs
 
 # Non-static functions of fs/fuse/famfs.c in the fuse-famfs patch series (famfs_file_init_dax,
@@ -178,7 +180,7 @@ def missing_for_mount(ks: KernelSupport, tools: Tools) -> list[str]:
 
 def status(sysfs: Sysfs) -> dict[str, object]:
     """Kernel support, tools, host role and every dax device's mode, without changing anything."""
-    from daxmode.device import find_devices
+    from daxmode.kernel.devices import find_devices
 
     ks = detect_kernel(sysfs)
     tools = find_tools()
@@ -245,7 +247,7 @@ def up(
     """Bring famfs up on ``device``: (format), fsdev mode, ``famfs mount``.  Failure restores the mode."""
     from daxmode.modes import Mode, Options, set_mode
 
-    name = device_name(device)
+    name = resolve_name(sysfs, device)
     info = dax_info(sysfs, name)
     where = mounted_at(sysfs, name)
     if where:
@@ -323,7 +325,8 @@ def _restore(sysfs: Sysfs, name: str, mode: str, cause: Exception) -> None:
 def _save_state(sysfs: Sysfs, res: UpResult) -> None:
     path = _state_path(sysfs, res.mountpoint)
     try:
-        os.makedirs(os.path.dirname(path), exist_ok=True)
+        os.close(locks.open_run_dir(sysfs))  # run/daxmode: created 0700 and checked
+        os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
         with open(path, "w") as f:
             json.dump(
                 {"device": res.device, "mountpoint": res.mountpoint, "previous_mode": res.previous_mode}, f
@@ -334,8 +337,8 @@ def _save_state(sysfs: Sysfs, res: UpResult) -> None:
 
 def down(sysfs: Sysfs, mountpoint: str, *, restore_mode: bool = False) -> list[str]:
     """Unmount a famfs mount; with ``restore_mode`` return its device to the mode it had before ``up``."""
+    from daxmode.kernel.mounts import parse_mountinfo
     from daxmode.modes import Mode, Options, set_mode
-    from daxmode.mounts import parse_mountinfo
 
     mp = os.path.abspath(mountpoint)
     text = _read(sysfs, "proc/self/mountinfo") or ""
@@ -351,7 +354,7 @@ def down(sysfs: Sysfs, mountpoint: str, *, restore_mode: bool = False) -> list[s
     steps = []
     device = state["device"] if state else None
     if mounts:
-        device = device or device_name(mounts[0].source)
+        device = device or mounts[0].source.removeprefix("/dev/")
         proc = subprocess.run(["umount", mp], capture_output=True, text=True, check=False)
         if proc.returncode != 0:
             raise DeviceBusy(f"umount {mp} failed: {proc.stderr.strip() or proc.returncode}")

@@ -94,8 +94,8 @@ def ops_setup():
 
 
 def test_udev_rule_restores_configured_mode_after_recreate(ops_setup):
+    from daxmode.kernel.devices import device_facts
     from daxmode.sysfs import open_root
-    from daxmode.topology import device_facts
 
     f = device_facts(open_root("/"), DEV)
     if BACKEND == "nvdimm":
