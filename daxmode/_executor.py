@@ -13,8 +13,7 @@ dies without clearing it (SIGKILL) is repaired by :func:`recover` at the next ``
 from __future__ import annotations
 
 import signal
-from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 from daxmode import signals
 from daxmode._steps import Ctx, Options, Step
@@ -33,8 +32,7 @@ def _name(m: Mode | None) -> str:
     return m.value if m else "unbound"
 
 
-@dataclass
-class Result:
+class Result(NamedTuple):
     changed: bool
     ctx: Ctx
 

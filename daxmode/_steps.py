@@ -13,6 +13,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from daxmode import signals
 from daxmode.errors import DaxmodeError, KernelRefused, SysfsError
@@ -29,8 +30,7 @@ class StepFailed(DaxmodeError):
     exit_code = KernelRefused.exit_code
 
 
-@dataclass
-class Progress:
+class Progress(NamedTuple):
     """One event of a long step: block ``done`` of ``total`` onlined or offlined."""
 
     device: str
@@ -50,14 +50,14 @@ class Options:
     progress: Callable[[Progress], None] | None = None  # block-by-block progress of long steps
 
 
-@dataclass
 class PlanState:
     """What the planner assumes while laying steps out (dry-run needs no kernel)."""
 
-    online: list[int]
-    offline: list[int]
-    loaded: set[str]
-    policy: str | None
+    def __init__(self, online: list[int], offline: list[int], loaded: set[str], policy: str | None) -> None:
+        self.online = online
+        self.offline = offline
+        self.loaded = loaded
+        self.policy = policy
 
 
 class Ctx:

@@ -17,9 +17,8 @@ from __future__ import annotations
 import errno
 import os
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 from daxmode.errors import InvalidArgument, SysfsError
 
@@ -44,8 +43,7 @@ be provoked on demand.  PATH is absolute as a user sees it (``/sys/bus/dax/drive
 """
 
 
-@dataclass
-class Fault:
+class Fault(NamedTuple):
     path: str
     err: int
     nth: int
@@ -69,14 +67,16 @@ def parse_faults(spec: str) -> list[Fault]:
     return faults
 
 
-@dataclass
 class WriteStats:
     """Where time goes: writes (the kernel's work) apart from everything the tool does."""
 
-    count: int = 0
-    seconds: float = 0.0
-    cpu_seconds: float = 0.0  # this thread's CPU time inside writes (immune to preemption)
-    per_path: dict[str, int] = field(default_factory=dict)  # kept only while DAXMODE_FAULT is set
+    __slots__ = ("count", "cpu_seconds", "per_path", "seconds")
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.seconds = 0.0
+        self.cpu_seconds = 0.0  # this thread's CPU time inside writes (immune to preemption)
+        self.per_path: dict[str, int] = {}  # kept only while DAXMODE_FAULT is set
 
 
 class Sysfs:

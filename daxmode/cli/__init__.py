@@ -20,7 +20,6 @@ from typing import Any
 import click
 
 from daxmode import __version__
-from daxmode.cli._common import State
 from daxmode.errors import DaxmodeError
 
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -103,6 +102,8 @@ class DaxmodeGroup(click.Group):
 @click.pass_context
 def main(ctx: click.Context, root: str | None, sim: bool, verbose: int, quiet: bool) -> None:
     """Switch dax devices between devdax, fsdev (famfs) and system-ram, safely; run famfs on them."""
+    from daxmode.cli._common import State  # not for --version/--help, which exit before this
+
     ctx.obj = State(root, sim, verbose, quiet)
 
 

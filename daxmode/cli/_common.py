@@ -7,7 +7,6 @@ non-negative offsets, octal modes, ids, and paths that must exist or be writable
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import sys
@@ -60,6 +59,8 @@ def state(ctx: click.Context) -> State:
 
 
 def echo_json(obj: object) -> None:
+    import json
+
     click.echo(json.dumps(obj, indent=2))
 
 

@@ -12,25 +12,6 @@ One small module per kernel concept, each offering reads and the primitives that
   the journal of a transition in flight, in the root-only ``/run/daxmode``.
 
 Everything goes through a :class:`~daxmode.sysfs.Sysfs`, so a moved root (or the simulator
-attached to one) moves all of it.
+attached to one) moves all of it.  This package file imports nothing, so a command loads
+only the modules it uses.
 """
-
-from daxmode.kernel.devices import DaxDevice, Mode, Range, Region, find_devices, get_device, resolve_name
-from daxmode.kernel.drivers import Action
-from daxmode.kernel.locks import bus_lock, device_lock
-from daxmode.kernel.memory import MemoryBlock, device_memory
-
-__all__ = [
-    "Action",
-    "DaxDevice",
-    "MemoryBlock",
-    "Mode",
-    "Range",
-    "Region",
-    "bus_lock",
-    "device_lock",
-    "device_memory",
-    "find_devices",
-    "get_device",
-    "resolve_name",
-]

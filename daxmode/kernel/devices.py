@@ -17,7 +17,7 @@ from __future__ import annotations
 import enum
 import os
 import re
-from dataclasses import asdict, dataclass
+from typing import NamedTuple
 
 from daxmode.errors import BadMode, InvalidArgument, SysfsError, UnknownDevice
 from daxmode.kernel import paths
@@ -62,8 +62,7 @@ _MODE_OF = {v: k for k, v in _DRIVER_OF.items()}
 DRIVERS = tuple(_DRIVER_OF.values())
 
 
-@dataclass(frozen=True)
-class Range:
+class Range(NamedTuple):
     """One physical extent of a device; ``end`` is inclusive, as sysfs prints it."""
 
     start: int
@@ -75,8 +74,7 @@ class Range:
         return self.end - self.start + 1
 
 
-@dataclass(frozen=True)
-class Region:
+class Region(NamedTuple):
     id: int
     path: str  # the region directory (holds dax_region/), relative to the root
     size: int | None
@@ -90,8 +88,7 @@ class Region:
         return ("/" + self.path).removeprefix("/sys/devices")
 
 
-@dataclass
-class DaxDevice:
+class DaxDevice(NamedTuple):
     name: str
     path: str  # the device directory, relative to the root
     legacy: bool = False
@@ -288,8 +285,7 @@ def has_node(sysfs: Sysfs, name: str) -> bool:
 # --- topology ----------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class DeviceFacts:
+class DeviceFacts(NamedTuple):
     """What configuration can match a device by; None where it does not apply."""
 
     name: str
@@ -303,7 +299,7 @@ class DeviceFacts:
     cxl_region_uuid: str | None = None
 
     def to_json(self) -> dict[str, object]:
-        return {k: v for k, v in asdict(self).items() if v is not None}
+        return {k: v for k, v in self._asdict().items() if v is not None}
 
 
 def _read_opt(sysfs: Sysfs, rel: str) -> str | None:

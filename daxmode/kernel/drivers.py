@@ -17,8 +17,7 @@ is what ``--dry-run`` prints.
 from __future__ import annotations
 
 import contextlib
-import subprocess
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from daxmode.errors import KernelRefused, SysfsError
 from daxmode.kernel import events, paths
@@ -27,8 +26,7 @@ from daxmode.kernel.memory import Write
 from daxmode.sysfs import Sysfs
 
 
-@dataclass(frozen=True)
-class Action:
+class Action(NamedTuple):
     """One planned kernel interaction: a sysfs write, or loading a module."""
 
     kind: str  # "write" | "modprobe"
@@ -63,6 +61,8 @@ def load(sysfs: Sysfs, driver: str) -> None:
         except OSError as e:
             raise KernelRefused(f"modprobe {driver} failed: {e.strerror or e}") from None
         return
+    import subprocess  # only when a module is missing: keeps every command's start-up short
+
     try:
         proc = subprocess.run(["modprobe", driver], capture_output=True, text=True, check=False)
     except FileNotFoundError:
@@ -123,8 +123,7 @@ def bind_actions(name: str, driver: str, *, is_loaded: bool) -> list[Action]:
     ]
 
 
-@dataclass
-class BindResult:
+class BindResult(NamedTuple):
     side_effects: list[str]
     """Devices unbound before that ``new_id``'s driver_attach bound to this driver."""
 

@@ -15,11 +15,9 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import json
 import os
 import time
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from daxmode.errors import UnsafePath
 from daxmode.kernel import locks
@@ -34,6 +32,8 @@ def _file(name: str) -> str:
 
 def _write(sysfs: Sysfs, file: str, data: dict[str, Any]) -> None:
     """Replace the file atomically (write a temporary sibling, rename over)."""
+    import json
+
     tmp = f".{file}.{os.getpid()}"
     fd = locks.open_in_run_dir(sysfs, tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
     try:
@@ -58,6 +58,8 @@ def _read(sysfs: Sysfs, file: str) -> dict[str, Any] | None:
         raw = os.read(fd, 1 << 20)
     finally:
         os.close(fd)
+    import json
+
     try:
         data = json.loads(raw)
     except ValueError:
@@ -94,8 +96,7 @@ def clear(sysfs: Sysfs, name: str) -> None:
     _remove(sysfs, _file(name))
 
 
-@dataclass(frozen=True)
-class Interruption:
+class Interruption(NamedTuple):
     """What an interrupted run left on record."""
 
     device: str

@@ -9,7 +9,7 @@ touches thousands of blocks (drivers/base/memory.c: state, valid_zones, removabl
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from daxmode.errors import SysfsError
 from daxmode.kernel import paths
@@ -23,8 +23,7 @@ ONLINE_VALUES = ("online", "online_kernel", "online_movable")
 _ZONE_NAMES = {"DMA", "DMA32", "Normal", "Movable", "Device", "none"}
 
 
-@dataclass(frozen=True)
-class MemoryBlock:
+class MemoryBlock(NamedTuple):
     id: int
     state: str  # online / offline / going-offline
     zones: str | None = None  # valid_zones, if read
@@ -38,13 +37,12 @@ class MemoryBlock:
         return self.state.startswith("online")
 
 
-@dataclass
-class DeviceMemory:
+class DeviceMemory(NamedTuple):
     """The memory blocks a device's ranges cover, with those currently present in sysfs."""
 
     block_size: int
     ids: list[int]  # every whole block inside the ranges (what kmem would hot-add)
-    blocks: list[MemoryBlock] = field(default_factory=list)  # present ones, in id order
+    blocks: list[MemoryBlock]  # present ones, in id order
 
     @property
     def online(self) -> list[MemoryBlock]:
@@ -205,12 +203,14 @@ def policy_onlines(policy: str | None) -> bool:
 # --- onlining and offlining ------------------------------------------------------------------
 
 
-@dataclass
 class BlockPass:
     """What one pass over blocks did: the blocks it changed, and why the others failed."""
 
-    changed: list[int] = field(default_factory=list)
-    failures: list[str] = field(default_factory=list)
+    __slots__ = ("changed", "failures")
+
+    def __init__(self) -> None:
+        self.changed: list[int] = []
+        self.failures: list[str] = []
 
     @property
     def ok(self) -> bool:

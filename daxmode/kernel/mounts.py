@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 import re
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from daxmode.kernel.paths import MOUNTINFO
 from daxmode.sysfs import Sysfs
@@ -22,8 +22,7 @@ def _unescape(s: str) -> str:
     return _ESC.sub(lambda m: chr(int(m.group(1), 8)), s)
 
 
-@dataclass(frozen=True)
-class Mount:
+class Mount(NamedTuple):
     mount_point: str
     fstype: str
     source: str

@@ -253,6 +253,11 @@ class Sim:
             w.state["faults"] = []
             w.dirty = True
 
+    def slow_writes(self, seconds: float) -> None:
+        """Every write waits ``seconds`` before the kernel applies it (0: off), so concurrent
+        runs interleave their writes the way a busy kernel lets them."""
+        (self.meta / "delay").write_text(f"{seconds}\n")
+
     def refuse_offline(self, *block_ids: int) -> None:
         """These blocks return EBUSY on offline (unmovable pages, as in ndctl issue #256)."""
         with self._w() as w:

@@ -10,6 +10,7 @@ import fcntl
 import json
 import os
 import shutil
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
@@ -323,12 +324,22 @@ def world(root: Path) -> Iterator[_World]:
         os.close(fd)
 
 
+def _delay(root: Path) -> float:
+    try:
+        return float((root / SIM_MARKER / "delay").read_text())
+    except (OSError, ValueError):
+        return 0.0
+
+
 class SimKernel:
     """The kernel hook a test (or ``daxmode --sim``) attaches to a simulated root's Sysfs."""
 
     def write(self, sysfs: Sysfs, rel: str, value: str) -> None:
         rel = rel.lstrip("/")
         root = Path(sysfs.root)
+        delay = _delay(root)
+        if delay:  # a slow kernel (Sim.slow_writes): other processes' writes interleave here
+            time.sleep(delay)
         with world(root) as w:
             try:
                 w.write(rel, value)
