@@ -241,3 +241,77 @@ def test_console_script(tmp_path: Path) -> None:
     )
     assert p.returncode == 3
     assert p.stderr == "daxmode: no dax device 'dax7.7' (existing: dax0.0, dax1.0, dax1.1)\n"
+
+
+def test_set_json_outcome_and_plan(tmp_path: Path) -> None:
+    s, _ = world(tmp_path, auto_online="online")
+    rc, out, _ = run(tmp_path, "set", DEV, "system-ram", "--dry-run", "--json")
+    plan = json.loads(out)
+    assert rc == 0 and plan["dry_run"] and plan["from"] == "devdax" and plan["to"] == "system-ram"
+    assert plan["steps"] == ["unbind device_dax", "bind kmem", "online memory"]
+    writes = [a["path"] for a in plan["plan"] if a["kind"] == "write"]
+    assert writes[0] == "/sys/bus/dax/drivers/device_dax/remove_id" and writes.count(writes[2]) == 2
+    assert s.driver(DEV) == "device_dax"
+    rc, out, _ = run(tmp_path, "set", DEV, "system-ram", "--json")
+    res = json.loads(out)
+    assert rc == 0 and res["changed"] and (res["online_memblocks"], res["total_memblocks"]) == (4, 4)
+    assert res["movable"] is True and res["side_effects_undone"] == ["dax1.1"], res
+    assert s.driver("dax1.1") is None and s.auto_online() == "online"
+    rc, out, _ = run(tmp_path, "set", DEV, "system-ram", "--json")
+    assert json.loads(out)["changed"] is False
+
+
+def test_set_shows_progress_on_a_terminal(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The bar is drawn from the executor's progress events (a terminal is faked for click)."""
+    world(tmp_path, blocks=32)
+    monkeypatch.setattr("daxmode.cli._common.sys.stderr.isatty", lambda: True, raising=False)
+    events = []
+    from daxmode.cli import _common
+
+    real = _common.progress_bar
+
+    def spy(st):  # type: ignore[no-untyped-def]
+        cm = real(st)
+
+        class Wrap:
+            def __enter__(self):  # type: ignore[no-untyped-def]
+                cb = cm.__enter__()
+                return lambda ev: (events.append(ev), cb and cb(ev))
+
+            def __exit__(self, *a):  # type: ignore[no-untyped-def]
+                return cm.__exit__(*a)
+
+        return Wrap()
+
+    monkeypatch.setattr("daxmode.cli.devices.progress_bar", spy)
+    rc, _, _ = run(tmp_path, "set", DEV, "system-ram")
+    assert rc == 0
+    assert [(e.what, e.done) for e in events] == [("onlining", i) for i in range(1, 33)]
+
+
+def test_python_dash_m_daxmode(tmp_path: Path) -> None:
+    world(tmp_path)
+    p = subprocess.run([sys.executable, "-m", "daxmode", "--version"], capture_output=True, text=True)
+    assert p.returncode == 0 and p.stdout.startswith("daxmode, version ")
+    p = subprocess.run(
+        [sys.executable, "-m", "daxmode", "--root", str(tmp_path), "--sim", "list", "--json"],
+        capture_output=True,
+        text=True,
+    )
+    assert p.returncode == 0
+    assert {r["chardev"] for r in json.loads(p.stdout)} == {"dax0.0", "dax1.0", "dax1.1"}
+
+
+def test_sim_flag_refuses_a_real_tree(tmp_path: Path) -> None:
+    rc, _, err = run(tmp_path, "list")
+    assert rc == 11 and "is not a simulated tree" in one_line(err)
+
+
+def test_device_named_by_its_sysfs_path(tmp_path: Path) -> None:
+    s, _ = world(tmp_path)
+    rc, _, err = run(tmp_path, "set", "/sys/bus/dax/devices/dax0.0", "fsdev")
+    assert rc == 0, err
+    real = "/" + os.path.relpath(os.path.realpath(tmp_path / "sys/bus/dax/devices/dax0.0"), tmp_path)
+    rc, _, err = run(tmp_path, "set", real, "devdax")
+    assert rc == 0, err
+    assert s.driver(DEV) == "device_dax"
