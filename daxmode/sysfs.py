@@ -214,7 +214,3 @@ class Sysfs:
         except ValueError:
             return str(real)
 
-
-def open_root(root: str | os.PathLike[str] | None = None) -> Sysfs:
-    """The Sysfs for ``root`` (default ``$DAXMODE_ROOT`` or ``/``); never simulated."""
-    return Sysfs(root or os.environ.get("DAXMODE_ROOT") or "/")

@@ -458,10 +458,6 @@ def _seal(entry: bytearray, seqnum: int) -> bytes:
     return bytes(entry)
 
 
-def entry_crc(buf: bytes | bytearray | memoryview, off: int = 0) -> int:
-    return zlib.crc32(memoryview(buf)[off : off + ENTRY_CRC_OFF])
-
-
 def pack_file_entry(
     seqnum: int,
     relpath: str | bytes,
