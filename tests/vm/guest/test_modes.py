@@ -27,7 +27,7 @@ import pytest
 DEV = os.environ.get("DAXMODE_TEST_DEV", "")
 ONLINE_OK = os.environ.get("DAXMODE_VM_ONLINE_OK") == "1"
 BACKEND = os.environ.get("DAXMODE_VM_BACKEND", "")
-DAXMODE = [sys.executable, "-m", "daxmode.cli"]
+DAXMODE = [sys.executable, "-m", "daxmode"]
 BUS = Path("/sys/bus/dax")
 MEM = Path("/sys/devices/system/memory")
 POLICY = MEM / "auto_online_blocks"
