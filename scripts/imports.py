@@ -1,7 +1,7 @@
 """daxmode's import graph: module- and function-level imports (TYPE_CHECKING blocks excluded).
 
-    python scripts/imports.py daxmode        # cycles (exit 1 if there is one)
-    python scripts/imports.py daxmode -v     # and every edge
+python scripts/imports.py daxmode        # cycles (exit 1 if there is one)
+python scripts/imports.py daxmode -v     # and every edge
 """
 
 from __future__ import annotations
