@@ -13,10 +13,11 @@ dies without clearing it (SIGKILL) is repaired by :func:`recover` at the next ``
 from __future__ import annotations
 
 import signal
+from contextlib import AbstractContextManager
 from typing import TYPE_CHECKING, NamedTuple
 
 from daxmode import signals
-from daxmode._steps import Ctx, Options, Step
+from daxmode._steps import Bind, Ctx, Options, Step, Unbind
 from daxmode.errors import DaxmodeError, KernelRefused, LeftPartial, RolledBack
 from daxmode.kernel import drivers, journal, locks, memory
 from daxmode.kernel.devices import DaxDevice, Mode, driver_of, get_device, read_device
@@ -103,6 +104,27 @@ def _signum(e: BaseException) -> int | None:
     return None
 
 
+class _BusHold:
+    """The bus lock from an unbind until the bind that follows it: while a device is unbound,
+    another run's ``new_id`` would bind it as a side effect it cannot tell from our own bind."""
+
+    def __init__(self, sysfs: Sysfs, timeout: float) -> None:
+        self.sysfs = sysfs
+        self.timeout = timeout
+        self.cm: AbstractContextManager[None] | None = None
+
+    def acquire(self) -> None:
+        if self.cm is None:
+            cm = locks.bus_lock(self.sysfs, timeout=self.timeout)
+            cm.__enter__()
+            self.cm = cm
+
+    def release(self) -> None:
+        if self.cm is not None:
+            cm, self.cm = self.cm, None
+            cm.__exit__(None, None, None)
+
+
 def execute(sysfs: Sysfs, dev: DaxDevice, p: Plan, opts: Options) -> Result:
     """Run ``p``'s steps under the device lock the caller holds; see the module docstring."""
     ctx = Ctx(sysfs, dev, opts)
@@ -116,6 +138,7 @@ def execute(sysfs: Sysfs, dev: DaxDevice, p: Plan, opts: Options) -> Result:
         done: list[Step] = []
         current: Step | None = None
         failure: BaseException | None = None
+        bus = _BusHold(sysfs, max(60.0, opts.timeout))
         try:
             journal.record(
                 sysfs,
@@ -128,19 +151,28 @@ def execute(sysfs: Sysfs, dev: DaxDevice, p: Plan, opts: Options) -> Result:
                 ctx.say(f"step: {step.describe()}")
                 journal.record(sysfs, dev.name, step=step.describe())
                 current = step
+                if isinstance(step, Unbind):
+                    bus.acquire()
                 step.apply(ctx)
                 done.append(step)
                 current = None
+                if isinstance(step, Bind):
+                    bus.release()
             signals.checkpoint()
             if not _arrived(ctx, p.target, policy):
                 failure = KernelRefused(f"verification failed: {residual(sysfs, dev, policy)}")
         except BaseException as e:
             failure = e
         if failure is None:
+            bus.release()
             journal.clear(sysfs, dev.name)
             return Result(True, ctx)
         with signals.shielded():
-            err = _rollback(ctx, p, done, current, failure, policy, start_online)
+            bus.acquire()  # the whole rollback: it unbinds and binds again
+            try:
+                err = _rollback(ctx, p, done, current, failure, policy, start_online)
+            finally:
+                bus.release()
             journal.clear(sysfs, dev.name)
         signals.clear()
     raise err
@@ -219,8 +251,8 @@ def recover(sysfs: Sysfs, name: str, opts: Options) -> str | None:
             drv = bind.get("driver")
             if drv in ("device_dax", "kmem", "fsdev_dax"):
                 notes += _undo_stale_bind(sysfs, name, drv, bind.get("unbound_before") or [], opts)
-            journal.clear(sysfs, name)
             notes.append(f"{name} is now {read_device(sysfs, name).mode_name}")
+            journal.mark_repaired(sysfs, intr, "; ".join(notes))
     return "; ".join(notes) if notes else None
 
 

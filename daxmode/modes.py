@@ -28,8 +28,8 @@ from dataclasses import dataclass, field
 from daxmode import signals
 from daxmode._executor import execute, recover
 from daxmode._steps import STEP_OF, Ctx, Offline, Options, PlanState, Progress, Step
-from daxmode.errors import BadMode, DeviceBusy, KernelRefused, LegacyDeviceModel, NotRoot
-from daxmode.kernel import drivers, locks, memory
+from daxmode.errors import BadMode, DaxmodeError, DeviceBusy, KernelRefused, LegacyDeviceModel, NotRoot
+from daxmode.kernel import drivers, journal, locks, memory
 from daxmode.kernel.devices import DRIVERS, DaxDevice, Mode, get_device
 from daxmode.kernel.drivers import Action
 from daxmode.kernel.memory import MemoryBlock, compress_blocks
@@ -228,9 +228,15 @@ def set_mode(sysfs: Sysfs, name: str, target: Mode, opts: Options | None = None)
         return Outcome(dev.name, p.start, target, p, changed=False, dry_run=True)
     with locks.device_lock(sysfs, dev.name, timeout=max(60.0, opts.timeout)):
         recovered = recover(sysfs, dev.name, opts)
-        dev = get_device(sysfs, dev.name)  # re-read under the lock: someone may have changed it
-        p = plan(sysfs, dev, target, opts)
-        res = execute(sysfs, dev, p, opts)
+        try:
+            dev = get_device(sysfs, dev.name)  # re-read under the lock: someone may have changed it
+            p = plan(sysfs, dev, target, opts)
+            res = execute(sysfs, dev, p, opts)
+        except DaxmodeError as e:
+            if recovered:  # the repair happened; say so beside the refusal or failure
+                e.warnings = [recovered, *getattr(e, "warnings", [])]  # type: ignore[attr-defined]
+            raise
+        journal.clear(sysfs, dev.name)  # the device is where a run asked for: nothing left to report
         out = _outcome(res.ctx, p, res.changed)
         if recovered:
             out.recovered = recovered

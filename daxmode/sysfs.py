@@ -43,6 +43,22 @@ be provoked on demand.  PATH is absolute as a user sees it (``/sys/bus/dax/drive
 """
 
 
+DELAY_ENV = "DAXMODE_WRITE_DELAY"
+"""Test-only: seconds every write waits before reaching the kernel, so a VM test can deliver a
+signal (or a SIGKILL) in the middle of a transition on the real kernel, where onlining a few
+blocks takes well under a second."""
+
+
+def parse_delay(text: str) -> float:
+    try:
+        delay = float(text or 0)
+    except ValueError:
+        delay = -1.0
+    if not 0 <= delay <= 60:  # also refuses nan
+        raise InvalidArgument(f"{DELAY_ENV}: {text!r} is not a number of seconds between 0 and 60")
+    return delay
+
+
 class Fault(NamedTuple):
     path: str
     err: int
@@ -87,6 +103,7 @@ class Sysfs:
         self.hook = hook
         self.stats = WriteStats()
         self.faults = parse_faults(os.environ.get(FAULT_ENV, ""))
+        self.delay = parse_delay(os.environ.get(DELAY_ENV, ""))
         self._root_s = str(self.root)
 
     @property
@@ -165,6 +182,8 @@ class Sysfs:
             for f in self.faults:
                 if f.path == shown and f.nth == n:
                     raise SysfsError("write", shown, f.err, value)
+        if self.delay:
+            time.sleep(self.delay)
         t0 = time.perf_counter()
         c0 = time.thread_time()
         try:
@@ -213,4 +232,3 @@ class Sysfs:
             return str(real.relative_to(self.root.resolve()))
         except ValueError:
             return str(real)
-

@@ -139,4 +139,3 @@ def open_famfs(target: str, sysfs: Sysfs | None = None, *, writable: bool = Fals
             yield FamfsSession(vol)
         finally:
             vol.close()
-

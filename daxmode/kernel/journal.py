@@ -96,6 +96,14 @@ def clear(sysfs: Sysfs, name: str) -> None:
     _remove(sysfs, _file(name))
 
 
+def mark_repaired(sysfs: Sysfs, intr: Interruption, note: str) -> None:
+    """Keep an interrupted run's journal (``list`` still names it until a ``set`` succeeds) but
+    record that its shared state was repaired, so the repair is not repeated."""
+    data = {k: v for k, v in intr.data.items() if k != "bind"}
+    data["repaired"] = note
+    _write(sysfs, _file(intr.device), data)
+
+
 class Interruption(NamedTuple):
     """What an interrupted run left on record."""
 
@@ -109,9 +117,10 @@ class Interruption(NamedTuple):
     def describe(self) -> str:
         who = f"pid {self.pid}" if self.pid else "an earlier run"
         where = f" during '{self.step}'" if self.step else ""
+        done = " (its leftovers were repaired)" if self.data.get("repaired") else ""
         return (
             f"{self.device}: a transition {self.start or 'unbound'} -> {self.target or '?'} by {who} "
-            f"was interrupted{where}"
+            f"was interrupted{where}{done}"
         )
 
 
