@@ -12,7 +12,6 @@ Image files stand in for devices in tests and for offline preparation of a famfs
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import mmap
 import os
 import stat
@@ -22,6 +21,8 @@ from dataclasses import dataclass, field
 from daxmode import cacheflush
 from daxmode.cacheflush import CacheSync
 from daxmode.errors import BadMode, DeviceBusy, FamfsError, InvalidArgument
+from daxmode.famfs.loglock import DEFAULT_TIMEOUT as DEFAULT_LOCK_TIMEOUT
+from daxmode.famfs.loglock import volume_lock
 from daxmode.kernel.devices import get_device, is_name, node_path, resolve_name
 from daxmode.kernel.mounts import mounts_using
 from daxmode.sysfs import Sysfs
@@ -41,14 +42,10 @@ class Mapping:
     switched: bool = False
     """The device was switched from fsdev for this mapping and goes back when it closes."""
 
-    @contextlib.contextmanager
-    def lock(self) -> Iterator[None]:
-        """flock on the device/image: serialises mutating sessions on this host (famfs flocks its log)."""
-        fcntl.flock(self.fd, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(self.fd, fcntl.LOCK_UN)
+    def lock(self, timeout: float | None = DEFAULT_LOCK_TIMEOUT) -> contextlib.AbstractContextManager[None]:
+        """The volume lock: an exclusive flock on the device node's or image's inode, shared by
+        every process on this host (:mod:`daxmode.famfs.loglock`); DeviceBusy after ``timeout``."""
+        return volume_lock(self.fd, self.daxdev, timeout)
 
     def close(self) -> None:
         if self.kind == "image" and not self.buf.closed:
