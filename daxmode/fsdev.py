@@ -165,23 +165,34 @@ def _map_devdax(sysfs: Sysfs, info: DaxInfo, writable: bool) -> Mapping:
 def map_device(sysfs: Sysfs, name: str, *, writable: bool = True) -> Iterator[Mapping]:
     """Map dax device ``name``; an fsdev device is switched to devdax for the duration and back.
 
-    Refuses a mounted device (DeviceBusy), a system-ram device and an unbound one (BadMode)."""
-    name = resolve_name(sysfs, name)
-    info = dax_info(sysfs, name)
-    where = mounted_at(sysfs, name)
-    if where:
-        raise DeviceBusy(f"{name} is mounted at {', '.join(where)}; unmount it first (daxmode famfs down)")
-    if info.mode == "devdax":
-        m = _map_devdax(sysfs, info, writable)
-        try:
-            yield m
-        finally:
-            m.close()
-        return
-    if info.mode == "fsdev":
-        from daxmode.modes import Mode, temporary_mode
+    Refuses a mounted device (DeviceBusy), a system-ram device and an unbound one (BadMode).  The
+    mode is read under the device lock: another process's session may be switching the device
+    between fsdev and devdax right now (a real-kernel run caught a writer reading "no driver" in
+    that window).  A devdax device's lock is released once it is mapped; an fsdev device keeps
+    it for the whole session, through the switch and back."""
+    from daxmode.kernel.locks import device_lock
 
-        with temporary_mode(sysfs, name, Mode.DEVDAX):
+    name = resolve_name(sysfs, name)
+    with contextlib.ExitStack() as held:
+        held.enter_context(device_lock(sysfs, name))
+        info = dax_info(sysfs, name)
+        where = mounted_at(sysfs, name)
+        if where:
+            raise DeviceBusy(
+                f"{name} is mounted at {', '.join(where)}; unmount it first (daxmode famfs down)"
+            )
+        if info.mode == "devdax":
+            m = _map_devdax(sysfs, info, writable)
+            held.close()
+            try:
+                yield m
+            finally:
+                m.close()
+            return
+        if info.mode == "fsdev":
+            from daxmode.modes import Mode, temporary_mode
+
+            held.enter_context(temporary_mode(sysfs, name, Mode.DEVDAX))
             m = _map_devdax(sysfs, dax_info(sysfs, name), writable)
             m.notes.append(f"{name} was switched from fsdev to devdax for this operation and back")
             m.switched = True
@@ -189,13 +200,13 @@ def map_device(sysfs: Sysfs, name: str, *, writable: bool = True) -> Iterator[Ma
                 yield m
             finally:
                 m.close()
-        return
-    if info.mode is None:
-        raise BadMode(f"{name} has no driver bound; bind it first (daxmode set {name} devdax)")
-    raise BadMode(
-        f"{name} is in {info.mode} mode; famfs needs devdax or fsdev "
-        f"(daxmode set {name} devdax, with --force if its memory is online)"
-    )
+            return
+        if info.mode is None:
+            raise BadMode(f"{name} has no driver bound; bind it first (daxmode set {name} devdax)")
+        raise BadMode(
+            f"{name} is in {info.mode} mode; famfs needs devdax or fsdev "
+            f"(daxmode set {name} devdax, with --force if its memory is online)"
+        )
 
 
 @contextlib.contextmanager

@@ -148,7 +148,7 @@ def test_concurrent_cli_creat(tmp_path: Path) -> None:
     root.mkdir()
     img = tmp_path / "cli.img"
     create_image(img, 1 * GiB)
-    daxmode = [sys.executable, "-m", "daxmode.cli", "--root", str(root), "famfs"]
+    daxmode = [sys.executable, "-m", "daxmode", "--root", str(root), "famfs"]
     subprocess.run([*daxmode, "mkfs", str(img)], check=True, capture_output=True)
     procs = [
         subprocess.Popen(
@@ -401,7 +401,9 @@ def test_threads_share_one_volume(fs_image: Path, me: uuid.UUID) -> None:
 def test_concurrent_writers_on_a_simulated_fsdev_device(tmp_path: Path) -> None:
     """fsdev devices cannot be mapped: each writer switches the device to devdax for its session
     and back, under the mode lock, then takes the volume lock (always in that order, so no two
-    writers wait for each other crosswise).  All succeed; the device ends in fsdev."""
+    writers wait for each other crosswise).  The mode is read under the mode lock too: with slow
+    sysfs writes, a writer that looked before taking it saw the device unbound mid-switch (as on
+    the real kernel).  All succeed; the device ends in fsdev."""
     from daxmode import sim
     from daxmode.famfs.identity import ensure_system_uuid
     from daxmode.fsdev import open_medium
@@ -416,11 +418,13 @@ def test_concurrent_writers_on_a_simulated_fsdev_device(tmp_path: Path) -> None:
         mkfs(m, me)
     set_mode(sysfs, "dax0.0", Mode.FSDEV)
     outs, pids = [], []
-    for w in range(4):
+    for w in range(6):
         r, wfd = os.pipe()
 
         def writer(w: int = w, wfd: int = wfd) -> None:
-            with open_medium(sysfs, "dax0.0") as m:
+            os.environ["DAXMODE_WRITE_DELAY"] = "0.01"  # slow sysfs writes: wide unbound windows
+            time.sleep(0.007 * w)  # staggered: later writers look while earlier ones switch
+            with open_medium(s.sysfs(), "dax0.0") as m:
                 v = Volume(m, me)
                 for j in range(3):
                     v.creat(f"w{w}-{j}", MiB)
@@ -434,4 +438,4 @@ def test_concurrent_writers_on_a_simulated_fsdev_device(tmp_path: Path) -> None:
     reported = {ln for fd in outs for ln in drain(fd)}
     assert s.driver("dax0.0") == "fsdev_dax"
     files, _dirs, problems, _ = played(s.p("dev/dax0.0"))  # the simulated device's memory
-    assert set(files) == reported and len(reported) == 12 and problems == []
+    assert set(files) == reported and len(reported) == 18 and problems == []
