@@ -236,13 +236,11 @@ class Volume:
     def refresh(self) -> int:
         """Catch up with entries appended since this view was read (by any process on any host);
         returns how many were added.  A changed log header means the whole log is read again."""
-        if self._stale:
-            self.reload()
-            return 0
-        if self.mv[: L.SB_SIZE] != self._sb_raw:
-            self.reload()
-            return 0
         sync = self.medium.sync
+        sync.invalidate(self.mv, 0, L.SB_SIZE)
+        if self._stale or self.mv[: L.SB_SIZE] != self._sb_raw:
+            self.reload()  # Reformatted if it is another filesystem now
+            return 0
         lm = self.log_mv
         sync.invalidate(lm, 0, L.LOG_HDR_SIZE)
         hdr = L.unpack_log_header(lm)
