@@ -101,7 +101,7 @@ def run_writers(nproc: int, nfiles: int, tag: str, barrier: bool) -> list[str]:
     from daxmode.famfs import Volume
     from daxmode.famfs.identity import read_system_uuid
     from daxmode.fsdev import open_medium
-    from daxmode.sysfs import open_root
+    from daxmode.sysfs import Sysfs
 
     go_r, go_w = os.pipe()
     ready_r, ready_w = os.pipe()
@@ -110,7 +110,7 @@ def run_writers(nproc: int, nfiles: int, tag: str, barrier: bool) -> list[str]:
         r, wfd = os.pipe()
 
         def writer(w: int = w, wfd: int = wfd) -> None:
-            sysfs = open_root()
+            sysfs = Sysfs("/")
             os.close(go_w)
             os.close(ready_r)
             with open_medium(sysfs, DEV) as m:
@@ -166,9 +166,9 @@ def check(lines: list[str], before: tuple[dict, set]) -> None:
     assert all(off >= LOG_OFF + (8 << 20) and off % (2 * MiB) == 0 for off, _e, _p in spans)
     from daxmode.famfs import fsck
     from daxmode.fsdev import open_medium
-    from daxmode.sysfs import open_root
+    from daxmode.sysfs import Sysfs
 
-    with open_medium(open_root(), DEV, writable=False) as m:
+    with open_medium(Sysfs("/"), DEV, writable=False) as m:
         rep = fsck(m.buf, m.size)
     assert rep.ok, rep.problems
     assert rep.stats["files"] == len(want_files) and rep.stats["directories"] == len(want_dirs)
@@ -181,9 +181,9 @@ def formatted() -> Iterator[None]:
     from daxmode.famfs.identity import ensure_system_uuid
     from daxmode.fsdev import open_medium
     from daxmode.modes import Mode, Options, set_mode
-    from daxmode.sysfs import open_root
+    from daxmode.sysfs import Sysfs
 
-    sysfs = open_root()
+    sysfs = Sysfs("/")
     assert driver() == "device_dax", f"{DEV} not in devdax at test start: {driver()}"
     with open_medium(sysfs, DEV) as m:
         mkfs(m, ensure_system_uuid(sysfs), force=True)
@@ -208,13 +208,13 @@ def test_concurrent_writers_through_fsdev(formatted: None) -> None:
     """The device in fsdev mode: each writer switches it to devdax for its session and back, under
     the mode lock; every writer succeeds, and the device ends in fsdev."""
     from daxmode.modes import Mode, Options, set_mode
-    from daxmode.sysfs import open_root
+    from daxmode.sysfs import Sysfs
 
     first = run_writers(2, 2, "pre", barrier=True)
-    set_mode(open_root(), DEV, Mode.FSDEV, Options())
+    set_mode(Sysfs("/"), DEV, Mode.FSDEV, Options())
     lines = run_writers(4, 3, "b", barrier=False)
     assert driver() == "fsdev_dax"
-    set_mode(open_root(), DEV, Mode.DEVDAX, Options())
+    set_mode(Sysfs("/"), DEV, Mode.DEVDAX, Options())
     before_files = {ln.split()[1]: int(ln.split()[2]) for ln in first if ln.startswith("file")}
     before_dirs = {ln.split()[1] for ln in first if ln.startswith("dir")}
     check(lines, (before_files, before_dirs))
