@@ -199,8 +199,17 @@ def process(argv: list[str], ok: tuple[int, ...] = (0,)) -> None:
         raise RuntimeError(f"{' '.join(argv)} -> {p.returncode}: {p.stderr.strip()[-300:]}")
 
 
-def run(dev: str, online: bool = False, repeats: int = 3) -> tuple[list[dict[str, object]], str]:
-    """Time each step of the chain through each path; one row per distinct transition."""
+def _timed(argv: list[str]) -> float:
+    t0 = time.perf_counter()
+    process(argv)
+    return time.perf_counter() - t0
+
+
+def run(
+    dev: str, online: bool = False, repeats: int = 3
+) -> tuple[list[dict[str, object]], str, dict[str, float]]:
+    """Time each step of the chain through each path; one row per distinct transition, daxctl's
+    version, and start-up alone (python's floor, daxmode --version, daxctl --version)."""
     if driver(dev) != "device_dax":
         raise RuntimeError(f"{dev} must start in devdax (driver {driver(dev)})")
     dctl = daxctl85()
@@ -232,6 +241,13 @@ def run(dev: str, online: bool = False, repeats: int = 3) -> tuple[list[dict[str
             subprocess.run([str(DAXMODE_BIN), "set", dev, "devdax", "--force"], capture_output=True)
         POLICY.write_text(saved)
     rows: list[dict[str, object]] = []
+    starts: dict[str, float] = {}
+    for label, argv in (
+        ("python -c pass (start-up floor)", [sys.executable, "-c", "pass"]),
+        ("daxmode --version", [str(DAXMODE_BIN), "--version"]),
+        ("daxctl 85 --version", [*dctl, "--version"]),
+    ):
+        starts[label] = statistics.median(_timed(argv) for _ in range(repeats))
     for s in dict.fromkeys(x.name for x in steps):
         med = {p: statistics.median(times[s][p]) for p in PATHS}
         rows.append(
@@ -245,10 +261,10 @@ def run(dev: str, online: bool = False, repeats: int = 3) -> tuple[list[dict[str
                 "inproc_vs_floor": med["inproc"] / med["floor"],
             }
         )
-    return rows, version
+    return rows, version, starts
 
 
-def render(rows: list[dict[str, object]], head: str) -> str:
+def render(rows: list[dict[str, object]], head: str, starts: dict[str, float] | None = None) -> str:
     out = [head]
     out.append(
         f"  {'transition':<40} {'daxmode':>9} {'in-proc':>9} {'daxctl85':>9} {'floor':>9}"
@@ -269,6 +285,8 @@ def render(rows: list[dict[str, object]], head: str) -> str:
         v = float(r[key])  # type: ignore[arg-type]
         verdict = "met" if v <= goal else "NOT met"
         out.append(f"  goal {label}: {verdict} (worst {v:.2f}x, {r['transition']})")
+    if starts:
+        out.append("  start-up alone: " + ", ".join(f"{k} {v:.3f}s" for k, v in starts.items()))
     return "\n".join(out)
 
 
@@ -284,7 +302,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     ap.add_argument("--json", action="store_true", help="also print the rows as one JSON line")
     a = ap.parse_args(argv)
-    rows, version = run(a.dev, a.online, a.repeats)
+    rows, version, starts = run(a.dev, a.online, a.repeats)
     load = Path("/proc/loadavg").read_text().split()[0]
     head = (
         f"guest_modes: {a.dev} ({len(block_ids(a.dev))} memory blocks), kernel {os.uname().release}, "
@@ -292,9 +310,13 @@ def main(argv: list[str] | None = None) -> int:
         "  daxmode = `daxmode set` as a new process; in-process = set_mode() with imports paid;\n"
         "  floor = the sysfs writes alone, in-process"
     )
-    print(render(rows, head))
+    print(render(rows, head, starts))
     if a.json:
-        print(json.dumps({"guest_modes": rows, "daxctl": version, "kernel": os.uname().release}))
+        print(
+            json.dumps(
+                {"guest_modes": rows, "startup": starts, "daxctl": version, "kernel": os.uname().release}
+            )
+        )
     return 0
 
 
