@@ -38,6 +38,18 @@ _thread_locks: dict[tuple[int, int], threading.Lock] = {}
 _held: dict[tuple[int, int], list[int]] = {}  # inode -> [thread id, fd, depth]
 
 
+def _forget_after_fork() -> None:
+    """A forked child holds no thread's locks (a parent thread may have held them at the fork).
+    An open file it inherited shares the parent's flock: open the volume again in the child."""
+    global _guard
+    _guard = threading.Lock()
+    _thread_locks.clear()
+    _held.clear()
+
+
+os.register_at_fork(after_in_child=_forget_after_fork)
+
+
 def _thread_lock(key: tuple[int, int]) -> threading.Lock:
     with _guard:
         lk = _thread_locks.get(key)
