@@ -145,11 +145,13 @@ def execute(sysfs: Sysfs, dev: DaxDevice, p: Plan, opts: Options) -> Result:
                 dev.name,
                 **{"from": p.start.value if p.start else None, "to": p.target.value},
                 steps=[s.describe() for s in p.steps],
+                step=p.steps[0].describe(),
             )
             for step in p.steps:
                 signals.checkpoint()
                 ctx.say(f"step: {step.describe()}")
-                journal.record(sysfs, dev.name, step=step.describe())
+                if step is not p.steps[0] and not isinstance(step, Unbind | Bind):  # a bind journals itself
+                    journal.record(sysfs, dev.name, step=step.describe())
                 current = step
                 if isinstance(step, Unbind):
                     bus.acquire()

@@ -326,6 +326,7 @@ class Bind(Step):
                 journal.record(
                     sysfs,
                     ctx.name,
+                    step=self.describe(),
                     bind={"driver": self.driver, "unbound_before": sorted(drivers.unbound_devices(sysfs))},
                 )
                 if hold:

@@ -20,7 +20,7 @@ import time
 from typing import Any, NamedTuple
 
 from daxmode.errors import UnsafePath
-from daxmode.kernel import locks
+from daxmode.kernel import locks, paths
 from daxmode.sysfs import Sysfs
 
 POLICY_HOLD = "policy.hold"
@@ -82,17 +82,24 @@ def _remove(sysfs: Sysfs, file: str) -> None:
 # --- the device journal --------------------------------------------------------------------
 
 
+_mine: dict[str, dict[str, Any]] = {}  # journal path -> what this process last wrote there
+
+
 def record(sysfs: Sysfs, name: str, **fields: Any) -> dict[str, Any]:
-    """Start or update ``name``'s journal with ``fields`` (merged into what is there)."""
-    data = _read(sysfs, _file(name)) or {}
-    if "pid" not in data or data.get("pid") != os.getpid():
+    """Start or update this process's journal for ``name`` with ``fields``.  What was written
+    before is kept in memory, so an update is one write and one rename, never a read."""
+    key = sysfs.fspath(f"{paths.RUN_DIR}/{_file(name)}")
+    data = _mine.get(key)
+    if data is None or data.get("pid") != os.getpid():
         data = {"pid": os.getpid(), "started": time.time(), "device": name}
     data.update(fields)
     _write(sysfs, _file(name), data)
+    _mine[key] = data
     return data
 
 
 def clear(sysfs: Sysfs, name: str) -> None:
+    _mine.pop(sysfs.fspath(f"{paths.RUN_DIR}/{_file(name)}"), None)
     _remove(sysfs, _file(name))
 
 

@@ -48,12 +48,29 @@ def _check_dir(fd: int, shown: str) -> None:
         raise UnsafePath(f"{shown} has mode {stat.S_IMODE(st.st_mode):04o}; it must be 0700 (chmod 0700 it)")
 
 
+_checked: dict[str, tuple[int, int, int]] = {}  # run dir path -> (fd, st_dev, st_ino), checked
+
+
 def open_run_dir(sysfs: Sysfs, create: bool = True) -> int:
-    """A descriptor of the checked run directory; the caller closes it."""
-    path = sysfs.path(RUN_DIR)
+    """A descriptor of the checked run directory (the caller closes it).
+
+    The first use in a process creates and checks the directory; later uses only confirm, with
+    one lstat, that the path still names the same directory (a transition opens it a dozen
+    times, and each open, mkdir and check is a slow syscall in a TCG guest)."""
+    path = sysfs.fspath(RUN_DIR)
+    known = _checked.get(path)
+    if known is not None:
+        try:
+            st = os.lstat(path)
+        except OSError:
+            st = None
+        if st is not None and (st.st_dev, st.st_ino) == known[1:] and stat.S_ISDIR(st.st_mode):
+            return os.dup(known[0])
+        _checked.pop(path, None)
+        os.close(known[0])
     shown = sysfs.shown(RUN_DIR)
     if create:
-        os.makedirs(path.parent, mode=0o755, exist_ok=True)
+        os.makedirs(os.path.dirname(path), mode=0o755, exist_ok=True)
         with contextlib.suppress(FileExistsError):
             os.mkdir(path, 0o700)
     try:
@@ -67,6 +84,8 @@ def open_run_dir(sysfs: Sysfs, create: bool = True) -> int:
     except BaseException:
         os.close(fd)
         raise
+    st = os.fstat(fd)
+    _checked[path] = (os.dup(fd), st.st_dev, st.st_ino)
     return fd
 
 
@@ -86,7 +105,7 @@ def open_in_run_dir(sysfs: Sysfs, name: str, flags: int, mode: int = 0o600) -> i
 
 @contextlib.contextmanager
 def _flock(sysfs: Sysfs, file: str, what: str, timeout: float | None) -> Iterator[None]:
-    key = (str(sysfs.path(f"{RUN_DIR}/{file}")), threading.get_ident())
+    key = (sysfs.fspath(f"{RUN_DIR}/{file}"), threading.get_ident())
     with _held_guard:
         depth = _held.get(key, 0)
         if depth:
@@ -148,7 +167,7 @@ def bus_lock(sysfs: Sysfs, timeout: float | None = 60.0) -> contextlib.AbstractC
 
 def is_held_elsewhere(sysfs: Sysfs, file: str) -> bool:
     """True if another process (or thread) holds ``run/daxmode/<file>`` now; never blocks."""
-    key = (str(sysfs.path(f"{RUN_DIR}/{file}")), threading.get_ident())
+    key = (sysfs.fspath(f"{RUN_DIR}/{file}"), threading.get_ident())
     with _held_guard:
         if _held.get(key):
             return False
