@@ -141,6 +141,18 @@ def mounted_at(sysfs: Sysfs, name: str) -> list[str]:
     return [m.mount_point for m in mounts_using(sysfs, name)]
 
 
+def _our_mount(sysfs: Sysfs, name: str, where: list[str]) -> str | None:
+    """The mount point if every mount of ``name`` is one live daxmode famfs mount, else None."""
+    from daxmode.famfs import mountstate
+
+    if len(where) != 1:
+        return None
+    for r in mountstate.for_device(sysfs, name):
+        if r.mountpoint == where[0] and r.phase == "live" and mountstate.server_alive(r):
+            return r.mountpoint
+    return None
+
+
 def _map_devdax(sysfs: Sysfs, info: DaxInfo, writable: bool) -> Mapping:
     path = sysfs.path(f"dev/{info.name}")
     try:
@@ -179,7 +191,27 @@ def map_device(sysfs: Sysfs, name: str, *, writable: bool = True) -> Iterator[Ma
     info = dax_info(sysfs, name)
     where = mounted_at(sysfs, name)
     if where:
-        raise DeviceBusy(f"{name} is mounted at {', '.join(where)}; unmount it first (daxmode famfs down)")
+        via = _our_mount(sysfs, name, where)
+        if via is None:
+            at = ", ".join(where)
+            raise DeviceBusy(f"{name} is mounted at {at}; unmount it first (daxmode famfs umount)")
+        if info.mode == "fsdev":  # dax data path: the memory is reachable only through the mount
+            from daxmode.famfs.viamount import open_via_mount
+
+            vm = open_via_mount(via, f"/dev/{name}", info.size, writable=writable)
+            try:
+                yield vm  # type: ignore[misc]
+            finally:
+                vm.close()
+            return
+        if info.mode == "devdax":  # copy data path: the server maps the device too; so may we
+            m = _map_devdax(sysfs, info, writable)
+            m.notes.append(f"{name} is mounted at {via} (copy data path); the mount sees these changes")
+            try:
+                yield m
+            finally:
+                m.close()
+            return
     if info.mode == "devdax":
         m = _map_devdax(sysfs, info, writable)
         try:

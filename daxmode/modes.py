@@ -661,7 +661,7 @@ def plan(sysfs: Sysfs, dev: DaxDevice, target: Mode, opts: Options) -> Plan:
             f"{name}: {compress_blocks(online + offline)} of its range are still present without kmem "
             "(a range leaked by an earlier kmem unbind with memory online); no driver can bind until reboot"
         )
-    if start is Mode.FSDEV and target is not Mode.FSDEV:
+    if start is not target:  # any mount naming the device (famfs, daxmode's fuse.famfs) holds its mode
         users = mounts_using(sysfs, name)
         if users:
             m = users[0]

@@ -46,16 +46,27 @@ def scan_log(buf: bytes | bytearray | memoryview, log_len: int) -> LogScan:
     n = min(header.next_index, max(cap, 0))
     if header.next_index > cap:
         scan.bad.append((cap, f"next_index {header.next_index} runs past the log's {cap} slots"))
-    records = scan.records
-    bad = scan.bad
+    off = scan_entries(mv, 0, n, scan.records, scan.bad)
+    if n < cap:
+        tail = mv[off : off + L.ENTRY_SIZE]
+        scan.torn_tail = tail.nbytes == L.ENTRY_SIZE and any(tail.tobytes())
+    return scan
+
+
+def scan_entries(
+    mv: memoryview, start: int, stop: int, records: list[L.Record], bad: list[tuple[int, str]]
+) -> int:
+    """Check and decode entries ``start..stop-1`` of the log at ``mv[0]``, appending to ``records``
+    and ``bad``; returns the offset after the last entry.  Used for a whole log and, by a mounted
+    namespace, for the entries appended since it last looked."""
     crc32 = zlib.crc32
     decode = L.decode_entry
     extents = L._extents
     check = L.check_relpath
     file_meta = L.FileMeta
     crc_off = L.ENTRY_CRC_OFF
-    off = L.LOG_HDR_SIZE
-    for i in range(n):
+    off = L.LOG_HDR_SIZE + start * L.ENTRY_SIZE
+    for i in range(start, stop):
         if _crc(mv, off + crc_off)[0] != crc32(mv[off : off + crc_off]):
             bad.append((i, f"entry {i}: CRC mismatch (torn or corrupt entry; not played)"))
             off += L.ENTRY_SIZE
@@ -77,10 +88,7 @@ def scan_log(buf: bytes | bytearray | memoryview, log_len: int) -> LogScan:
             except L.FormatError as e:
                 bad.append((i, str(e)))
         off += L.ENTRY_SIZE
-    if n < cap:
-        tail = mv[off : off + L.ENTRY_SIZE]
-        scan.torn_tail = tail.nbytes == L.ENTRY_SIZE and any(tail.tobytes())
-    return scan
+    return off
 
 
 @dataclass(slots=True)
