@@ -156,11 +156,12 @@ class Session:
 
                 self.log(traceback.format_exc())
                 e = DaxmodeError(f"{type(e).__name__}: {e}")
+        switched = self.switched
         try:
             self._teardown()
         except DaxmodeError as e2:
             return LeftPartial(f"{e}; cleaning up also failed: {e2}")
-        if self.switched:
+        if switched:
             return RolledBack(f"{e}; {self.t.device} was returned to {self.t.mode} mode")
         return e
 
