@@ -40,6 +40,9 @@ TTL = 86400.0
 """Names and attributes never change once played (famfs never deletes), so the kernel may cache
 them for a day; a name not found is never cached (a miss is answered ENOENT without an entry)."""
 MAX_WRITE = 1 << 20
+MAX_PAGES = 1024
+"""Pages per READ reply asked for; the kernel clamps it to fs.fuse.max_pages_limit (256 = 1 MiB by
+default; an administrator who raises it to 1024 gets 4 MiB requests)."""
 STATS_XATTR = b"user.daxmode.stats"
 _O_ACCMODE = 3
 
@@ -111,7 +114,7 @@ class FamfsFuse:
             congestion_threshold=24,
             max_write=MAX_WRITE,
             time_gran=1,
-            max_pages=MAX_WRITE // 4096,
+            max_pages=MAX_PAGES,
         )
         self.init_out = out
         return out

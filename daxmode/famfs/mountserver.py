@@ -55,7 +55,19 @@ class Interrupted(DaxmodeError):
 
 
 def control_path(sysfs: Sysfs, mountpoint: str) -> str:
-    return str(S.record_path(sysfs, mountpoint).with_suffix(".sock"))
+    """An abstract-namespace socket name (no path-length limit, nothing left behind on a crash);
+    only root may use it (SO_PEERCRED is checked)."""
+    import hashlib
+
+    key = hashlib.sha256(str(S.record_path(sysfs, mountpoint)).encode()).hexdigest()[:32]
+    return f"\0daxmode-famfs-{key}"
+
+
+def _peer_uid(c: socket.socket) -> int:
+    import struct
+
+    creds = c.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
+    return struct.unpack("3i", creds)[1]
 
 
 class Session:
@@ -391,12 +403,8 @@ class Session:
 
     # --- control socket ---------------------------------------------------------------------------
     def _start_control(self) -> None:
-        path = control_path(self.sysfs, self.mp)
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(path)
         s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        s.bind(path)
-        os.chmod(path, 0o600)
+        s.bind(control_path(self.sysfs, self.mp))
         s.listen(4)
         self._control = s
         threading.Thread(target=self._control_loop, args=(s,), name="control", daemon=True).start()
@@ -405,8 +413,6 @@ class Session:
         if self._control is not None:
             with contextlib.suppress(OSError):
                 self._control.close()
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(control_path(self.sysfs, self.mp))
             self._control = None
 
     def _control_loop(self, s: socket.socket) -> None:
@@ -416,8 +422,11 @@ class Session:
             except OSError:
                 return
             try:
+                if _peer_uid(c) not in (0, os.geteuid()):
+                    c.close()
+                    continue
                 req = json.loads(c.makefile("r").readline() or "{}")
-            except ValueError:
+            except (OSError, ValueError):
                 c.close()
                 continue
             if req.get("op") != "umount":

@@ -84,7 +84,7 @@ def test_init_copy_path(world) -> None:  # type: ignore[no-untyped-def]
     out = k.fs.init(init_in(offered))
     assert out.flags & P.DIRECT_IO_ALLOW_MMAP and out.flags & P.INIT_EXT and out.flags & P.MAX_PAGES
     assert not out.flags & P.DAX_FMAP and not out.flags & P.SPLICE_READ  # never what was not asked for
-    assert (out.major, out.minor, out.max_write, out.max_pages) == (7, 45, 1 << 20, 256)
+    assert (out.major, out.minor, out.max_write, out.max_pages) == (7, 45, 1 << 20, 1024)
     old = k.fs.init(P.InitIn(7, 38, 4096, P.ASYNC_READ | P.BIG_WRITES))
     assert old.flags == P.ASYNC_READ | P.BIG_WRITES and old.minor == 38  # no flags2 without INIT_EXT
 
