@@ -231,7 +231,8 @@ def mount(
 
 
 def _spawn(sysfs: Sysfs, t: Target, mp: str, path: str, why: str) -> MountResult:
-    """Fork the server; wait on a pipe for "live" (or the error that stopped it)."""
+    """Start the server as a daemon (double fork: it is never a child of the caller, so a long-lived
+    caller collects no zombie); wait on a pipe for "live" or the error that stopped it."""
     from daxmode.famfs.mountserver import Session
 
     S.ensure_dir(sysfs)
@@ -240,15 +241,17 @@ def _spawn(sysfs: Sysfs, t: Target, mp: str, path: str, why: str) -> MountResult
     sys.stderr.flush()
     rfd, wfd = os.pipe()
     pid = os.fork()
-    if pid == 0:  # the server
+    if pid == 0:
         code = 1
         try:
             os.close(rfd)
             os.setsid()
+            if os.fork() != 0:
+                os._exit(0)  # the intermediate child: the server is orphaned to init
             _daemon_stdio(str(logfile))
             signal.signal(signal.SIGHUP, signal.SIG_IGN)
-            code = Session(sysfs, t, mp, path, why, log_file=str(logfile)).run(_pipe_ready(wfd), report=wfd)
-            code = 0 if isinstance(code, MountResult) else int(code or 0)
+            Session(sysfs, t, mp, path, why, log_file=str(logfile)).run(_pipe_ready(wfd), report=wfd)
+            code = 0
         except DaxmodeError as e:
             code = e.exit_code
         except BaseException:
@@ -259,20 +262,14 @@ def _spawn(sysfs: Sysfs, t: Target, mp: str, path: str, why: str) -> MountResult
         finally:
             os._exit(code)
     os.close(wfd)
+    with contextlib.suppress(ChildProcessError):
+        os.waitpid(pid, 0)  # the intermediate child exits at once
     msg = _read_report(rfd)
     os.close(rfd)
-    if msg is None:  # died before saying anything: clean up after it like umount does
-        _pid, status = os.waitpid(pid, 0)
-        how = (
-            f"killed by signal {os.WTERMSIG(status)}"
-            if os.WIFSIGNALED(status)
-            else f"exit {os.WEXITSTATUS(status)}"
-        )
+    if msg is None:  # the server died before saying anything: clean up after it like umount does
         steps = recover(sysfs, mp)
-        raise E.RolledBack(f"the mount server (pid {pid}) died while mounting ({how}); " + "; ".join(steps))
+        raise E.RolledBack(f"the mount server died while mounting (see {logfile}); " + "; ".join(steps))
     if not msg.get("ok"):
-        with contextlib.suppress(ChildProcessError):
-            os.waitpid(pid, 0)
         raise _error_from(msg)
     return MountResult(**msg["result"])
 

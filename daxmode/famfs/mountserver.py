@@ -33,6 +33,7 @@ import threading
 import time
 from collections.abc import Callable
 
+from daxmode import cacheflush
 from daxmode.errors import DaxmodeError, DeviceBusy, FamfsError, KernelRefused, LeftPartial, RolledBack
 from daxmode.famfs import layout as L
 from daxmode.famfs import mountstate as S
@@ -41,7 +42,7 @@ from daxmode.famfs.fusefs import COPY, DAX, Device, FamfsFuse
 from daxmode.famfs.identity import read_system_uuid
 from daxmode.famfs.mount import FSTYPE, MODE_FOR, SUBTYPE, MountResult, Target, mount_at, report_error
 from daxmode.famfs.namespace import Namespace
-from daxmode.famfs.viamount import MountMapping, open_via_mount
+from daxmode.famfs.viamount import MountLog
 from daxmode.fsdev import map_device, map_image
 from daxmode.fuse import kernel as K
 from daxmode.fuse.server import FuseError, Server, Stats
@@ -90,7 +91,7 @@ class Session:
         self.fs: FamfsFuse | None = None
         self.server: Server | None = None
         self.conn: K.Connection | None = None
-        self.meta: MountMapping | None = None
+        self.mlog: MountLog | None = None
         self.stop_signal = 0
         self.rec: S.MountRecord | None = None
         self.live = False
@@ -330,34 +331,45 @@ class Session:
             sb = L.unpack_superblock(head)
             ns.is_master = self._is_master(sb)
             ns.attach_log(sb, None)
-        self.meta = open_via_mount(self.mp, self.t.source, self.t.size, writable=False)
-        if sb_head is None:
-            self._fsck(self.meta.buf, self.t.size)
+        self._open_log()
+        if sb_head is None:  # nothing was checked before the mount: fsck what the mount shows
+            assert self.mlog is not None and ns.sb is not None
+            self.mlog.invalidate(None, 0, ns.sb.log_len)
+            whole = bytearray(L.LOG_OFFSET + ns.sb.log_len)
+            whole[: L.SB_SIZE] = head
+            whole[L.LOG_OFFSET :] = self.mlog.buf
+            self._fsck(whole, self.t.size)
         self._attach_log_view()
 
+    def _open_log(self) -> None:
+        assert self.ns is not None and self.ns.sb is not None
+        path = os.path.join(self.mp, ".meta", ".log")
+        try:
+            self.mlog = MountLog(path, self.ns.sb.log_len, cacheflush.get())
+        except OSError as e:
+            raise FamfsError(f"opening {path} through the DAX mount failed: {e.strerror}") from None
+
     def _attach_log_view(self) -> None:
-        assert self.meta is not None and self.ns is not None and self.ns.sb is not None
-        sb = self.ns.sb
-        view = memoryview(self.meta.buf)[L.LOG_OFFSET : L.LOG_OFFSET + sb.log_len]
-        self.ns.set_log(view, self.meta.sync)
+        assert self.mlog is not None and self.ns is not None
+        self.ns.set_log(self.mlog.view, self.mlog)
 
     def _info(self) -> dict[str, object]:
         return {"mountpoint": self.mp, "source": self.t.source, "pid": os.getpid(), "why": self.why}
 
     # --- unmounting -----------------------------------------------------------------------------
     def _drop_meta(self) -> None:
-        if self.meta is not None:
+        if self.mlog is not None:
             assert self.ns is not None
             self.ns.detach_log()
-            self.meta.close()
-            self.meta = None
+            self.mlog.close()
+            self.mlog = None
 
     def unmount(self, lazy: bool, from_signal: bool = False) -> None:
         """Unmount (control request or SIGTERM); DeviceBusy if files are open and not ``lazy``.
 
         A signal falls back to a lazy unmount: the server then serves until the last file closes."""
         with self._umount_lock:
-            had_meta = self.meta is not None
+            had_meta = self.mlog is not None
             self._drop_meta()
             try:
                 K.umount(self.mp, K.MNT_DETACH if lazy else 0)
@@ -370,7 +382,7 @@ class Session:
                     self.step(f"unmounted {self.mp} lazily (files were open)")
                     return
                 if had_meta:
-                    self.meta = open_via_mount(self.mp, self.t.source, self.t.size, writable=False)
+                    self._open_log()
                     self._attach_log_view()
                 if e.errno == errno.EBUSY:
                     raise DeviceBusy(

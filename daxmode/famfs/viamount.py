@@ -165,3 +165,45 @@ def open_via_mount(mountpoint: str, daxdev: str, device_size: int, *, writable: 
         f"{daxdev} is mounted at {mountpoint} (fsdev, DAX): metadata and data go through the mount"
     )
     return m
+
+
+class MountLog:
+    """The log as the mount server reads it: ``pread`` of ``.meta/.log`` into a private copy.
+
+    The server never faults on a mapping of its own mount: on a page-cache (non-DAX) kernel such a
+    fault would need a READ answered by a worker thread that cannot run while the faulting thread
+    holds Python's GIL.  ``invalidate`` (the :class:`~daxmode.cacheflush.CacheSync` call the
+    namespace makes before it reads) re-reads the range; with a native cache syncer it first
+    invalidates the CPU cache lines through a read-only mapping that is never read, so on a DAX
+    mount another host's appends are seen on non-coherent memory too.
+    """
+
+    def __init__(self, path: str, log_len: int, sync: CacheSync) -> None:
+        self.fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        self.buf = bytearray(log_len)
+        self.view = memoryview(self.buf)
+        self.flush: CacheSync | None = None
+        self.map: mmap.mmap | None = None
+        if isinstance(sync, cacheflush.NativeSync):
+            self.map = mmap.mmap(self.fd, log_len, mmap.MAP_SHARED, mmap.PROT_READ)
+            self.flush = sync
+        self.name = f"pread of {path}" + (f" after {sync.name}" if self.flush else "")
+
+    def invalidate(self, buf: object, off: int, length: int) -> None:
+        if self.flush is not None and self.map is not None:
+            self.flush.invalidate(self.map, off, length)
+        got = os.preadv(self.fd, [self.view[off : off + length]], off)
+        if got != length:
+            raise FamfsError(f"short read of the log through the mount ({got} of {length} bytes at {off})")
+
+    def writeback(self, buf: object, off: int, length: int) -> None:
+        raise FamfsError("the mount server never writes the log")
+
+    def fence(self) -> None:
+        return None
+
+    def close(self) -> None:
+        self.view.release()
+        if self.map is not None:
+            self.map.close()
+        os.close(self.fd)

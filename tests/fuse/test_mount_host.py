@@ -360,3 +360,103 @@ def test_device_mode_switched_held_and_restored(w: World, simdev) -> None:  # ty
     dx("famfs", "mount", "dax0.0", str(w.mnt))
     r = dx("famfs", "umount", str(w.mnt))
     assert s.driver("dax0.0") == "device_dax" and "server" in r.stdout
+
+
+# --- the dax data path's orchestration, on a stock kernel ------------------------------------------
+class _FakeDaxFuse:
+    """Stands in for a famfs kernel's side of the dax path: this host's kernel sends READ/WRITE
+    instead of mapping files, so the handlers serve them from the simulated device's memory file.
+    Everything else (mode switches, reading metadata through the mount, the CLI's MountMapping,
+    umount) is the real dax-path code."""
+
+    devfile = ""
+
+    def __new__(cls, ns, data_path, *, daxdev=None, stats=None, info=None):  # type: ignore[no-untyped-def]
+        from daxmode.cacheflush import NoSync
+        from daxmode.famfs.fusefs import COPY, Device, FamfsFuse
+        from daxmode.fuse import proto as P
+
+        assert data_path == "dax" and daxdev
+        fd = os.open(cls.devfile, os.O_RDWR)
+        size = os.fstat(fd).st_size
+        buf = mmap.mmap(fd, size)
+        os.close(fd)
+        fs = FamfsFuse(ns, COPY, device=Device(memoryview(buf), NoSync(), size), stats=stats, info=info)
+        fs.data_path = "dax"
+        fs.daxdev = daxdev
+        real_init = fs.init
+
+        def init(req: P.InitIn) -> P.InitOut:  # the kernel "offered" FUSE_DAX_FMAP
+            out = real_init(req._replace(flags=req.flags | P.DAX_FMAP))
+            return out._replace(flags=out.flags & ~P.DAX_FMAP)  # this kernel does not know the bit
+
+        fs.init = init  # type: ignore[method-assign]
+        real_handlers = fs.handlers
+
+        def handlers():  # type: ignore[no-untyped-def]
+            h = real_handlers()
+            h[P.GET_FMAP] = fs.get_fmap
+            h[P.GET_DAXDEV] = fs.get_daxdev
+            return h
+
+        fs.handlers = handlers  # type: ignore[method-assign]
+        return fs
+
+
+def test_dax_path_orchestration_with_a_stand_in_kernel(
+    w: World, simdev, monkeypatch: pytest.MonkeyPatch
+) -> None:  # type: ignore[no-untyped-def]
+    import json
+
+    from daxmode.famfs import mount as M
+    from daxmode.famfs import mountserver
+
+    s = simdev
+    sysfs = s.sysfs()
+    _FakeDaxFuse.devfile = str(s.p("dev/dax0.0"))
+    monkeypatch.setattr(mountserver, "FamfsFuse", _FakeDaxFuse)
+    monkeypatch.setattr(M, "choose_data_path", lambda sysfs, t, requested: ("dax", "stand-in famfs kernel"))
+    # Cache invalidation touches a mapping of the mount: on this page-cache kernel that would fault
+    # into the server itself (a real famfs kernel maps by DAX and never asks).
+    from daxmode import cacheflush
+
+    monkeypatch.setattr(cacheflush, "get", lambda: cacheflush.NoSync("stand-in kernel"))
+    root = str(s.root)
+
+    def dx(*a: str) -> subprocess.CompletedProcess[str]:
+        r = subprocess.run([DAXMODE, "--root", root, *a], capture_output=True, text=True, timeout=60)
+        assert r.returncode == 0, (a, r.stderr)
+        return r
+
+    data = os.urandom(5 * MiB + 3)
+    src = w.base / "d.bin"
+    src.write_bytes(data)
+    dx("famfs", "mkfs", "dax0.0")
+    dx("famfs", "cp", "dax0.0", str(src), "d.bin")
+    # from devdax: read the log, switch to fsdev, mount, then read the metadata through the mount
+    res = M.mount(sysfs, "dax0.0", str(w.mnt))
+    assert res.data_path == "dax" and "dax0.0: devdax -> fsdev" in res.steps and res.files == 1
+    assert s.driver("dax0.0") == "fsdev_dax"
+    assert (w.mnt / "d.bin").read_bytes() == data
+    rec = S.load(sysfs, str(w.mnt))
+    assert rec is not None and (rec.data_path, rec.previous_mode, rec.mode) == ("dax", "devdax", "fsdev")
+    # the CLI reaches an fsdev device through the mount (MountMapping), and the mount sees the result
+    later = w.base / "later.bin"
+    later.write_bytes(os.urandom(3 * MiB))
+    r = dx("famfs", "cp", "dax0.0", str(later), "later.bin")
+    assert "metadata and data go through the mount" in r.stderr
+    assert (w.mnt / "later.bin").read_bytes() == later.read_bytes()
+    assert json.loads(dx("famfs", "ls", "dax0.0", "--json").stdout)[1]["path"] == "later.bin"
+    stats = json.loads(os.getxattr(w.mnt, "user.daxmode.stats"))
+    assert stats["data_path"] == "dax"
+    # umount: the server drops its own mapping of the log (it keeps the mount busy), unmounts, restores
+    steps = M.umount(sysfs, str(w.mnt))
+    assert "dax0.0: fsdev -> devdax (its mode before the mount)" in steps, steps
+    assert s.driver("dax0.0") == "device_dax" and mountinfo_line(str(w.mnt)) is None
+    # from fsdev: nothing to switch; the superblock and log are read through the mount only
+    dx("set", "dax0.0", "fsdev")
+    res = M.mount(sysfs, "dax0.0", str(w.mnt))
+    assert res.files == 2 and not [x for x in res.steps if "->" in x]
+    assert (w.mnt / "later.bin").read_bytes() == later.read_bytes()
+    M.umount(sysfs, str(w.mnt))
+    assert s.driver("dax0.0") == "fsdev_dax"
