@@ -192,6 +192,17 @@ def test_mount_refusing_the_log_restores_the_mode(world: tuple[sim.Sim, Sysfs]) 
     assert not list((s.root / "run/daxmode/mounts").glob("*.json"))
 
 
+def test_mount_refuses_online_system_ram_and_unbound(world: tuple[sim.Sim, Sysfs]) -> None:
+    s, sysfs = world
+    (s.root / "mnt").mkdir()
+    set_mode(sysfs, "dax0.0", Mode.SYSTEM_RAM)
+    rc, _, err = run(s.root, "mount", "dax0.0", str(s.root / "mnt"))
+    assert rc == 7 and "memory block(s) online" in err and err.count("\n") == 1
+    assert s.driver("dax0.0") == "kmem"
+    rc, _, err = run(s.root, "mount", "dax1.1", str(s.root / "mnt"))
+    assert rc == 4 and "no driver bound" in err
+
+
 def test_kernel_detection_ignores_module_tag(tmp_path: Path) -> None:
     root = tmp_path
     (root / "proc").mkdir()

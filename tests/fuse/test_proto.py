@@ -181,3 +181,16 @@ def test_dirents_are_8_byte_aligned() -> None:
     d8 = P.pack_dirent(1, 1, b"12345678", P.DT_DIR)
     assert len(d8) == 32 and P.dirent_size(b"12345678", plus=True) == 160
     assert P.unpack_dirents(d + d8) == [(17, 3, b"hello", 8), (1, 1, b"12345678", 4)]
+
+
+def test_mount_options_and_fstype() -> None:
+    from daxmode.fuse import kernel as K
+
+    assert (
+        K.mount_options(5, 0o40755)
+        == "fd=5,rootmode=40000,user_id=0,group_id=0,allow_other,default_permissions"
+    )
+    assert K.mount_options(
+        7, 0o40700, 1000, 100, allow_other=False, default_permissions=False, max_read=65536
+    ) == ("fd=7,rootmode=40000,user_id=1000,group_id=100,max_read=65536")
+    assert K.fstype("famfs") == "fuse.famfs" and K.fstype("") == "fuse"
