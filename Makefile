@@ -23,8 +23,8 @@ unit: venv
 	$(PY) -m pytest -q tests --ignore=tests/vm -m "not vm"
 
 lint: venv
-	$(VENV)/bin/ruff check daxmode tests bench qemu
-	$(VENV)/bin/ruff format --check daxmode tests bench qemu
+	$(VENV)/bin/ruff check daxmode tests bench qemu scripts
+	$(VENV)/bin/ruff format --check daxmode tests bench qemu scripts
 
 # One nvdimm-backed guest: the real-kernel mode-transition runs (fast backend).
 vm-test: setup

@@ -24,7 +24,7 @@ import time
 from pathlib import Path
 
 POLICY = Path("/sys/devices/system/memory/auto_online_blocks")
-DAXMODE = [sys.executable, "-m", "daxmode.cli"]
+DAXMODE = [sys.executable, "-m", "daxmode"]
 
 
 def _driver(dev: str) -> str | None:

@@ -69,6 +69,13 @@ class FamfsError(DaxmodeError):
     exit_code = 12
 
 
+class UnsafePath(DaxmodeError):
+    """A file or directory daxmode trusts as root is not safe: wrong owner, group/other
+    writable, or a symlink where a real file must be (another user may have planted it)."""
+
+    exit_code = 13
+
+
 class SysfsError(KernelRefused):
     """An attribute read or write failed; names the file and the errno."""
 
@@ -96,4 +103,6 @@ EXIT_CODES: dict[int, str] = {
     LeftPartial.exit_code: "a step and its rollback failed; the message names the state left",
     InvalidArgument.exit_code: "invalid argument or configuration file",
     FamfsError.exit_code: "famfs metadata missing, corrupt, or operation not permitted",
+    UnsafePath.exit_code: "unsafe file or directory: wrong owner or mode, or a symlink (another user's?)",
+    130: "interrupted by SIGINT, SIGTERM or SIGHUP; a transition in progress was rolled back",
 }

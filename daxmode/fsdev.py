@@ -22,6 +22,8 @@ from dataclasses import dataclass, field
 from daxmode import cacheflush
 from daxmode.cacheflush import CacheSync
 from daxmode.errors import BadMode, DeviceBusy, FamfsError, InvalidArgument
+from daxmode.kernel.devices import get_device, is_name, node_path, resolve_name
+from daxmode.kernel.mounts import mounts_using
 from daxmode.sysfs import Sysfs
 
 
@@ -68,14 +70,9 @@ class Mapping:
         os.close(self.fd)
 
 
-def device_name(arg: str) -> str:
-    """``/dev/dax0.0`` or ``dax0.0`` -> ``dax0.0``."""
-    return os.path.basename(arg.rstrip("/"))
-
-
 def looks_like_device(arg: str) -> bool:
-    name = device_name(arg)
-    return name.startswith("dax") and "." in name and (arg == name or arg.startswith("/dev/"))
+    """``dax0.0`` or ``/dev/dax0.0`` (anything else is taken as an image file path)."""
+    return is_name(arg) or (arg.startswith("/dev/") and is_name(arg[5:]))
 
 
 # --- image files ----------------------------------------------------------------------------
@@ -125,8 +122,6 @@ class DaxInfo:
 
 
 def dax_info(sysfs: Sysfs, name: str) -> DaxInfo:
-    from daxmode.device import get_device
-
     dev = get_device(sysfs, name)
     if dev.legacy:
         raise BadMode(f"{name} uses the legacy /sys/class/dax model; famfs needs a dax-bus device")
@@ -136,8 +131,6 @@ def dax_info(sysfs: Sysfs, name: str) -> DaxInfo:
 
 def mounted_at(sysfs: Sysfs, name: str) -> list[str]:
     """Mount points using ``/dev/<name>`` (famfs v1 and fuse mounts both name the device)."""
-    from daxmode.mounts import mounts_using
-
     return [m.mount_point for m in mounts_using(sysfs, name)]
 
 
@@ -154,17 +147,18 @@ def _our_mount(sysfs: Sysfs, name: str, where: list[str]) -> str | None:
 
 
 def _map_devdax(sysfs: Sysfs, info: DaxInfo, writable: bool) -> Mapping:
-    path = sysfs.path(f"dev/{info.name}")
+    path = node_path(sysfs, info.name)
+    shown = f"/dev/{info.name}"
     try:
         fd = os.open(path, os.O_RDWR if writable else os.O_RDONLY)
     except OSError as e:
-        raise FamfsError(f"cannot open {sysfs.shown('dev/' + info.name)}: {e.strerror}") from None
+        raise FamfsError(f"cannot open {shown}: {e.strerror}") from None
     try:
         st = os.fstat(fd)
         length = info.size - info.size % info.align
         if stat.S_ISREG(st.st_mode):  # simulated tree: the "device node" is a file holding the memory
             if st.st_size < length:
-                raise FamfsError(f"{sysfs.shown('dev/' + info.name)}: simulated device file is too small")
+                raise FamfsError(f"{shown}: simulated device file is too small")
             sync: CacheSync = cacheflush.NoSync("simulated device file")
         else:
             sync = cacheflush.get()
@@ -187,7 +181,7 @@ def map_device(sysfs: Sysfs, name: str, *, writable: bool = True) -> Iterator[Ma
     """Map dax device ``name``; an fsdev device is switched to devdax for the duration and back.
 
     Refuses a mounted device (DeviceBusy), a system-ram device and an unbound one (BadMode)."""
-    name = device_name(name)
+    name = resolve_name(sysfs, name)
     info = dax_info(sysfs, name)
     where = mounted_at(sysfs, name)
     if where:

@@ -6,26 +6,21 @@ simulator move the whole world by choosing another root (``--root`` or
 ``DAXMODE_ROOT``).  A failed read or write becomes :class:`SysfsError`, which
 names the file, the value and the errno.
 
-A *kernel hook* may be attached: writes and module loads then go to the hook,
-which plays the kernel's part (the simulator in :mod:`daxmode.sim`).  Without a
-hook, writes are single ``write(2)`` calls like ``echo`` and modules load with
-``modprobe``.
+A *kernel hook* may be attached by whoever builds the Sysfs (tests, or the CLI's
+``--sim``): writes and module loads then go to the hook, which plays the kernel's part
+(the simulator, :mod:`daxmode.sim`).  This module never looks for one.  Without a hook,
+writes are single ``write(2)`` calls like ``echo``.
 """
 
 from __future__ import annotations
 
 import errno
 import os
-import subprocess
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
-from daxmode.errors import KernelRefused, SysfsError
-
-SIM_MARKER = ".daxmode-sim"
-"""A directory of this name under a root says the tree is simulated (see daxmode.sim)."""
+from daxmode.errors import InvalidArgument, SysfsError
 
 
 class KernelHook(Protocol):
@@ -48,8 +43,23 @@ be provoked on demand.  PATH is absolute as a user sees it (``/sys/bus/dax/drive
 """
 
 
-@dataclass
-class Fault:
+DELAY_ENV = "DAXMODE_WRITE_DELAY"
+"""Test-only: seconds every write waits before reaching the kernel, so a VM test can deliver a
+signal (or a SIGKILL) in the middle of a transition on the real kernel, where onlining a few
+blocks takes well under a second."""
+
+
+def parse_delay(text: str) -> float:
+    try:
+        delay = float(text or 0)
+    except ValueError:
+        delay = -1.0
+    if not 0 <= delay <= 60:  # also refuses nan
+        raise InvalidArgument(f"{DELAY_ENV}: {text!r} is not a number of seconds between 0 and 60")
+    return delay
+
+
+class Fault(NamedTuple):
     path: str
     err: int
     nth: int
@@ -63,19 +73,26 @@ def parse_faults(spec: str) -> list[Fault]:
             path, err_s, nth_s = item.rsplit(":", 2)
             err = int(err_s) if err_s.isdigit() else getattr(errno, err_s)
             faults.append(Fault("/" + path.lstrip("/"), int(err), int(nth_s)))
-        except (ValueError, AttributeError):
-            raise ValueError(f"{FAULT_ENV}: bad entry {item!r} (want PATH:ERRNO:NTH)") from None
+            if int(nth_s) < 1 or int(err) < 1:
+                raise ValueError
+        except (ValueError, AttributeError, TypeError):
+            raise InvalidArgument(
+                f"{FAULT_ENV}: bad entry {item!r} (want PATH:ERRNO:NTH, e.g. "
+                "/sys/bus/dax/drivers/kmem/bind:EBUSY:1)"
+            ) from None
     return faults
 
 
-@dataclass
 class WriteStats:
     """Where time goes: writes (the kernel's work) apart from everything the tool does."""
 
-    count: int = 0
-    seconds: float = 0.0
-    cpu_seconds: float = 0.0  # this thread's CPU time inside writes (immune to preemption)
-    per_path: dict[str, int] = field(default_factory=dict)  # kept only while DAXMODE_FAULT is set
+    __slots__ = ("count", "cpu_seconds", "per_path", "seconds")
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.seconds = 0.0
+        self.cpu_seconds = 0.0  # this thread's CPU time inside writes (immune to preemption)
+        self.per_path: dict[str, int] = {}  # kept only while DAXMODE_FAULT is set
 
 
 class Sysfs:
@@ -86,6 +103,7 @@ class Sysfs:
         self.hook = hook
         self.stats = WriteStats()
         self.faults = parse_faults(os.environ.get(FAULT_ENV, ""))
+        self.delay = parse_delay(os.environ.get(DELAY_ENV, ""))
         self._root_s = str(self.root)
 
     @property
@@ -155,13 +173,6 @@ class Sysfs:
         except SysfsError:
             return default
 
-    def read_int(self, rel: str, base: int = 0) -> int:
-        text = self.read(rel).strip()
-        try:
-            return int(text, base)
-        except ValueError:
-            raise KernelRefused(f"read {self.shown(rel)}: not a number: {text!r}") from None
-
     def write(self, rel: str, value: str) -> None:
         """One write(2) of ``value``; time spent here is accounted to the kernel (``stats``)."""
         if self.faults:
@@ -171,6 +182,8 @@ class Sysfs:
             for f in self.faults:
                 if f.path == shown and f.nth == n:
                     raise SysfsError("write", shown, f.err, value)
+        if self.delay:
+            time.sleep(self.delay)
         t0 = time.perf_counter()
         c0 = time.thread_time()
         try:
@@ -219,32 +232,3 @@ class Sysfs:
             return str(real.relative_to(self.root.resolve()))
         except ValueError:
             return str(real)
-
-    def modprobe(self, module: str) -> None:
-        if self.hook is not None:
-            try:
-                self.hook.modprobe(self, module)
-            except OSError as e:
-                raise KernelRefused(
-                    f"modprobe {module} failed: {os.strerror(e.errno or errno.EIO)}"
-                ) from None
-            return
-        try:
-            proc = subprocess.run(["modprobe", module], capture_output=True, text=True, check=False)
-        except FileNotFoundError:
-            raise KernelRefused(f"modprobe {module} failed: modprobe not found") from None
-        if proc.returncode != 0:
-            why = proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else f"exit {proc.returncode}"
-            raise KernelRefused(f"modprobe {module} failed: {why}")
-
-
-def open_root(root: str | os.PathLike[str] | None = None) -> Sysfs:
-    """The Sysfs for ``root`` (default ``$DAXMODE_ROOT`` or ``/``), simulated if marked so."""
-    if root is None:
-        root = os.environ.get("DAXMODE_ROOT") or "/"
-    base = Path(root)
-    if (base / SIM_MARKER).is_dir():
-        from daxmode.sim import SimKernel  # only simulated trees need it
-
-        return Sysfs(base, SimKernel())
-    return Sysfs(base)

@@ -19,7 +19,7 @@ from daxmode.modes import Mode
 
 
 def run(root: Path, *args: str) -> tuple[int, str, str]:
-    r = CliRunner().invoke(main, ["--root", str(root), *args])
+    r = CliRunner().invoke(main, ["--root", str(root), "--sim", *args])
     return r.exit_code, r.stdout, r.stderr
 
 
@@ -179,7 +179,7 @@ def test_error_invalid_argument_and_usage(tmp_path: Path) -> None:
 
 def test_verbose_prints_writes(tmp_path: Path) -> None:
     world(tmp_path)
-    r = CliRunner().invoke(main, ["--root", str(tmp_path), "-v", "set", DEV, "fsdev"])
+    r = CliRunner().invoke(main, ["--root", str(tmp_path), "--sim", "-v", "set", DEV, "fsdev"])
     assert r.exit_code == 0
     assert "write 'dax0.0' > /sys/bus/dax/drivers/fsdev_dax/new_id" in r.stderr
 
@@ -190,13 +190,15 @@ EXE = [sys.executable, "-c", "from daxmode.cli import main; main(prog_name='daxm
 
 
 def dm(root: Path, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([*EXE, "--root", str(root), *args], capture_output=True, text=True, env=env)
+    return subprocess.run(
+        [*EXE, "--root", str(root), "--sim", *args], capture_output=True, text=True, env=env
+    )
 
 
 def test_subprocess_sees_the_same_world(tmp_path: Path) -> None:
     s, _ = world(tmp_path)
     p = subprocess.run(
-        [*EXE, "--root", str(tmp_path), "set", DEV, "system-ram"], capture_output=True, text=True
+        [*EXE, "--root", str(tmp_path), "--sim", "set", DEV, "system-ram"], capture_output=True, text=True
     )
     assert p.returncode == 0, p.stderr
     assert p.stdout.strip() == "dax0.0: devdax -> system-ram (4/4 memory blocks online, movable)"
@@ -215,7 +217,7 @@ def test_subprocess_env_fault_rolls_back(tmp_path: Path) -> None:
         "/sys/bus/dax/drivers/device_dax/bind:ENXIO:1",
     )
     p = subprocess.run(
-        [*EXE, "--root", str(tmp_path), "set", DEV, "devdax", "--force"],
+        [*EXE, "--root", str(tmp_path), "--sim", "set", DEV, "devdax", "--force"],
         capture_output=True,
         text=True,
         env=env,
@@ -233,7 +235,83 @@ def test_console_script(tmp_path: Path) -> None:
         pytest.skip("console script not installed")
     sim.standard(tmp_path)
     p = subprocess.run(
-        [str(exe), "--root", str(tmp_path), "set", "dax7.7", "devdax"], capture_output=True, text=True
+        [str(exe), "--root", str(tmp_path), "--sim", "set", "dax7.7", "devdax"],
+        capture_output=True,
+        text=True,
     )
     assert p.returncode == 3
     assert p.stderr == "daxmode: no dax device 'dax7.7' (existing: dax0.0, dax1.0, dax1.1)\n"
+
+
+def test_set_json_outcome_and_plan(tmp_path: Path) -> None:
+    s, _ = world(tmp_path, auto_online="online")
+    rc, out, _ = run(tmp_path, "set", DEV, "system-ram", "--dry-run", "--json")
+    plan = json.loads(out)
+    assert rc == 0 and plan["dry_run"] and plan["from"] == "devdax" and plan["to"] == "system-ram"
+    assert plan["steps"] == ["unbind device_dax", "bind kmem", "online memory"]
+    writes = [a["path"] for a in plan["plan"] if a["kind"] == "write"]
+    assert writes[0] == "/sys/bus/dax/drivers/device_dax/remove_id" and writes.count(writes[2]) == 2
+    assert s.driver(DEV) == "device_dax"
+    rc, out, _ = run(tmp_path, "set", DEV, "system-ram", "--json")
+    res = json.loads(out)
+    assert rc == 0 and res["changed"] and (res["online_memblocks"], res["total_memblocks"]) == (4, 4)
+    assert res["movable"] is True and res["side_effects_undone"] == ["dax1.1"], res
+    assert s.driver("dax1.1") is None and s.auto_online() == "online"
+    rc, out, _ = run(tmp_path, "set", DEV, "system-ram", "--json")
+    assert json.loads(out)["changed"] is False
+
+
+def test_set_shows_progress_on_a_terminal(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The bar is drawn from the executor's progress events (a terminal is faked for click)."""
+    world(tmp_path, blocks=32)
+    monkeypatch.setattr("daxmode.cli._common.sys.stderr.isatty", lambda: True, raising=False)
+    events = []
+    from daxmode.cli import _common
+
+    real = _common.progress_bar
+
+    def spy(st):  # type: ignore[no-untyped-def]
+        cm = real(st)
+
+        class Wrap:
+            def __enter__(self):  # type: ignore[no-untyped-def]
+                cb = cm.__enter__()
+                return lambda ev: (events.append(ev), cb and cb(ev))
+
+            def __exit__(self, *a):  # type: ignore[no-untyped-def]
+                return cm.__exit__(*a)
+
+        return Wrap()
+
+    monkeypatch.setattr("daxmode.cli.devices.progress_bar", spy)
+    rc, _, _ = run(tmp_path, "set", DEV, "system-ram")
+    assert rc == 0
+    assert [(e.what, e.done) for e in events] == [("onlining", i) for i in range(1, 33)]
+
+
+def test_python_dash_m_daxmode(tmp_path: Path) -> None:
+    world(tmp_path)
+    p = subprocess.run([sys.executable, "-m", "daxmode", "--version"], capture_output=True, text=True)
+    assert p.returncode == 0 and p.stdout.startswith("daxmode, version ")
+    p = subprocess.run(
+        [sys.executable, "-m", "daxmode", "--root", str(tmp_path), "--sim", "list", "--json"],
+        capture_output=True,
+        text=True,
+    )
+    assert p.returncode == 0
+    assert {r["chardev"] for r in json.loads(p.stdout)} == {"dax0.0", "dax1.0", "dax1.1"}
+
+
+def test_sim_flag_refuses_a_real_tree(tmp_path: Path) -> None:
+    rc, _, err = run(tmp_path, "list")
+    assert rc == 11 and "is not a simulated tree" in one_line(err)
+
+
+def test_device_named_by_its_sysfs_path(tmp_path: Path) -> None:
+    s, _ = world(tmp_path)
+    rc, _, err = run(tmp_path, "set", "/sys/bus/dax/devices/dax0.0", "fsdev")
+    assert rc == 0, err
+    real = "/" + os.path.relpath(os.path.realpath(tmp_path / "sys/bus/dax/devices/dax0.0"), tmp_path)
+    rc, _, err = run(tmp_path, "set", real, "devdax")
+    assert rc == 0, err
+    assert s.driver(DEV) == "device_dax"

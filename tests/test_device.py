@@ -6,8 +6,9 @@ from pathlib import Path
 
 from simworld import world
 
-from daxmode.device import Range, block_ids, compress_blocks, find_devices, get_device, scan_blocks
-from daxmode.mounts import mounts_using, parse_mountinfo
+from daxmode.kernel.devices import Range, find_devices, get_device
+from daxmode.kernel.memory import block_ids, compress_blocks, scan_blocks
+from daxmode.kernel.mounts import mounts_using, parse_mountinfo
 from daxmode.sysfs import Sysfs
 
 
@@ -31,7 +32,7 @@ def test_devices_and_regions(tmp_path: Path) -> None:
     assert devs["dax1.0"].ranges and len(devs["dax1.0"].ranges) == 2
     assert devs["dax1.0"].region and devs["dax1.0"].region.dynamic
     assert devs["dax0.0"].region and not devs["dax0.0"].region.dynamic
-    assert devs["dax1.1"].state == "disabled"
+    assert devs["dax1.1"].driver is None and devs["dax1.1"].mode_name == "unbound"
     assert get_device(sysfs, "/dev/dax0.0").name == "dax0.0"
     s.add_legacy_device("dax5.0", 1 << 30)
     assert get_device(sysfs, "dax5.0").legacy

@@ -23,7 +23,7 @@ from daxmode.errors import (
     RolledBack,
     UnknownDevice,
 )
-from daxmode.lock import device_lock
+from daxmode.kernel.locks import device_lock
 from daxmode.modes import TRANSITIONS, Mode, Options, set_mode, temporary_mode
 from daxmode.sysfs import Sysfs
 
@@ -389,9 +389,9 @@ def test_lock_held_by_other_process_waits(tmp_path: Path) -> None:
     marker = tmp_path / "released"
     code = (
         "import sys, time\n"
-        "from daxmode.sysfs import open_root\n"
-        "from daxmode.lock import device_lock\n"
-        f"with device_lock(open_root({str(tmp_path)!r}), 'dax0.0'):\n"
+        "from daxmode.sysfs import Sysfs\n"
+        "from daxmode.kernel.locks import device_lock\n"
+        f"with device_lock(Sysfs({str(tmp_path)!r}), 'dax0.0'):\n"
         "    print('held', flush=True)\n"
         "    time.sleep(0.5)\n"
         f"    open({str(marker)!r}, 'w').close()\n"

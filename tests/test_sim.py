@@ -10,7 +10,8 @@ import pytest
 from simworld import DEV, world
 
 from daxmode import sim
-from daxmode.errors import SysfsError
+from daxmode.errors import InvalidArgument, SysfsError
+from daxmode.kernel import drivers
 
 D = "sys/bus/dax/drivers"
 
@@ -109,10 +110,10 @@ def test_modprobe_attaches_by_type(tmp_path: Path) -> None:
     s.add_region(1, 1 << 36, 1 << 30, dynamic=True, kmem=True)
     s.add_device("dax1.0", [(1 << 36, 1 << 30)], driver=None)
     assert not s.p(f"{D}/kmem").exists()
-    s.sysfs().modprobe("kmem")
+    drivers.load(s.sysfs(), "kmem")
     assert s.driver("dax1.0") == "kmem"
     with pytest.raises(Exception, match="modprobe nosuch"):
-        s.sysfs().modprobe("nosuch")
+        drivers.load(s.sysfs(), "nosuch")
 
 
 def test_fault_injection_counts_across_processes(tmp_path: Path) -> None:
@@ -133,5 +134,5 @@ def test_env_fault_injection(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) ->
     assert errno_of(sysfs, f"{D}/device_dax/remove_id", DEV) == errno.EIO
     assert len(s.log()) == 1  # the injected failure never reached the kernel
     monkeypatch.setenv("DAXMODE_FAULT", "nonsense")
-    with pytest.raises(ValueError, match="DAXMODE_FAULT"):
+    with pytest.raises(InvalidArgument, match="DAXMODE_FAULT"):
         s.sysfs()

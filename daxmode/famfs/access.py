@@ -24,7 +24,7 @@ from daxmode.famfs import layout as L
 from daxmode.famfs.identity import read_system_uuid
 from daxmode.famfs.volume import Volume
 from daxmode.fsdev import open_medium
-from daxmode.sysfs import Sysfs, open_root
+from daxmode.sysfs import Sysfs
 
 
 class FamfsFile:
@@ -132,17 +132,10 @@ def open_famfs(target: str, sysfs: Sysfs | None = None, *, writable: bool = Fals
     """Map ``target`` (dax device or image file), play its log, and yield a session.
 
     Read-only by default; ``writable=True`` maps it writable (file data writes stay master-only)."""
-    sysfs = sysfs or open_root()
+    sysfs = sysfs or Sysfs("/")
     with open_medium(sysfs, target, writable=writable) as medium:
         vol = Volume(medium, read_system_uuid(sysfs))
         try:
             yield FamfsSession(vol)
         finally:
             vol.close()
-
-
-@contextlib.contextmanager
-def open_file(target: str, path: str, sysfs: Sysfs | None = None) -> Iterator[FamfsFile]:
-    """Shortcut: one file of the famfs on ``target``."""
-    with open_famfs(target, sysfs) as fs:
-        yield fs.open(path)

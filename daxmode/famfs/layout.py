@@ -19,7 +19,7 @@ import zlib
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
-from daxmode.errors import FamfsError
+from daxmode.errors import FamfsError, InvalidArgument
 
 # --- device layout (famfs_meta.h) -------------------------------------------------------------
 SUPERBLOCK_MAGIC = 0x87B282FF
@@ -133,21 +133,22 @@ def data_start(log_len: int) -> int:
 
 
 def encode_relpath(path: str | bytes, what: str = "path") -> bytes:
-    """The NUL-padded 80-byte relpath field; longer paths are refused, never truncated (famfs truncates)."""
+    """The NUL-padded 80-byte relpath field; longer paths are refused, never truncated (famfs truncates).
+    A bad path is the user's input, so InvalidArgument (exit 11), not a format error."""
     raw = path.encode("utf-8") if isinstance(path, str) else bytes(path)
     if not raw:
-        raise FormatError(f"{what}: empty path")
+        raise InvalidArgument(f"{what}: empty path")
     if raw.startswith(b"/"):
-        raise FormatError(f"{what} {raw.decode(errors='replace')!r}: must be relative to the mount point")
+        raise InvalidArgument(f"{what} {raw.decode(errors='replace')!r}: must be relative to the mount point")
     if b"\0" in raw:
-        raise FormatError(f"{what}: contains a NUL byte")
+        raise InvalidArgument(f"{what}: contains a NUL byte")
     if len(raw) > MAX_RELPATH:
-        raise FormatError(
+        raise InvalidArgument(
             f"{what} {raw.decode(errors='replace')!r} is {len(raw)} bytes; famfs allows at most {MAX_RELPATH}"
         )
     parts = raw.split(b"/")
     if any(p in (b"", b".", b"..") for p in parts):
-        raise FormatError(f"{what} {raw.decode(errors='replace')!r}: empty, '.' or '..' component")
+        raise InvalidArgument(f"{what} {raw.decode(errors='replace')!r}: empty, '.' or '..' component")
     return raw.ljust(MAX_PATHLEN, b"\0")
 
 
@@ -455,10 +456,6 @@ def _seal(entry: bytearray, seqnum: int) -> bytes:
     struct.pack_into("<Q", entry, 0, seqnum)
     struct.pack_into("<Q", entry, ENTRY_CRC_OFF, zlib.crc32(memoryview(entry)[:ENTRY_CRC_OFF]))
     return bytes(entry)
-
-
-def entry_crc(buf: bytes | bytearray | memoryview, off: int = 0) -> int:
-    return zlib.crc32(memoryview(buf)[off : off + ENTRY_CRC_OFF])
 
 
 def pack_file_entry(

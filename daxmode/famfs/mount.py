@@ -23,7 +23,6 @@ import os
 import signal
 import sys
 import time
-from dataclasses import asdict, dataclass, field
 
 from daxmode import errors as E
 from daxmode.errors import (
@@ -39,64 +38,19 @@ from daxmode.errors import (
 from daxmode.famfs import mountstate as S
 from daxmode.famfs.fusefs import COPY, DATA_PATHS, DAX
 from daxmode.famfs.kernelsupport import detect_kernel
-from daxmode.fsdev import dax_info, device_name, looks_like_device
+from daxmode.famfs.mountspec import AUTO, FSTYPE, MountResult, Target, error_from
+from daxmode.fsdev import dax_info, looks_like_device
 from daxmode.fuse import kernel as K
-from daxmode.mounts import Mount, mounts_using, parse_mountinfo
+from daxmode.kernel.devices import resolve_name
+from daxmode.kernel.mounts import mount_at, mounts_using
 from daxmode.sysfs import Sysfs
 
-AUTO = "auto"
-SUBTYPE = "famfs"
-FSTYPE = K.fstype(SUBTYPE)
-MODE_FOR = {COPY: "devdax", DAX: "fsdev"}
 PROBE_DIR = "run/daxmode/probe"
 UMOUNT_WAIT = 180.0
 """Seconds ``umount`` waits for the server to restore the mode (a TCG guest switches slowly)."""
 
 
-@dataclass
-class Target:
-    """What is being mounted: a dax device by name or an image file by path."""
-
-    kind: str  # "device" or "image"
-    source: str
-    """Mount source, shown in mountinfo: /dev/daxX.Y, or the image's absolute path."""
-    device: str | None = None
-    mode: str | None = None
-    size: int = 0
-
-
-@dataclass
-class MountResult:
-    mountpoint: str
-    source: str
-    device: str | None
-    data_path: str
-    why: str
-    """Why this data path (requested, stock kernel, famfs kernel offered FUSE_DAX_FMAP, ...)."""
-    previous_mode: str | None
-    mode: str | None
-    pid: int
-    fstype: str = FSTYPE
-    steps: list[str] = field(default_factory=list)
-    files: int = 0
-    directories: int = 0
-    entries: int = 0
-
-    def to_dict(self) -> dict[str, object]:
-        return asdict(self)
-
-
 # --- checks (nothing changes) -------------------------------------------------------------------
-def _mountinfo(sysfs: Sysfs) -> list[Mount]:
-    return parse_mountinfo(sysfs.read_or("proc/self/mountinfo", "") or "")
-
-
-def mount_at(sysfs: Sysfs, mountpoint: str) -> Mount | None:
-    """The top-most mount on ``mountpoint``, from mountinfo."""
-    found = [m for m in _mountinfo(sysfs) if m.mount_point == mountpoint]
-    return found[-1] if found else None
-
-
 def check_mountpoint(sysfs: Sysfs, path: str) -> str:
     """The absolute mount point, or InvalidArgument: missing, not a directory, a mount point, not empty."""
     mp = os.path.abspath(path)
@@ -123,13 +77,14 @@ def resolve_target(sysfs: Sysfs, target: str) -> Target:
         return Target("image", path, size=os.path.getsize(path))
     if not looks_like_device(target):
         raise InvalidArgument(f"{target}: neither a dax device (daxX.Y) nor an image file")
-    info = dax_info(sysfs, device_name(target))
+    info = dax_info(sysfs, resolve_name(sysfs, target))
     return Target("device", f"/dev/{info.name}", info.name, info.mode, info.size)
 
 
 def check_device(sysfs: Sysfs, t: Target) -> None:
     """Refuse a device that is mounted, unbound, foreign-bound, or system-ram with memory online."""
-    from daxmode.device import device_memory, get_device
+    from daxmode.kernel.devices import get_device
+    from daxmode.kernel.memory import device_memory
 
     assert t.device is not None
     users = mounts_using(sysfs, t.device)
@@ -270,7 +225,7 @@ def _spawn(sysfs: Sysfs, t: Target, mp: str, path: str, why: str) -> MountResult
         steps = recover(sysfs, mp)
         raise E.RolledBack(f"the mount server died while mounting (see {logfile}); " + "; ".join(steps))
     if not msg.get("ok"):
-        raise _error_from(msg)
+        raise error_from(msg)
     return MountResult(**msg["result"])
 
 
@@ -295,16 +250,6 @@ def _pipe_ready(wfd: int):  # type: ignore[no-untyped-def]
     return ready
 
 
-def report_error(wfd: int, e: BaseException) -> None:
-    """Tell the waiting ``mount`` command why the server stopped (one JSON line)."""
-    if isinstance(e, DaxmodeError):
-        msg = {"ok": False, "type": type(e).__name__, "exit_code": e.exit_code, "message": str(e)}
-    else:
-        msg = {"ok": False, "type": "DaxmodeError", "exit_code": 1, "message": f"{type(e).__name__}: {e}"}
-    with contextlib.suppress(OSError):
-        os.write(wfd, (json.dumps(msg) + "\n").encode())
-
-
 def _read_report(rfd: int) -> dict | None:
     data = b""
     while not data.endswith(b"\n"):
@@ -319,15 +264,6 @@ def _read_report(rfd: int) -> dict | None:
         return json.loads(data.decode()) if data.strip() else None
     except ValueError:
         return None
-
-
-def _error_from(msg: dict) -> DaxmodeError:
-    cls = getattr(E, str(msg.get("type")), DaxmodeError)
-    if not (isinstance(cls, type) and issubclass(cls, DaxmodeError)) or cls is E.SysfsError:
-        cls = DaxmodeError
-    err = cls(str(msg.get("message")))
-    err.exit_code = int(msg.get("exit_code", 1))
-    return err
 
 
 # --- umount -------------------------------------------------------------------------------------
@@ -356,7 +292,7 @@ def _detach(mp: str, lazy: bool) -> str:
 
 def restore_mode(sysfs: Sysfs, rec: S.MountRecord) -> str | None:
     """Put the device back in the mode it had before the mount, if it is not; a line saying so."""
-    from daxmode.lock import device_lock
+    from daxmode.kernel.locks import device_lock
     from daxmode.modes import Mode, Options, set_mode
 
     if rec.device is None or rec.previous_mode is None:
@@ -417,7 +353,7 @@ def umount(sysfs: Sysfs, mountpoint: str, *, lazy: bool = False, timeout: float 
             server_steps, final = got
             steps += server_steps
             if not final.get("ok"):
-                raise _error_from(final)
+                raise error_from(final)
             if final.get("pending"):
                 steps.append(f"the server (pid {rec.pid}) serves the open files, then restores {what}")
                 return steps

@@ -40,12 +40,13 @@ from daxmode.famfs import mountstate as S
 from daxmode.famfs.fsck import fsck
 from daxmode.famfs.fusefs import COPY, DAX, Device, FamfsFuse
 from daxmode.famfs.identity import read_system_uuid
-from daxmode.famfs.mount import FSTYPE, MODE_FOR, SUBTYPE, MountResult, Target, mount_at, report_error
+from daxmode.famfs.mountspec import FSTYPE, MODE_FOR, SUBTYPE, MountResult, Target, report_error
 from daxmode.famfs.namespace import Namespace
 from daxmode.famfs.viamount import MountLog
 from daxmode.fsdev import map_device, map_image
 from daxmode.fuse import kernel as K
 from daxmode.fuse.server import FuseError, Server, Stats
+from daxmode.kernel.mounts import mount_at
 from daxmode.sysfs import Sysfs
 
 WORKERS = 4
@@ -190,7 +191,7 @@ class Session:
         self.step(f"{self.t.device}: {cur or 'devdax'} -> {mode}")
 
     def _setup(self) -> MountResult:
-        from daxmode.lock import device_lock
+        from daxmode.kernel.locks import device_lock
 
         t = self.t
         self.rec = S.MountRecord(
@@ -394,7 +395,7 @@ class Session:
             self.step(f"unmounted {self.mp}" + (" lazily" if lazy else ""))
 
     def _teardown(self) -> None:
-        from daxmode.lock import device_lock
+        from daxmode.kernel.locks import device_lock
         from daxmode.modes import Mode, Options, set_mode
 
         self._drop_meta()

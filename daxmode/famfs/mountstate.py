@@ -65,8 +65,17 @@ def log_path(sysfs: Sysfs, mountpoint: str) -> Path:
 
 
 def ensure_dir(sysfs: Sysfs) -> Path:
+    """run/daxmode (created 0700 and checked by the kernel layer), then its mounts/ (0700)."""
+    from daxmode.kernel import locks
+
+    os.close(locks.open_run_dir(sysfs))
     d = state_dir(sysfs)
-    d.mkdir(parents=True, exist_ok=True, mode=0o700)
+    with contextlib.suppress(FileExistsError):
+        os.mkdir(d, 0o700)
+    if d.is_symlink() or not d.is_dir():
+        from daxmode.errors import UnsafePath
+
+        raise UnsafePath(f"{d} is a symlink or not a directory; remove it")
     os.chmod(d, 0o700)
     return d
 

@@ -42,7 +42,7 @@ def best_data_path(ks: KernelSupport) -> tuple[str, str]:
 
 def status(sysfs: Sysfs) -> dict[str, object]:
     """Kernel support, tools, host role, every dax device's mode and every daxmode famfs mount."""
-    from daxmode.device import find_devices
+    from daxmode.kernel.devices import find_devices
 
     ks = detect_kernel(sysfs)
     ours = mounts(sysfs)

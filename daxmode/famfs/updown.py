@@ -20,7 +20,9 @@ from daxmode.famfs import mount as M
 from daxmode.famfs import mountstate
 from daxmode.famfs.identity import ensure_system_uuid
 from daxmode.famfs.volume import has_superblock, mkfs
-from daxmode.fsdev import dax_info, device_name, map_device, mounted_at
+from daxmode.fsdev import dax_info, map_device, mounted_at
+from daxmode.kernel import locks
+from daxmode.kernel.devices import resolve_name
 from daxmode.sysfs import Sysfs
 
 STATE_DIR = "run/daxmode/famfs"
@@ -56,7 +58,7 @@ def up(
     """Bring famfs up on ``device``: (format), then ``daxmode famfs mount``, or fsdev mode only."""
     from daxmode.modes import Mode, Options, set_mode
 
-    name = device_name(device)
+    name = resolve_name(sysfs, device)
     info = dax_info(sysfs, name)
     where = mounted_at(sysfs, name)
     if where:
@@ -97,7 +99,8 @@ def up(
 def _save_state(sysfs: Sysfs, res: UpResult) -> None:
     path = _state_path(sysfs, res.mountpoint)
     try:
-        os.makedirs(os.path.dirname(path), exist_ok=True)
+        os.close(locks.open_run_dir(sysfs))  # run/daxmode: created 0700 and checked
+        os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
         with open(path, "w") as f:
             rec = {"device": res.device, "mountpoint": res.mountpoint, "previous_mode": res.previous_mode}
             json.dump(rec, f)

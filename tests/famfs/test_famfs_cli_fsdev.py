@@ -26,7 +26,8 @@ MiB = 1 << 20
 
 
 def run(root: Path, *args: str) -> tuple[int, str, str]:
-    r = CliRunner().invoke(main, ["--root", str(root), "famfs", *args])
+    simulated = ["--sim"] if sim.is_simulated(root) else []  # the test injects the simulator
+    r = CliRunner().invoke(main, ["--root", str(root), *simulated, "famfs", *args])
     return r.exit_code, r.stdout, r.stderr
 
 
@@ -88,7 +89,7 @@ def test_cli_client_refused_and_errors(img: tuple[Path, Path], tmp_path: Path) -
     rc, _, err = run(root, "mkfs", str(p), "--version", "49")
     assert rc == 2  # click rejects the choice
     rc, _, err = run(root, "creat", str(p), "f", "-s", "ten")
-    assert rc == 11 and "not a number" in err
+    assert rc == 2 and "expected bytes" in err and err.count("\n") == 1
     rc, _, err = run(root, "ls", str(tmp_path / "missing.img"))
     assert rc == 11
     # corrupt the log header: fsck lists it, exits 12

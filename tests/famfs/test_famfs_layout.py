@@ -8,6 +8,7 @@ import zlib
 
 import pytest
 
+from daxmode.errors import InvalidArgument
 from daxmode.famfs import layout as L
 
 U1 = uuid.UUID("00112233-4455-6677-8899-aabbccddeeff")
@@ -182,13 +183,13 @@ def test_relpath_limits_79_ok_80_refused() -> None:
     p79 = "d/" + "x" * 77
     e = L.pack_mkdir_entry(0, p79)
     assert e[28 + 79] == 0 and L.decode_entry(e, 0, 0).path == p79  # type: ignore[union-attr]
-    with pytest.raises(L.FormatError, match="80 bytes; famfs allows at most 79"):
+    with pytest.raises(InvalidArgument, match="80 bytes; famfs allows at most 79"):
         L.pack_mkdir_entry(0, "y" * 80)
     # multibyte UTF-8 counts bytes, not characters
-    with pytest.raises(L.FormatError, match="80 bytes"):
+    with pytest.raises(InvalidArgument, match="80 bytes"):
         L.encode_relpath("é" * 40)
     for bad in ("/abs", "a//b", "a/./b", "../x", ""):
-        with pytest.raises(L.FormatError):
+        with pytest.raises(InvalidArgument):
             L.encode_relpath(bad)
 
 

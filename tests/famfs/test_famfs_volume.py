@@ -126,7 +126,7 @@ def test_creat_rules(vol: Volume) -> None:
         vol.creat("f", 11)
     with pytest.raises(InvalidArgument, match="size must be positive"):
         vol.creat("g", 0)
-    with pytest.raises(L.FormatError, match="at most 79"):
+    with pytest.raises(InvalidArgument, match="at most 79"):
         vol.creat("p" * 80, 10)
     vol.creat("p" * 79, 10)
     vol.mkdir("d")

@@ -27,7 +27,7 @@ from daxmode.famfs import Volume
 from daxmode.famfs import mountstate as S
 from daxmode.famfs.identity import ensure_system_uuid
 from daxmode.fsdev import create_image, map_image
-from daxmode.mounts import mount_uses, parse_mountinfo
+from daxmode.kernel.mounts import mount_uses, parse_mountinfo
 from daxmode.sysfs import Sysfs
 
 MiB = 1 << 20
@@ -329,7 +329,13 @@ def simdev(w: World):  # type: ignore[no-untyped-def]
 def test_device_mode_switched_held_and_restored(w: World, simdev) -> None:  # type: ignore[no-untyped-def]
     s = simdev
     root = str(s.root)
-    dx = lambda *a, check=True: w.dx.__func__(type("X", (), {"root": root})(), *a, check=check)  # noqa: E731
+
+    def dx(*a: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        r = subprocess.run([DAXMODE, "--root", root, "--sim", *a], capture_output=True, text=True, timeout=60)
+        if check:
+            assert r.returncode == 0, f"daxmode {' '.join(a)}: rc {r.returncode}\n{r.stdout}\n{r.stderr}"
+        return r
+
     dx("famfs", "mkfs", "dax0.0")
     dx("set", "dax0.0", "fsdev")
     assert s.driver("dax0.0") == "fsdev_dax"
@@ -424,7 +430,7 @@ def test_dax_path_orchestration_with_a_stand_in_kernel(
     root = str(s.root)
 
     def dx(*a: str) -> subprocess.CompletedProcess[str]:
-        r = subprocess.run([DAXMODE, "--root", root, *a], capture_output=True, text=True, timeout=60)
+        r = subprocess.run([DAXMODE, "--root", root, "--sim", *a], capture_output=True, text=True, timeout=60)
         assert r.returncode == 0, (a, r.stderr)
         return r
 

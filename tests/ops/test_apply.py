@@ -9,10 +9,11 @@ import pytest
 from click.testing import CliRunner
 from opsworld import NS_UUID, write_conf
 
-from daxmode import apply as applymod
 from daxmode.cli import main
-from daxmode.config import ConfigError
 from daxmode.errors import UnknownDevice
+from daxmode.modes import Progress
+from daxmode.ops import apply as applymod
+from daxmode.ops.config import ConfigError
 
 RULES = """\
 [[device]]
@@ -62,7 +63,7 @@ def test_named_devices_only_and_dev_paths(world):
     res = applymod.apply(sysfs, ["/dev/dax1.1"])
     assert [(r.device, r.status) for r in res] == [("dax1.1", "changed")]
     assert s.driver("dax0.0") == "device_dax"
-    with pytest.raises(UnknownDevice, match=r"unknown device dax7.0; devices: dax0.0, dax1.0, dax1.1"):
+    with pytest.raises(UnknownDevice, match=r"no dax device .dax7.0. \(existing: dax0.0, dax1.0, dax1.1\)"):
         applymod.apply(sysfs, ["dax7.0"])
 
 
@@ -153,7 +154,7 @@ def test_bad_config_aborts_before_any_change(world):
 
 
 def cli(sysfs, *args: str):
-    return CliRunner().invoke(main, ["--root", str(sysfs.root), *args])
+    return CliRunner().invoke(main, ["--root", str(sysfs.root), "--sim", *args])
 
 
 def test_cli_table_json_udev_and_exit_codes(world):
@@ -196,12 +197,16 @@ def test_cli_failure_is_reported_on_stderr_with_its_code(world):
 def test_progress_reports_each_block_onlined_and_offlined(world):
     _, sysfs = world
     write_conf(sysfs, "50.toml", '[[device]]\nmatch = { name = "dax0.0" }\nmode = "system-ram"\n')
-    calls: list[tuple[str, int, int]] = []
-    (r,) = applymod.apply(sysfs, ["dax0.0"], progress=lambda *a: calls.append(a))
+    calls: list[tuple[str, str, int, int]] = []
+
+    def record(ev: Progress) -> None:
+        calls.append((ev.device, ev.what, ev.done, ev.total))
+
+    (r,) = applymod.apply(sysfs, ["dax0.0"], progress=record)
     assert r.status == "changed"
-    assert calls == [("onlining", i, 8) for i in range(1, 9)]
+    assert calls == [("dax0.0", "onlining", i, 8) for i in range(1, 9)]
     write_conf(sysfs, "50.toml", '[[device]]\nmatch = { name = "dax0.0" }\nmode = "devdax"\nforce = true\n')
     calls.clear()
-    (r,) = applymod.apply(sysfs, ["dax0.0"], progress=lambda *a: calls.append(a))
+    (r,) = applymod.apply(sysfs, ["dax0.0"], progress=record)
     assert r.status == "changed", r.message
-    assert calls == [("offlining", i, 8) for i in range(1, 9)]
+    assert calls == [("dax0.0", "offlining", i, 8) for i in range(1, 9)]

@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 from opsworld import CXL_UUID, DAX_UUID, NS_UUID, write_conf
 
-from daxmode import config
-from daxmode.config import ConfigError, Conflict, Match, parse_daxctl, parse_toml, resolve
+from daxmode.kernel.devices import DeviceFacts, device_facts
 from daxmode.modes import Mode
-from daxmode.topology import DeviceFacts, device_facts
+from daxmode.ops import config
+from daxmode.ops.config import ConfigError, Conflict, Match, parse_daxctl, parse_toml, resolve
 
 SRC = "/etc/daxmode.d/t.toml"
 
@@ -216,7 +216,7 @@ def test_daxctl_sections_without_uuid_or_other_names_are_ignored():
 
 def test_facts_from_topology(world):
     _, sysfs = world
-    f0 = device_facts(sysfs, "/dev/dax0.0")
+    f0 = device_facts(sysfs, "dax0.0")
     assert (f0.name, f0.region_id, f0.namespace, f0.namespace_uuid, f0.nvdimm_uuid) == (
         "dax0.0",
         0,

@@ -9,11 +9,11 @@ import pytest
 from click.testing import CliRunner
 from opsworld import REGION1, MiB
 
-from daxmode import sim_regions
+from daxmode import sim
 from daxmode.cli import main
 from daxmode.errors import DeviceBusy, InvalidArgument, LeftPartial, RolledBack, SysfsError, UnknownDevice
 from daxmode.modes import Mode, Options, set_mode
-from daxmode.subdevices import create_device, destroy_device, resize_device
+from daxmode.ops.subdevices import create_device, destroy_device, resize_device
 
 DEV = "sys/bus/dax/devices"
 
@@ -81,7 +81,7 @@ def test_sim_size_rules(world):
     with pytest.raises(SysfsError) as e:
         sysfs.write(size, hex(64 * MiB))
     assert e.value.errno == errno.EBUSY
-    sim_regions.set_region_driver(s, 1, False)
+    sim.set_region_driver(s, 1, False)
     with pytest.raises(SysfsError) as e:
         sysfs.write(f"{DEV}/dax1.1/size", hex(64 * MiB))
     assert e.value.errno == errno.ENXIO
@@ -322,7 +322,7 @@ def test_resize_rebind_failure_rolls_back_size_and_mode(world):
 
 
 def cli(sysfs, *args: str):
-    return CliRunner().invoke(main, ["--root", str(sysfs.root), *args])
+    return CliRunner().invoke(main, ["--root", str(sysfs.root), "--sim", *args])
 
 
 def test_cli_create_resize_destroy(world):

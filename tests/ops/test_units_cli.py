@@ -10,8 +10,8 @@ import sys
 import pytest
 from click.testing import CliRunner
 
-from daxmode import units
 from daxmode.cli import main
+from daxmode.ops import units
 from daxmode.sysfs import Sysfs
 
 EXE = "/opt/daxmode/bin/daxmode"

@@ -27,7 +27,7 @@ import pytest
 DEV = os.environ.get("DAXMODE_TEST_DEV", "")
 ONLINE_OK = os.environ.get("DAXMODE_VM_ONLINE_OK") == "1"
 BACKEND = os.environ.get("DAXMODE_VM_BACKEND", "")
-DAXMODE = [sys.executable, "-m", "daxmode.cli"]
+DAXMODE = [sys.executable, "-m", "daxmode"]
 BUS = Path("/sys/bus/dax")
 MEM = Path("/sys/devices/system/memory")
 POLICY = MEM / "auto_online_blocks"
@@ -380,7 +380,6 @@ def _raw_scenario(write, read_driver, read_blocks) -> list[str]:  # type: ignore
 def test_kernel_rules_match_the_simulator() -> None:
     """The same raw writes on the real kernel and on daxmode's simulator give the same answers."""
     from daxmode import sim
-    from daxmode.sysfs import open_root
 
     def real_write(attr: str, value: str) -> None:
         with open(f"/{attr}", "w") as f:
@@ -404,7 +403,7 @@ def test_kernel_rules_match_the_simulator() -> None:
         cxl = BACKEND == "cxl"  # CXL RAM regions carry IORESOURCE_DAX_KMEM: kmem matches by type
         s.add_region(rid, ranges[0][0], sum(n for _, n in ranges), dynamic=cxl, kmem=cxl)
         s.add_device(DEV, ranges, target_node=int((dev / "target_node").read_text()), driver="device_dax")
-        sysfs = open_root(root)
+        sysfs = s.sysfs()
 
         def sim_write(attr: str, value: str) -> None:
             try:

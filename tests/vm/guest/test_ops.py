@@ -94,10 +94,10 @@ def ops_setup():
 
 
 def test_udev_rule_restores_configured_mode_after_recreate(ops_setup):
-    from daxmode.sysfs import open_root
-    from daxmode.topology import device_facts
+    from daxmode.kernel.devices import device_facts
+    from daxmode.sysfs import Sysfs
 
-    f = device_facts(open_root("/"), DEV)
+    f = device_facts(Sysfs("/"), DEV)
     if BACKEND == "nvdimm":
         assert f.namespace, f"{DEV} has no nvdimm namespace: {f}"
         match = f'namespace = "{f.namespace}"'
@@ -160,7 +160,7 @@ def test_udev_rule_restores_configured_mode_after_recreate(ops_setup):
     assert got == "fsdev_dax", f"{DEV} is bound to {got}; /run/daxmode-apply.log:\n{log}"
     assert f"daxmode apply {DEV}: changed" in log, log
     if BACKEND == "nvdimm":
-        assert f.namespace in json.dumps(device_facts(open_root("/"), DEV).to_json())
+        assert f.namespace in json.dumps(device_facts(Sysfs("/"), DEV).to_json())
 
 
 def test_apply_without_rule_and_dry_run_touch_nothing(ops_setup):

@@ -1,7 +1,7 @@
 """Simulator extension: dynamic dax regions (create / seed / delete / size / align) and topology.
 
-Kept apart from :mod:`daxmode.sim` (owned by the mode-manager work) and hooked into it at
-three points: the write dispatcher, the post-write sync, and ``Sim.add_region``.  The rules,
+Hooked into the simulated kernel at three points: the write dispatcher, the post-write
+sync, and ``Sim.add_region``.  The rules,
 from Linux ``drivers/dax/bus.c`` (create_store, delete_store, size_store, dev_dax_resize,
 dev_dax_shrink, align_store, dax_bus_probe, devm_create_dev_dax):
 
@@ -20,9 +20,6 @@ dev_dax_shrink, align_store, dax_bus_probe, devm_create_dev_dax):
 * device ``align``: ``kstrtoul`` failure -> ENXIO, not 4 KiB / 2 MiB / 1 GiB -> EINVAL,
   region driver unbound -> ENXIO, bound -> EBUSY, a range not a multiple -> EINVAL.
 * static regions hide create/seed/delete and make size/align read-only (EACCES on write).
-
-Topology helpers add what configuration matches on: the nd_dax ``namespace`` attribute
-and namespace directory of a pmem region, and ``sys/bus/cxl/devices/regionN`` for CXL.
 """
 
 from __future__ import annotations
@@ -33,10 +30,10 @@ import re
 import shutil
 from typing import TYPE_CHECKING, Any
 
-from daxmode.sim import DAX_BUS, MiB, _err, _put, _symlink
+from daxmode.sim._files import DAX_BUS, MiB, err, put, symlink
 
 if TYPE_CHECKING:
-    from daxmode.sim import Sim, _World
+    from daxmode.sim._world import _World
 
 SUBSECTION = 2 * MiB  # memremap_compat_align() on x86 (mm/memremap.c)
 VALID_ALIGNS = (4096, 2 * MiB, 1 << 30)  # PAGE_SIZE, PMD, PUD (dax_align_valid)
@@ -52,9 +49,9 @@ def region_files(dax_region_dir: os.PathLike[str] | str) -> None:
     from pathlib import Path
 
     d = Path(dax_region_dir)
-    _put(d / "create", "", 0o644)
-    _put(d / "seed", "", 0o444)
-    _put(d / "delete", "", 0o200)
+    put(d / "create", "", 0o644)
+    put(d / "seed", "", 0o444)
+    put(d / "delete", "", 0o200)
 
 
 def write(w: _World, rel: str, text: str) -> bool:
@@ -128,21 +125,21 @@ def _region_bound(w: _World, rid: str) -> bool:
 def _refresh_region(w: _World, rid: str) -> None:
     d = _region_dir(w, rid)
     reg = w.state["regions"][rid]
-    _put(d / "available_size", str(_avail(w, rid)), 0o444)
+    put(d / "available_size", str(_avail(w, rid)), 0o444)
     if (d / "seed").exists():
-        _put(d / "seed", reg.get("seed") or "", 0o444)
-        _put(d / "create", reg.get("youngest") or "", 0o644)
+        put(d / "seed", reg.get("seed") or "", 0o444)
+        put(d / "create", reg.get("youngest") or "", 0o644)
 
 
 def _create(w: _World, rid: str, text: str) -> None:
     try:
         val = int(text, 0)
     except ValueError:
-        raise _err(errno.EINVAL, f"create: {text!r} is not a number") from None
+        raise err(errno.EINVAL, f"create: {text!r} is not a number") from None
     if val != 1:
-        raise _err(errno.EINVAL, "create: only 1 is accepted")
+        raise err(errno.EINVAL, "create: only 1 is accepted")
     if _avail(w, rid) == 0:
-        raise _err(errno.ENOSPC, f"region{rid}: no space left")
+        raise err(errno.ENOSPC, f"region{rid}: no space left")
     used = {int(n.split(".")[1]) for n in _devices_of(w, rid)}
     dev_id = next(i for i in range(len(used) + 1) if i not in used)  # ida_alloc: lowest free
     name = f"dax{rid}.{dev_id}"
@@ -159,18 +156,18 @@ def _new_device(w: _World, rid: str, name: str) -> None:
     reg = w.state["regions"][rid]
     devdir = w.p(reg["path"]) / name
     devdir.mkdir()
-    _put(devdir / "size", "0", 0o644)
-    _put(devdir / "align", str(reg["align"]), 0o644)
+    put(devdir / "size", "0", 0o644)
+    put(devdir / "align", str(reg["align"]), 0o644)
     node = reg.get("target_node", 0)
     if node >= 0:
-        _put(devdir / "target_node", str(node), 0o444)
-    _put(devdir / "numa_node", str(max(node, 0)), 0o444)
-    _put(devdir / "modalias", "dax:t0*", 0o444)
-    _put(devdir / "resource", f"{reg['start']:#x}", 0o400)
-    _put(devdir / "mapping", "", 0o200)
-    _symlink(devdir / "subsystem", w.p(DAX_BUS))
-    _symlink(w.p(f"{DAX_BUS}/devices/{name}"), devdir)
-    _put(w.p(f"dev/{name}"), "")
+        put(devdir / "target_node", str(node), 0o444)
+    put(devdir / "numa_node", str(max(node, 0)), 0o444)
+    put(devdir / "modalias", "dax:t0*", 0o444)
+    put(devdir / "resource", f"{reg['start']:#x}", 0o400)
+    put(devdir / "mapping", "", 0o200)
+    symlink(devdir / "subsystem", w.p(DAX_BUS))
+    symlink(w.p(f"{DAX_BUS}/devices/{name}"), devdir)
+    put(w.p(f"dev/{name}"), "")
     w.state["devices"][name] = {
         "region": rid,
         "path": str(devdir.relative_to(w.root)),
@@ -185,11 +182,11 @@ def _delete(w: _World, rid: str, text: str) -> None:
     name = text.strip()  # device_find_child_by_name uses sysfs_streq
     d = w.dev(name)
     if d is None or d["region"] != rid:
-        raise _err(errno.ENXIO, f"region{rid}: no device {name!r}")
+        raise err(errno.ENXIO, f"region{rid}: no device {name!r}")
     if w.driver_of(name) is not None or w.size_of(name) > 0:
-        raise _err(errno.EBUSY, f"{name}: bound or sized")
+        raise err(errno.EBUSY, f"{name}: bound or sized")
     if int(name.split(".")[1]) == 0:
-        raise _err(errno.EBUSY, f"{name}: device 0 is never deleted")
+        raise err(errno.EBUSY, f"{name}: device 0 is never deleted")
     shutil.rmtree(w.dev_dir(name))
     os.unlink(w.p(f"{DAX_BUS}/devices/{name}"))
     dev_node = w.p(f"dev/{name}")
@@ -218,20 +215,20 @@ def _resize(w: _World, name: str, text: str) -> None:
         if size < 0:
             raise ValueError
     except ValueError:
-        raise _err(errno.EINVAL, f"size: {text!r} is not a number") from None
+        raise err(errno.EINVAL, f"size: {text!r} is not a number") from None
     if size % max(_dev_align(w, name), SUBSECTION):
-        raise _err(errno.EINVAL, f"{name}: size {size:#x} misaligned")
+        raise err(errno.EINVAL, f"{name}: size {size:#x} misaligned")
     d = w.state["devices"][name]
     rid = d["region"]
     if not _region_bound(w, rid):
-        raise _err(errno.ENXIO, f"region{rid}: region driver not bound")
+        raise err(errno.ENXIO, f"region{rid}: region driver not bound")
     if w.driver_of(name) is not None:
-        raise _err(errno.EBUSY, f"{name}: bound to a driver")
+        raise err(errno.EBUSY, f"{name}: bound to a driver")
     cur = w.size_of(name)
     if size == cur:
         return
     if size > cur and size - cur > _avail(w, rid):
-        raise _err(errno.ENOSPC, f"{name}: not enough space in region{rid}")
+        raise err(errno.ENOSPC, f"{name}: not enough space in region{rid}")
     if size < cur:
         _shrink(d, cur - size)
     else:
@@ -287,7 +284,7 @@ def _grow(w: _World, name: str, to_alloc: int) -> None:
             done = True
             break
         if not done:
-            raise _err(errno.ENOSPC, f"{name}: no free space found")
+            raise err(errno.ENOSPC, f"{name}: no free space found")
         to_alloc -= alloc
 
 
@@ -305,69 +302,30 @@ def _write_ranges(w: _World, name: str) -> None:
     for i, (s, e, off) in enumerate(d["ranges"]):
         md = devdir / f"mapping{i}"
         md.mkdir()
-        _put(md / "start", f"{s:#x}", 0o400)
-        _put(md / "end", f"{e:#x}", 0o400)
-        _put(md / "page_offset", f"{off:#x}", 0o400)
+        put(md / "start", f"{s:#x}", 0o400)
+        put(md / "end", f"{e:#x}", 0o400)
+        put(md / "page_offset", f"{off:#x}", 0o400)
     reg = w.state["regions"][d["region"]]
     first = d["ranges"][0][0] if d["ranges"] else reg["start"]
-    _put(devdir / "resource", f"{first:#x}", 0o400)
-    _put(devdir / "size", str(w.size_of(name)), 0o644)
+    put(devdir / "resource", f"{first:#x}", 0o400)
+    put(devdir / "size", str(w.size_of(name)), 0o644)
 
 
 def _set_align(w: _World, name: str, text: str) -> None:
     try:
         val = int(text, 0)
     except ValueError:
-        raise _err(errno.ENXIO, f"align: {text!r} is not a number") from None
+        raise err(errno.ENXIO, f"align: {text!r} is not a number") from None
     if val not in VALID_ALIGNS:
-        raise _err(errno.EINVAL, f"align {val:#x} is not 4K, 2M or 1G")
+        raise err(errno.EINVAL, f"align {val:#x} is not 4K, 2M or 1G")
     d = w.state["devices"][name]
     if not _region_bound(w, d["region"]):
-        raise _err(errno.ENXIO, f"region{d['region']}: region driver not bound")
+        raise err(errno.ENXIO, f"region{d['region']}: region driver not bound")
     if w.driver_of(name) is not None:
-        raise _err(errno.EBUSY, f"{name}: bound to a driver")
+        raise err(errno.EBUSY, f"{name}: bound to a driver")
     for s, e, _ in d["ranges"]:
         if (e - s + 1) % max(val, SUBSECTION):
-            raise _err(errno.EINVAL, f"{name}: align {val:#x} invalid for range {s:#x}-{e:#x}")
+            raise err(errno.EINVAL, f"{name}: align {val:#x} invalid for range {s:#x}-{e:#x}")
     d["align"] = val
-    _put(w.dev_dir(name) / "align", str(val), 0o644)
+    put(w.dev_dir(name) / "align", str(val), 0o644)
     w.dirty = True
-
-
-# --- builders for tests ---------------------------------------------------------------------------
-
-
-def set_region_driver(sim: Sim, rid: int, bound: bool) -> None:
-    """Model the window in which the region's driver (dax_cxl / dax_hmem) is not bound: ENXIO."""
-    with sim._w() as w:
-        w.state["regions"][str(rid)]["driver_bound"] = bound
-        w.dirty = True
-
-
-def add_namespace(sim: Sim, rid: int, namespace: str, uuid: str, dax_uuid: str) -> None:
-    """libnvdimm topology for a static region: nd_dax ``namespace``/``uuid`` and ``regionN/namespaceX.Y``.
-
-    Sim.add_region puts the dax region at ``ndbus0/region{rid}/dax{rid}.0`` (the nd_dax device).
-    """
-    with sim._w() as w:
-        nd_dax = w.p(w.state["regions"][str(rid)]["path"])
-    _put(nd_dax / "namespace", namespace, 0o444)
-    _put(nd_dax / "uuid", dax_uuid, 0o644)
-    ns = nd_dax.parent / namespace
-    ns.mkdir(exist_ok=True)
-    _put(ns / "uuid", uuid, 0o644)
-    _put(ns / "mode", "dax", 0o444)
-    bus = sim.p("sys/bus/nd/devices")
-    bus.mkdir(parents=True, exist_ok=True)
-    _symlink(bus / namespace, ns)
-
-
-def add_cxl_region(sim: Sim, rid: int, uuid: str | None = None) -> None:
-    """``sys/bus/cxl/devices/regionN`` for a dynamic region from Sim.add_region (…/regionN/dax_regionN)."""
-    with sim._w() as w:
-        region = w.p(w.state["regions"][str(rid)]["path"]).parent
-    _put(region / "uuid", uuid or "", 0o444)
-    _put(region / "mode", "ram", 0o444)
-    bus = sim.p("sys/bus/cxl/devices")
-    bus.mkdir(parents=True, exist_ok=True)
-    _symlink(bus / region.name, region)

@@ -1,18 +1,19 @@
 """Which mounts use a dax device, from ``/proc/self/mountinfo``.
 
-A device may not leave fsdev while something is mounted on it: a famfs (v1 or
-fuse) mount names it as its source or in its options (``daxdev=/dev/dax0.0``).
+A device may not leave its mode while something is mounted on it: a famfs mount (v1, the
+kernel's fuse-famfs, or daxmode's own FUSE server) names it as its source or in its options
+(``daxdev=/dev/dax0.0``).
 """
 
 from __future__ import annotations
 
 import os
 import re
-from dataclasses import dataclass
+from typing import NamedTuple
 
+from daxmode.kernel.paths import MOUNTINFO
 from daxmode.sysfs import Sysfs
 
-MOUNTINFO = "proc/self/mountinfo"
 _ESC = re.compile(r"\\([0-7]{3})")
 
 
@@ -21,8 +22,7 @@ def _unescape(s: str) -> str:
     return _ESC.sub(lambda m: chr(int(m.group(1), 8)), s)
 
 
-@dataclass(frozen=True)
-class Mount:
+class Mount(NamedTuple):
     mount_point: str
     fstype: str
     source: str
@@ -65,7 +65,19 @@ def mount_uses(m: Mount, name: str) -> bool:
     return False
 
 
+def mounts(sysfs: Sysfs) -> list[Mount]:
+    return parse_mountinfo(sysfs.read_or(MOUNTINFO, "") or "")
+
+
 def mounts_using(sysfs: Sysfs, name: str) -> list[Mount]:
     """Mounts whose source or super options name ``/dev/<name>`` (famfs, fuse, anything)."""
-    text = sysfs.read_or(MOUNTINFO, "") or ""
-    return [m for m in parse_mountinfo(text) if mount_uses(m, name)]
+    return [m for m in mounts(sysfs) if mount_uses(m, name)]
+
+
+def mount_at(sysfs: Sysfs, mount_point: str) -> Mount | None:
+    """The (topmost) mount whose mount point is ``mount_point`` (an absolute path), if any."""
+    found = None
+    for m in mounts(sysfs):
+        if m.mount_point == mount_point:
+            found = m
+    return found

@@ -21,10 +21,16 @@ FILES = [
     ("/etc/udev/rules.d/90-daxmode.rules", "Runs daxmode apply for each new dax device (install-units)."),
     ("/etc/systemd/system/daxmode-apply@.service", "The unit the rule starts on systemd hosts."),
     ("/run/daxmode-apply.log", "Log of the udev RUN fallback (hosts without systemd)."),
-    ("/run/lock/daxmode/", "Per-device locks serializing concurrent changes."),
+    (
+        "/run/daxmode/",
+        "Root-only (0700): device, bus and region locks, the journal of a transition in flight.",
+    ),
 ]
 ENVIRONMENT = [
     ("DAXMODE_ROOT", "Act on the tree under this directory instead of / (same as --root)."),
+    ("DAXMODE_SIM", "1: the root is a simulated kernel (same as --sim; tests)."),
+    ("DAXMODE_FAULT", "PATH:ERRNO:NTH[,...]: make the NTH write to PATH fail (tests of rollback)."),
+    ("DAXMODE_DEBUG", "1: show the traceback of an internal error."),
 ]
 
 

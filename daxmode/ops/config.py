@@ -24,6 +24,10 @@ Which rule wins when several match one device:
 
 Paths are relative to the Sysfs root (``etc/daxmode.d``), so tests use temporary roots.
 Reading these files is not sysfs I/O, so it happens here rather than in sysfs.py.
+
+Run as root (udev runs ``apply`` as root), a directory or file that is not owned by root or is
+writable by group or others is refused (exit 13): whoever can write it would choose the
+modes of every device.
 """
 
 from __future__ import annotations
@@ -34,10 +38,10 @@ import re
 import tomllib
 from dataclasses import dataclass, field
 
-from daxmode.errors import BadMode, InvalidArgument
-from daxmode.modes import Mode
+from daxmode.errors import BadMode, InvalidArgument, UnsafePath
+from daxmode.kernel.devices import DeviceFacts, Mode
+from daxmode.sizes import parse_size
 from daxmode.sysfs import Sysfs
-from daxmode.topology import DeviceFacts
 
 DAXMODE_DIR = "etc/daxmode.d"
 DAXCTL_DIR = "etc/daxctl.conf.d"
@@ -45,7 +49,6 @@ DAXCTL_DIR = "etc/daxctl.conf.d"
 MATCH_KEYS = ("name", "region", "namespace", "cxl_region", "size")
 OPTION_KEYS = ("mode", "online", "movable", "force")
 _UUID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
-_UNITS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40, "p": 1 << 50}
 
 
 class ConfigError(InvalidArgument):
@@ -55,20 +58,6 @@ class ConfigError(InvalidArgument):
         self.where = where
         self.line = line
         super().__init__(f"{where}:{line}: {msg}" if line else f"{where}: {msg}")
-
-
-def parse_size(text: str | int) -> int:
-    """Bytes from ``4096``, ``"0x1000"``, ``"512M"``, ``"4GiB"`` (binary suffixes, as daxctl)."""
-    if isinstance(text, bool):
-        raise InvalidArgument(f"bad size {text!r}")
-    if isinstance(text, int):
-        if text < 0:
-            raise InvalidArgument(f"bad size {text}: negative")
-        return text
-    m = re.fullmatch(r"\s*(0x[0-9a-fA-F]+|\d+)\s*([kmgtpKMGTP]?)(?:i?[bB])?\s*", text)
-    if not m:
-        raise InvalidArgument(f"bad size {text!r}: expected bytes or a number with K/M/G/T")
-    return int(m.group(1), 0) * _UNITS[m.group(2).lower()]
 
 
 @dataclass(frozen=True)
@@ -175,6 +164,20 @@ def _rank(e: Entry) -> tuple[int, int]:
 # --- daxmode.d (TOML) ------------------------------------------------------------------------------
 
 
+def check_trusted(path: str, shown: str) -> None:
+    """As root, refuse a configuration path that another user owns or can write (symlinks are
+    judged by their target, which is what gets read)."""
+    if os.geteuid() != 0:
+        return
+    st = os.stat(path)
+    if st.st_uid != 0:
+        raise UnsafePath(f"{shown} is owned by uid {st.st_uid}, not root; refusing to apply it as root")
+    if st.st_mode & 0o022:
+        raise UnsafePath(
+            f"{shown} is writable by group or others (mode {st.st_mode & 0o7777:04o}); refusing it"
+        )
+
+
 def _conf_files(sysfs: Sysfs, rel_dir: str, suffix: str) -> list[tuple[str, str]]:
     """(shown path, real path) of regular files ending in ``suffix``, in C-locale order (alphasort)."""
     base = sysfs.path(rel_dir)
@@ -184,11 +187,14 @@ def _conf_files(sysfs: Sysfs, rel_dir: str, suffix: str) -> list[tuple[str, str]
         return []
     except OSError as e:
         raise ConfigError(sysfs.shown(rel_dir), None, f"cannot list: {e.strerror}") from None
+    check_trusted(str(base), sysfs.shown(rel_dir))
     out = []
     for n in names:
         real = base / n
         if n.endswith(suffix) and not n.startswith(".") and n != suffix and real.is_file():
-            out.append((sysfs.shown(f"{rel_dir}/{n}"), str(real)))
+            shown = sysfs.shown(f"{rel_dir}/{n}")
+            check_trusted(str(real), shown)
+            out.append((shown, str(real)))
     return out
 
 

@@ -1,88 +1,34 @@
 """``daxmode famfs ...``: famfs on dax devices (or image files), without needing famfs's C tools.
 
 TARGET is a dax device (``dax0.0`` or ``/dev/dax0.0``) or a famfs image file.  Parsing and
-printing only; the work is in :mod:`daxmode.famfs` and :mod:`daxmode.fsdev`.
+printing only; the work is in :mod:`daxmode.famfs` and :mod:`daxmode.fsdev`.  Errors go to the
+one handler in :mod:`daxmode.cli`.
 """
 
 from __future__ import annotations
 
 import contextlib
-import functools
-import json
-import os
 import sys
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import click
 
-from daxmode.errors import DaxmodeError, FamfsError, InvalidArgument
+from daxmode.cli._common import ID, OCTAL, OFFSET, SIZE, echo_json, existing_file, output_file, state
+from daxmode.errors import FamfsError
 from daxmode.famfs import layout as L
-from daxmode.famfs import mount as famfs_mount
-from daxmode.famfs.fsck import fsck as run_fsck
 from daxmode.famfs.identity import ensure_system_uuid, read_system_uuid
-from daxmode.famfs.status import status as famfs_status
-from daxmode.famfs.updown import down as famfs_down
-from daxmode.famfs.updown import up as famfs_up
-from daxmode.famfs.volume import Volume, mkfs
+from daxmode.famfs.volume import Volume
 from daxmode.fsdev import Mapping, open_medium
-from daxmode.sysfs import Sysfs, open_root
-
-_SUFFIX = {"k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
-
-
-def parse_size(text: str) -> int:
-    """``4096``, ``0x1000``, ``8M``, ``1g`` (binary units)."""
-    t = text.strip().lower().removesuffix("ib").removesuffix("b")
-    mult = 1
-    if t and t[-1] in _SUFFIX:
-        mult, t = _SUFFIX[t[-1]], t[:-1]
-    try:
-        n = int(t, 0) * mult
-    except ValueError:
-        raise InvalidArgument(f"size {text!r}: not a number (examples: 4096, 8M, 1G)") from None
-    if n <= 0:
-        raise InvalidArgument(f"size {text!r}: must be positive")
-    return n
-
-
-def parse_mode(text: str) -> int:
-    try:
-        m = int(text, 8)
-    except ValueError:
-        raise InvalidArgument(f"mode {text!r}: not an octal number") from None
-    if m & ~0o7777:
-        raise InvalidArgument(f"mode {text!r}: only permission bits (up to 7777) are allowed")
-    return m
+from daxmode.sysfs import Sysfs
 
 
 def _sysfs(ctx: click.Context) -> Sysfs:
-    obj = ctx.find_root().obj
-    if isinstance(obj, Sysfs):
-        return obj
-    if isinstance(obj, dict) and isinstance(obj.get("sysfs"), Sysfs):
-        return obj["sysfs"]
-    if isinstance(getattr(obj, "sysfs", None), Sysfs):
-        return obj.sysfs
-    return open_root()
-
-
-def _handled(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """One stderr line and the error's exit code for every daxmode error."""
-
-    @functools.wraps(fn)
-    def wrapper(*a: Any, **kw: Any) -> Any:
-        try:
-            return fn(*a, **kw)
-        except DaxmodeError as e:
-            click.echo(f"daxmode famfs: {e}", err=True)
-            sys.exit(e.exit_code)
-
-    return wrapper
+    return state(ctx).sysfs
 
 
 def _emit(data: object) -> None:
-    click.echo(json.dumps(data, indent=2))
+    echo_json(data)
 
 
 @contextlib.contextmanager
@@ -108,9 +54,9 @@ def _volume(ctx: click.Context, target: str, *, writable: bool) -> Iterator[Volu
 _target = click.argument("target", metavar="TARGET")
 _json = click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 _owner = [
-    click.option("-m", "--mode", "mode", default=None, help="Permission bits, octal."),
-    click.option("-u", "--uid", type=int, default=0, show_default=True),
-    click.option("-g", "--gid", type=int, default=0, show_default=True),
+    click.option("-m", "--mode", "mode", type=OCTAL, default=None, help="Permission bits, octal."),
+    click.option("-u", "--uid", type=ID, default=0, show_default=True),
+    click.option("-g", "--gid", type=ID, default=0, show_default=True),
 ]
 
 
@@ -127,21 +73,24 @@ def famfs() -> None:
 
 @famfs.command("mkfs")
 @_target
-@click.option("--log-len", default="8M", show_default=True, help="Log size: a power of 2, at least 8M.")
+@click.option(
+    "--log-len", type=SIZE, default="8M", show_default=True, help="Log size: a power of 2, at least 8M."
+)
 @click.option("--force", is_flag=True, help="Overwrite an existing famfs superblock (even another host's).")
 @click.option("--kill", is_flag=True, help="With --force: only invalidate the superblock magic.")
 @click.option("--version", "version", type=click.Choice(["47", "48"]), default="48", show_default=True)
 @_json
 @click.pass_context
-@_handled
 def mkfs_cmd(
-    ctx: click.Context, target: str, log_len: str, force: bool, kill: bool, version: str, as_json: bool
+    ctx: click.Context, target: str, log_len: int, force: bool, kill: bool, version: str, as_json: bool
 ) -> None:
     """Format TARGET as famfs; this host becomes the master."""
     sysfs = _sysfs(ctx)
     me = ensure_system_uuid(sysfs)
     with _medium(ctx, target, writable=True) as m:
-        res = mkfs(m, me, log_len=parse_size(log_len), version=int(version), force=force, kill=kill)
+        from daxmode.famfs.volume import mkfs
+
+        res = mkfs(m, me, log_len=log_len, version=int(version), force=force, kill=kill)
         for w in res.warnings:
             click.echo(f"warning: {w}", err=True)
         sb = res.superblock
@@ -167,9 +116,10 @@ def mkfs_cmd(
 @_target
 @_json
 @click.pass_context
-@_handled
 def fsck_cmd(ctx: click.Context, target: str, as_json: bool) -> None:
     """Check superblock, log and allocations; exit 12 with one line per problem."""
+    from daxmode.famfs.fsck import fsck as run_fsck
+
     with _medium(ctx, target, writable=False) as m:
         rep = run_fsck(m.buf, m.size)
     if as_json:
@@ -212,7 +162,6 @@ def _ls_rows(vol: Volume, path: str) -> list[dict[str, object]]:
 @click.option("-l", "--long", "long_", is_flag=True)
 @_json
 @click.pass_context
-@_handled
 def ls_cmd(ctx: click.Context, target: str, path: str, long_: bool, as_json: bool) -> None:
     """List files and directories the log describes (no mount needed)."""
     with _volume(ctx, target, writable=False) as vol:
@@ -234,7 +183,6 @@ def ls_cmd(ctx: click.Context, target: str, path: str, long_: bool, as_json: boo
 @_target
 @_json
 @click.pass_context
-@_handled
 def logplay_cmd(ctx: click.Context, target: str, as_json: bool) -> None:
     """Play the log into memory and report what it holds (famfs logplay without a mount)."""
     with _volume(ctx, target, writable=False) as vol:
@@ -269,13 +217,12 @@ def logplay_cmd(ctx: click.Context, target: str, as_json: bool) -> None:
 @click.option("-p", "--parents", is_flag=True, help="Create missing parents (with the same mode and owner).")
 @_with_owner
 @click.pass_context
-@_handled
 def mkdir_cmd(
-    ctx: click.Context, target: str, path: str, parents: bool, mode: str | None, uid: int, gid: int
+    ctx: click.Context, target: str, path: str, parents: bool, mode: int | None, uid: int, gid: int
 ) -> None:
     """Create a directory (master only)."""
     with _volume(ctx, target, writable=True) as vol:
-        made = vol.mkdir(path, mode=parse_mode(mode) if mode else 0o755, uid=uid, gid=gid, parents=parents)
+        made = vol.mkdir(path, mode=0o755 if mode is None else mode, uid=uid, gid=gid, parents=parents)
     for d in made:
         click.echo(f"created directory {d}")
 
@@ -283,10 +230,16 @@ def mkdir_cmd(
 @famfs.command("creat")
 @_target
 @click.argument("path")
-@click.option("-s", "--size", "size", required=True, help="File size (e.g. 4096, 64M, 1G).")
-@click.option("-N", "--nstrips", type=int, default=0, help="Interleave across N strips.")
-@click.option("-C", "--chunk", default="2M", show_default=True, help="Interleave chunk size.")
-@click.option("-B", "--nbuckets", type=int, default=None, help="Buckets to spread strips over (default N).")
+@click.option("-s", "--size", "size", type=SIZE, required=True, help="File size (e.g. 4096, 64M, 1G).")
+@click.option("-N", "--nstrips", type=click.IntRange(0, 16), default=0, help="Interleave across N strips.")
+@click.option("-C", "--chunk", type=SIZE, default="2M", show_default=True, help="Interleave chunk size.")
+@click.option(
+    "-B",
+    "--nbuckets",
+    type=click.IntRange(1, 64),
+    default=None,
+    help="Buckets to spread strips over (default N).",
+)
 @click.option(
     "--small-buckets",
     is_flag=True,
@@ -295,17 +248,16 @@ def mkdir_cmd(
 @_with_owner
 @_json
 @click.pass_context
-@_handled
 def creat_cmd(
     ctx: click.Context,
     target: str,
     path: str,
-    size: str,
+    size: int,
     nstrips: int,
-    chunk: str,
+    chunk: int,
     nbuckets: int | None,
     small_buckets: bool,
-    mode: str | None,
+    mode: int | None,
     uid: int,
     gid: int,
     as_json: bool,
@@ -314,12 +266,12 @@ def creat_cmd(
     with _volume(ctx, target, writable=True) as vol:
         meta, created = vol.creat(
             path,
-            parse_size(size),
-            mode=parse_mode(mode) if mode else 0o644,
+            size,
+            mode=0o644 if mode is None else mode,
             uid=uid,
             gid=gid,
             nstrips=nstrips,
-            chunk=parse_size(chunk) if nstrips else 0,
+            chunk=chunk if nstrips else 0,
             nbuckets=nbuckets,
             min_bucket=L.ALLOC_UNIT if small_buckets else None,
         )
@@ -331,41 +283,25 @@ def creat_cmd(
 
 @famfs.command("cp")
 @_target
-@click.argument("args", nargs=-1, required=True, metavar="SRC... DEST")
+@click.argument("sources", nargs=-1, required=True, type=existing_file(), metavar="SRC...")
+@click.argument("dest", metavar="DEST")
 @_with_owner
 @click.pass_context
-@_handled
 def cp_cmd(
-    ctx: click.Context, target: str, args: tuple[str, ...], mode: str | None, uid: int, gid: int
+    ctx: click.Context, target: str, sources: tuple[str, ...], dest: str, mode: int | None, uid: int, gid: int
 ) -> None:
     """Copy local files into famfs (master only); data is written through the device."""
-    if len(args) < 2:
-        raise InvalidArgument("cp needs at least one SRC and a DEST")
-    *srcs, dest = args
+    from daxmode.famfs.files import copy_in
+
     with _volume(ctx, target, writable=True) as vol:
-        dest_rel = dest.strip("/")
-        into_dir = dest_rel == "" or dest_rel in vol.tree.dirs or dest.endswith("/") or len(srcs) > 1
-        if into_dir and dest_rel and dest_rel not in vol.tree.dirs:
-            raise FamfsError(f"{dest}: no such famfs directory")
-        for src in srcs:
-            if not os.path.isfile(src):
-                raise InvalidArgument(f"{src}: not a regular file")
-            rel = f"{dest_rel}/{os.path.basename(src)}".strip("/") if into_dir else dest_rel
-            size = os.path.getsize(src)
-            fmode = parse_mode(mode) if mode else (os.stat(src).st_mode & 0o777)
-            meta, _created = vol.creat(rel, size, mode=fmode, uid=uid, gid=gid)
-            with open(src, "rb") as f:
-                n = vol.write(meta, f)
-            if n != size:
-                raise FamfsError(f"{src}: copied {n} of {size} bytes (source changed while copying?)")
-            click.echo(f"{src} -> {rel} ({size} bytes)")
+        for c in copy_in(vol, list(sources), dest, mode=mode, uid=uid, gid=gid):
+            click.echo(f"{c.source} -> {c.path} ({c.size} bytes)")
 
 
 @famfs.command("cat")
 @_target
 @click.argument("path")
 @click.pass_context
-@_handled
 def cat_cmd(ctx: click.Context, target: str, path: str) -> None:
     """Write a famfs file's bytes to stdout."""
     _read_out(ctx, target, path, None, 0, None)
@@ -374,34 +310,28 @@ def cat_cmd(ctx: click.Context, target: str, path: str) -> None:
 @famfs.command("read")
 @_target
 @click.argument("path")
-@click.option("-o", "--output", type=click.Path(dir_okay=False), default=None, help="Write here, not stdout.")
-@click.option("--offset", default="0", help="Start at this byte.")
-@click.option("--length", default=None, help="Read at most this many bytes.")
+@click.option("-o", "--output", type=output_file(), default=None, help="Write here, not stdout.")
+@click.option("--offset", type=OFFSET, default=0, help="Start at this byte.")
+@click.option("--length", type=SIZE, default=None, help="Read at most this many bytes.")
 @click.pass_context
-@_handled
 def read_cmd(
-    ctx: click.Context, target: str, path: str, output: str | None, offset: str, length: str | None
+    ctx: click.Context, target: str, path: str, output: str | None, offset: int, length: int | None
 ) -> None:
     """Read a famfs file (or a range of it) to stdout or a file."""
-    off = int(offset, 0)
-    _read_out(ctx, target, path, output, off, parse_size(length) if length else None)
+    _read_out(ctx, target, path, output, offset, length)
 
 
 def _read_out(
     ctx: click.Context, target: str, path: str, output: str | None, off: int, length: int | None
 ) -> None:
+    from daxmode.famfs.files import read_out
+
     with _volume(ctx, target, writable=False) as vol:
-        meta = vol.lookup_file(path)
-        out = open(output, "wb") if output else sys.stdout.buffer  # noqa: SIM115
-        try:
-            for dev, n in vol.segments(meta, off, length):
-                vol.medium.sync.invalidate(vol.mv, dev, n)
-                for pos in range(0, n, 8 << 20):
-                    out.write(vol.mv[dev + pos : dev + min(n, pos + (8 << 20))])
-            out.flush()
-        finally:
-            if output:
-                out.close()
+        if output is None:
+            read_out(vol, path, sys.stdout.buffer, off, length)
+            return
+        with open(output, "wb") as out:
+            read_out(vol, path, out, off, length)
 
 
 @famfs.command("getmap")
@@ -409,7 +339,6 @@ def _read_out(
 @click.argument("path")
 @_json
 @click.pass_context
-@_handled
 def getmap_cmd(ctx: click.Context, target: str, path: str, as_json: bool) -> None:
     """Show a file's extents (device offsets) as the log records them."""
     with _volume(ctx, target, writable=False) as vol:
@@ -450,6 +379,8 @@ def mount_cmd(
     Returns once the mount is live; the server runs on in the background until
     `daxmode famfs umount MOUNTPOINT`, which also restores the device's mode."""
 
+    from daxmode.famfs import mount as famfs_mount
+
     def ready(res: famfs_mount.MountResult) -> None:
         if as_json:
             _emit(res.to_dict())
@@ -473,6 +404,8 @@ def mount_cmd(
 @click.pass_context
 def umount_cmd(ctx: click.Context, mountpoint: str, lazy: bool) -> None:
     """Unmount a daxmode famfs mount and put its device back in the mode it had before."""
+    from daxmode.famfs import mount as famfs_mount
+
     for s in famfs_mount.umount(_sysfs(ctx), mountpoint, lazy=lazy):
         click.echo(s)
 
@@ -482,31 +415,32 @@ def umount_cmd(ctx: click.Context, mountpoint: str, lazy: bool) -> None:
 @click.argument("mountpoint")
 @click.option("--format", "fmt", is_flag=True, help="Format the device if it has no famfs superblock.")
 @click.option("--no-mount", is_flag=True, help="Only prepare: superblock check/format and fsdev mode.")
-@click.option("--log-len", default="8M", show_default=True)
+@click.option("--log-len", type=SIZE, default="8M", show_default=True)
 @click.option("--version", "version", type=click.Choice(["47", "48"]), default="48", show_default=True)
 @_data_path
 @_json
 @click.pass_context
-@_handled
 def up_cmd(
     ctx: click.Context,
     device: str,
     mountpoint: str,
     fmt: bool,
     no_mount: bool,
-    log_len: str,
+    log_len: int,
     version: str,
     data_path: str,
     as_json: bool,
 ) -> None:
     """Format DEVICE on request and mount it (daxmode famfs mount); --no-mount leaves it in fsdev."""
+    from daxmode.famfs.updown import up as famfs_up
+
     res = famfs_up(
         _sysfs(ctx),
         device,
         mountpoint,
         format=fmt,
         mount=not no_mount,
-        log_len=parse_size(log_len),
+        log_len=log_len,
         version=int(version),
         data_path=data_path,
     )
@@ -523,9 +457,10 @@ def up_cmd(
 @click.argument("mountpoint")
 @click.option("--restore-mode", is_flag=True, help="Return the device to the mode it had before `up`.")
 @click.pass_context
-@_handled
 def down_cmd(ctx: click.Context, mountpoint: str, restore_mode: bool) -> None:
-    """Unmount a famfs mount point."""
+    """Unmount a famfs mount point (daxmode famfs umount), or undo a --no-mount preparation."""
+    from daxmode.famfs.updown import down as famfs_down
+
     for s in famfs_down(_sysfs(ctx), mountpoint, restore_mode=restore_mode):
         click.echo(s)
 
@@ -533,9 +468,10 @@ def down_cmd(ctx: click.Context, mountpoint: str, restore_mode: bool) -> None:
 @famfs.command("status")
 @_json
 @click.pass_context
-@_handled
 def status_cmd(ctx: click.Context, as_json: bool) -> None:
     """What famfs needs here and what is missing: kernel support, famfs tools, device modes."""
+    from daxmode.famfs.status import status as famfs_status
+
     st = famfs_status(_sysfs(ctx))
     if as_json:
         _emit(st)
@@ -555,7 +491,7 @@ def status_cmd(ctx: click.Context, as_json: bool) -> None:
         fam = f"; {d['famfs']}" if "famfs" in d else ""
         click.echo(f"{d['device']}: {d['mode']}, {d['size']} bytes{extra}{fam}")
     for m in st["mounts"]:  # type: ignore[attr-defined]
-        state = (
+        how = (
             "live"
             if m["server_running"] and m["mounted"]
             else "server not running"
@@ -564,7 +500,7 @@ def status_cmd(ctx: click.Context, as_json: bool) -> None:
         )
         click.echo(
             f"mount {m['mountpoint']}: {m['source']}, data path {m['data_path']}, "
-            f"server pid {m['server_pid']} ({state})"
+            f"server pid {m['server_pid']} ({how})"
         )
     missing = st["missing_for_mount"]
     if missing:
@@ -576,4 +512,4 @@ def status_cmd(ctx: click.Context, as_json: bool) -> None:
         click.echo("famfs mounts are possible (daxmode famfs mount DEVICE MOUNTPOINT)")
 
 
-__all__ = ["famfs", "parse_size"]
+__all__ = ["famfs"]

@@ -1,48 +1,35 @@
 """Operations commands: apply, install-units, uninstall-units, create-device, destroy-device,
-resize, completion, man.  Parsing and printing only; the work is in the library modules.
-
-Registered at the bottom of :mod:`daxmode.cli` by one loop over :data:`COMMANDS`.  This
-module must not import :mod:`daxmode.cli` at import time (cli imports us).
+resize, completion, man.  Parsing and printing only; the work is in :mod:`daxmode.ops`.
 """
 
 from __future__ import annotations
 
 import datetime as _dt
-import json
 import logging
 import sys
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
 from typing import Any
 
 import click
-from click.shell_completion import CompletionItem, get_completion_class
 
-from daxmode import apply as applymod
-from daxmode import manpage, subdevices, units
+from daxmode.cli._common import (
+    SIZE,
+    SizeType,
+    State,
+    complete_devices,
+    complete_regions,
+    echo_json,
+    output_file,
+    progress_bar,
+    table,
+)
 from daxmode.errors import InvalidArgument
-from daxmode.modes import Mode
-from daxmode.sysfs import Sysfs, open_root
-from daxmode.topology import device_names
-
-PROGRESS_MIN_BLOCKS = 16
-"""Show a progress bar only when a step walks at least this many memory blocks."""
+from daxmode.kernel.devices import Mode
 
 
-# --- shared helpers ---------------------------------------------------------------------------------
-
-
-def _sysfs(st: Any) -> Sysfs:
-    """The root the group was given (``--root`` / $DAXMODE_ROOT)."""
-    return st.sysfs if st is not None and hasattr(st, "sysfs") else open_root()
-
-
-def setup_logging(st: Any) -> None:
+def setup_logging(st: State) -> None:
     """-v: info (-vv: debug) from daxmode's library loggers on stderr; -q: errors only."""
-    verbose = getattr(st, "verbose", 0) or 0
-    quiet = getattr(st, "quiet", False)
-    level = logging.ERROR if quiet else logging.WARNING if not verbose else logging.INFO
-    if verbose > 1:
+    level = logging.ERROR if st.quiet else logging.WARNING if not st.verbose else logging.INFO
+    if st.verbose > 1:
         level = logging.DEBUG
     root = logging.getLogger("daxmode")
     if not any(getattr(h, "_daxmode", False) for h in root.handlers):
@@ -51,67 +38,6 @@ def setup_logging(st: Any) -> None:
         h._daxmode = True  # type: ignore[attr-defined]
         root.addHandler(h)
     root.setLevel(level)
-
-
-def _echo_json(obj: object) -> None:
-    click.echo(json.dumps(obj, indent=2))
-
-
-def _table(rows: Sequence[Sequence[str]]) -> None:
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    for r in rows:
-        click.echo("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip())
-
-
-def complete_devices(ctx: click.Context, param: click.Parameter, incomplete: str) -> list[CompletionItem]:
-    """Shell completion for DEVICE arguments: the dax devices that exist now."""
-    try:
-        root = ctx.find_root().params.get("root")
-        names = device_names(open_root(root))
-    except Exception:  # completion must never print a traceback into the shell
-        return []
-    return [CompletionItem(n) for n in names if n.startswith(incomplete)]
-
-
-def complete_regions(ctx: click.Context, param: click.Parameter, incomplete: str) -> list[CompletionItem]:
-    try:
-        root = ctx.find_root().params.get("root")
-        regions = sorted(
-            {n.split(".")[0].removeprefix("dax") for n in device_names(open_root(root))}, key=int
-        )
-    except Exception:
-        return []
-    return [CompletionItem(f"region{r}") for r in regions if f"region{r}".startswith(incomplete)]
-
-
-@contextmanager
-def _progress(st: Any) -> Iterator[Callable[[str, int, int], None] | None]:
-    """A progress callback drawing a bar on a terminal while blocks are onlined/offlined."""
-    if getattr(st, "quiet", False) or not sys.stderr.isatty():
-        yield None
-        return
-    bars: dict[str, Any] = {}
-
-    def cb(what: str, done: int, total: int) -> None:
-        if total < PROGRESS_MIN_BLOCKS:
-            return
-        bar = bars.get(what)
-        if bar is None or bar.length != total:
-            if bar is not None:
-                bar.render_finish()
-            bar = click.progressbar(length=total, label=f"{what} memory blocks", file=sys.stderr)
-            bar.__enter__()
-            bars[what] = bar
-        bar.update(done - bar.pos)
-        if done >= total:
-            bar.render_finish()
-            bars.pop(what, None)
-
-    try:
-        yield cb
-    finally:
-        for bar in bars.values():
-            bar.render_finish()
 
 
 # --- apply ------------------------------------------------------------------------------------------
@@ -123,31 +49,32 @@ def _progress(st: Any) -> Iterator[Callable[[str, int, int], None] | None]:
 @click.option("--udev", is_flag=True, hidden=True, help="Timestamped lines for the udev/systemd log.")
 @click.argument("devices", nargs=-1, shell_complete=complete_devices)
 @click.pass_obj
-def apply_cmd(st: Any, dry_run: bool, as_json: bool, udev: bool, devices: tuple[str, ...]) -> None:
+def apply_cmd(st: State, dry_run: bool, as_json: bool, udev: bool, devices: tuple[str, ...]) -> None:
     """Put devices into the modes /etc/daxmode.d/*.toml (and /etc/daxctl.conf.d/*.conf) ask for.
 
     Every device on the dax bus, or only the DEVICEs named.  Devices already in their
     configured mode are left alone, so running it again changes nothing.  Exits non-zero
     (with the first failure's code) if any device failed.
     """
+    from daxmode.ops import apply as applymod
+
     setup_logging(st)
-    sysfs = _sysfs(st)
-    log = (lambda m: click.echo(m, err=True)) if getattr(st, "verbose", 0) else None
-    with _progress(st) as cb:
-        results = applymod.apply(sysfs, devices or None, dry_run=dry_run, log=log, progress=cb)
+    log = (lambda m: click.echo(m, err=True)) if st.verbose else None
+    with progress_bar(st) as cb:
+        results = applymod.apply(st.sysfs, devices or None, dry_run=dry_run, log=log, progress=cb)
     if as_json:
-        _echo_json([r.to_json() for r in results])
+        echo_json([r.to_json() for r in results])
     elif udev:
         stamp = _dt.datetime.now().astimezone().isoformat(timespec="seconds")
         for r in results:
             detail = f" ({r.rule}: {r.start} -> {r.target})" if r.rule else ""
             msg = f": {r.message}" if r.message else ""
             click.echo(f"{stamp} daxmode apply {r.device}: {r.status}{detail}{msg}")
-    elif not getattr(st, "quiet", False) or any(r.status == applymod.FAILED for r in results):
+    elif not st.quiet or any(r.status == applymod.FAILED for r in results):
         rows = [("DEVICE", "RULE", "FROM", "TO", "RESULT")]
         for r in results:
             rows.append((r.device, r.rule or "-", r.start or "-", r.target or "-", r.status))
-        _table(rows)
+        table(rows)
         for r in results:
             if r.status == applymod.FAILED:
                 click.echo(f"daxmode: {r.device}: {r.message}", err=True)
@@ -163,9 +90,9 @@ def apply_cmd(st: Any, dry_run: bool, as_json: bool, udev: bool, devices: tuple[
 # --- units ------------------------------------------------------------------------------------------
 
 
-def _print_units(report: units.UnitsReport, as_json: bool, quiet: bool) -> None:
+def _print_units(report: Any, as_json: bool, quiet: bool) -> None:
     if as_json:
-        _echo_json(report.to_json())
+        echo_json(report.to_json())
         return
     if quiet:
         return
@@ -187,7 +114,7 @@ def _print_units(report: units.UnitsReport, as_json: bool, quiet: bool) -> None:
 )
 @click.option(
     "--flavour",
-    type=click.Choice(units.FLAVOURS),
+    type=click.Choice(("auto", "systemd", "run")),
     default="auto",
     show_default=True,
     help="systemd: udev starts daxmode-apply@DEV.service; run: udev runs daxmode itself "
@@ -198,12 +125,14 @@ def _print_units(report: units.UnitsReport, as_json: bool, quiet: bool) -> None:
 @click.option("--json", "as_json", is_flag=True)
 @click.pass_obj
 def install_units_cmd(
-    st: Any, prefix: str | None, flavour: str, executable: str | None, dry_run: bool, as_json: bool
+    st: State, prefix: str | None, flavour: str, executable: str | None, dry_run: bool, as_json: bool
 ) -> None:
     """Install the udev rule (and systemd unit) that run `daxmode apply DEV` when a device appears."""
+    from daxmode.ops import units
+
     setup_logging(st)
-    report = units.install(_sysfs(st), prefix=prefix, flavour=flavour, executable=executable, dry_run=dry_run)
-    _print_units(report, as_json, getattr(st, "quiet", False))
+    report = units.install(st.sysfs, prefix=prefix, flavour=flavour, executable=executable, dry_run=dry_run)
+    _print_units(report, as_json, st.quiet)
 
 
 @click.command("uninstall-units")
@@ -211,19 +140,21 @@ def install_units_cmd(
 @click.option("--dry-run", is_flag=True, help="Say what would be removed; remove nothing.")
 @click.option("--json", "as_json", is_flag=True)
 @click.pass_obj
-def uninstall_units_cmd(st: Any, prefix: str | None, dry_run: bool, as_json: bool) -> None:
+def uninstall_units_cmd(st: State, prefix: str | None, dry_run: bool, as_json: bool) -> None:
     """Remove what install-units installed."""
+    from daxmode.ops import units
+
     setup_logging(st)
-    report = units.uninstall(_sysfs(st), prefix=prefix, dry_run=dry_run)
-    _print_units(report, as_json, getattr(st, "quiet", False))
+    report = units.uninstall(st.sysfs, prefix=prefix, dry_run=dry_run)
+    _print_units(report, as_json, st.quiet)
 
 
 # --- sub-devices ------------------------------------------------------------------------------------
 
 
-def _print_sub(res: subdevices.SubdeviceResult, as_json: bool, quiet: bool) -> None:
+def _print_sub(res: Any, as_json: bool, quiet: bool) -> None:
     if as_json:
-        _echo_json(res.to_json())
+        echo_json(res.to_json())
         return
     if res.dry_run:
         click.echo(f"{res.action} {res.device} (region{res.region}), dry run:")
@@ -243,8 +174,8 @@ def _print_sub(res: subdevices.SubdeviceResult, as_json: bool, quiet: bool) -> N
 
 @click.command("create-device")
 @click.argument("region", shell_complete=complete_regions)
-@click.option("--size", help="Bytes or K/M/G/T (binary); default: all available space.")
-@click.option("--align", help="4K, 2M or 1G; default: the region's.")
+@click.option("--size", type=SIZE, help="Bytes or K/M/G/T (binary); default: all available space.")
+@click.option("--align", type=SIZE, help="4K, 2M or 1G; default: the region's.")
 @click.option(
     "--mode", "mode_name", default="devdax", show_default=True, help="Mode to bind the new device in."
 )
@@ -253,19 +184,21 @@ def _print_sub(res: subdevices.SubdeviceResult, as_json: bool, quiet: bool) -> N
 @click.option("--json", "as_json", is_flag=True)
 @click.pass_obj
 def create_device_cmd(
-    st: Any,
+    st: State,
     region: str,
-    size: str | None,
-    align: str | None,
+    size: int | None,
+    align: int | None,
     mode_name: str,
     no_online: bool,
     dry_run: bool,
     as_json: bool,
 ) -> None:
     """Carve a new device out of dynamic REGION (N or regionN; hmem or CXL RAM)."""
+    from daxmode.ops import subdevices
+
     setup_logging(st)
     res = subdevices.create_device(
-        _sysfs(st),
+        st.sysfs,
         region,
         size=size,
         align=align,
@@ -273,7 +206,7 @@ def create_device_cmd(
         online=not no_online,
         dry_run=dry_run,
     )
-    _print_sub(res, as_json, getattr(st, "quiet", False))
+    _print_sub(res, as_json, st.quiet)
 
 
 @click.command("destroy-device")
@@ -282,25 +215,34 @@ def create_device_cmd(
 @click.option("--dry-run", is_flag=True, help="Print the planned writes; change nothing.")
 @click.option("--json", "as_json", is_flag=True)
 @click.pass_obj
-def destroy_device_cmd(st: Any, device: str, force: bool, dry_run: bool, as_json: bool) -> None:
+def destroy_device_cmd(st: State, device: str, force: bool, dry_run: bool, as_json: bool) -> None:
     """Give DEVICE's memory back to its dynamic region and delete it (device 0 stays, at size 0)."""
+    from daxmode.ops import subdevices
+
     setup_logging(st)
-    res = subdevices.destroy_device(_sysfs(st), device, force=force, dry_run=dry_run)
-    _print_sub(res, as_json, getattr(st, "quiet", False))
+    res = subdevices.destroy_device(st.sysfs, device, force=force, dry_run=dry_run)
+    _print_sub(res, as_json, st.quiet)
 
 
 @click.command("resize")
 @click.argument("device", shell_complete=complete_devices)
-@click.option("--size", required=True, help="New size: bytes or K/M/G/T, a multiple of max(align, 2M).")
+@click.option(
+    "--size",
+    type=SizeType(positive=False),
+    required=True,
+    help="New size: bytes or K/M/G/T, a multiple of max(align, 2M).",
+)
 @click.option("--force", is_flag=True, help="Unbind a bound device, resize, and bind it again in its mode.")
 @click.option("--dry-run", is_flag=True, help="Print the planned writes; change nothing.")
 @click.option("--json", "as_json", is_flag=True)
 @click.pass_obj
-def resize_cmd(st: Any, device: str, size: str, force: bool, dry_run: bool, as_json: bool) -> None:
+def resize_cmd(st: State, device: str, size: int, force: bool, dry_run: bool, as_json: bool) -> None:
     """Change the size of DEVICE in a dynamic region (it must be unbound, or use --force)."""
+    from daxmode.ops import subdevices
+
     setup_logging(st)
-    res = subdevices.resize_device(_sysfs(st), device, size, force=force, dry_run=dry_run)
-    _print_sub(res, as_json, getattr(st, "quiet", False))
+    res = subdevices.resize_device(st.sysfs, device, size, force=force, dry_run=dry_run)
+    _print_sub(res, as_json, st.quiet)
 
 
 # --- completion and man -----------------------------------------------------------------------------
@@ -317,6 +259,8 @@ def completion_cmd(ctx: click.Context, shell: str) -> None:
     zsh:  eval "$(daxmode completion zsh)"
     fish: daxmode completion fish > ~/.config/fish/completions/daxmode.fish
     """
+    from click.shell_completion import get_completion_class
+
     root = ctx.find_root().command
     cls = get_completion_class(shell)
     if cls is None:  # pragma: no cover - click ships all three
@@ -326,19 +270,14 @@ def completion_cmd(ctx: click.Context, shell: str) -> None:
 
 
 @click.command("man")
-@click.option(
-    "-o", "--output", type=click.Path(dir_okay=False, writable=True), help="Write to FILE (man/daxmode.1)."
-)
+@click.option("-o", "--output", type=output_file(), help="Write to FILE (man/daxmode.1).")
 @click.pass_context
 def man_cmd(ctx: click.Context, output: str | None) -> None:
     """Print the daxmode(1) man page (roff), generated from the command tree."""
-    from importlib.metadata import PackageNotFoundError, version
+    from daxmode import __version__
+    from daxmode.cli import manpage
 
-    try:
-        ver = version("daxmode")
-    except PackageNotFoundError:  # pragma: no cover - running from a source tree
-        ver = "unknown"
-    text = manpage.render(ctx.find_root().command, "daxmode", ver)
+    text = manpage.render(ctx.find_root().command, "daxmode", __version__)
     if output:
         try:
             with open(output, "w", encoding="utf-8") as f:
@@ -347,15 +286,3 @@ def man_cmd(ctx: click.Context, output: str | None) -> None:
             raise InvalidArgument(f"cannot write {output}: {e.strerror}") from None
     else:
         click.echo(text, nl=False)
-
-
-COMMANDS: list[click.Command] = [
-    apply_cmd,
-    install_units_cmd,
-    uninstall_units_cmd,
-    create_device_cmd,
-    destroy_device_cmd,
-    resize_cmd,
-    completion_cmd,
-    man_cmd,
-]

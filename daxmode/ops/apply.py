@@ -8,16 +8,15 @@ stop the others; each gets its own result line and the caller exits non-zero.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
-from daxmode import config as cfgmod
-from daxmode.device import device_memory, get_device
 from daxmode.errors import DaxmodeError
-from daxmode.modes import Mode, Options, set_mode
+from daxmode.kernel.devices import bus_device_names, device_facts, read_device, resolve_name
+from daxmode.modes import Mode, Options, Progress, set_mode
+from daxmode.ops import config as cfgmod
+from daxmode.signals import Interrupted
 from daxmode.sysfs import Sysfs
-from daxmode.topology import device_facts, device_names, normalize_name, region_dir
 
 CHANGED = "changed"
 UNCHANGED = "unchanged"
@@ -60,7 +59,7 @@ def apply(
     dry_run: bool = False,
     config: cfgmod.Config | None = None,
     log: Callable[[str], None] | None = None,
-    progress: Callable[[str, int, int], None] | None = None,
+    progress: Callable[[Progress], None] | None = None,
 ) -> list[ApplyResult]:
     """One result per device (all dax-bus devices, or those named).
 
@@ -69,11 +68,11 @@ def apply(
     """
     cfg = config if config is not None else cfgmod.load(sysfs)
     if devices:
-        names = [normalize_name(d) for d in devices]
+        names = [resolve_name(sysfs, d) for d in devices]
         for n in names:
-            region_dir(sysfs, n)  # UnknownDevice, listing the devices that exist
+            read_device(sysfs, n)  # UnknownDevice, listing the devices that exist
     else:
-        names = device_names(sysfs)
+        names = bus_device_names(sysfs)
     return [_apply_one(sysfs, cfg, n, dry_run, log, progress) for n in names]
 
 
@@ -83,13 +82,13 @@ def _apply_one(
     name: str,
     dry_run: bool,
     log: Callable[[str], None] | None,
-    progress: Callable[[str, int, int], None] | None,
+    progress: Callable[[Progress], None] | None,
 ) -> ApplyResult:
     res = ApplyResult(name, FAILED)
     try:
         facts = device_facts(sysfs, name)
         entry = cfgmod.resolve(cfg, facts)
-        dev = get_device(sysfs, name)
+        dev = read_device(sysfs, name)
         res.start = dev.mode_name
         if entry is None:
             res.status = NO_RULE
@@ -105,19 +104,15 @@ def _apply_one(
             res.status = UNCHANGED
             res.message = f"already {entry.mode.value}"
             return res
-        tracker = _BlockProgress(sysfs, name, progress, log) if progress and not dry_run else None
         opts = Options(
             force=entry.force,
             online=entry.online,
             movable=entry.movable,
             dry_run=dry_run,
-            log=tracker.log if tracker else log,
+            log=log,
+            progress=progress,
         )
-        try:
-            out = set_mode(sysfs, name, entry.mode, opts)
-        finally:
-            if tracker:
-                tracker.finish()
+        out = set_mode(sysfs, name, entry.mode, opts)
         if dry_run:
             res.plan = [a.render() for a in out.plan.actions]
             res.status = WOULD_CHANGE if res.plan else UNCHANGED
@@ -126,55 +121,13 @@ def _apply_one(
             res.message = out.summary().split(": ", 1)[-1]
             if out.warnings:
                 res.message += "; " + "; ".join(out.warnings)
+    except Interrupted:
+        raise  # Ctrl-C stops apply (the device in progress was rolled back), not just one device
     except DaxmodeError as e:
         res.status = FAILED
         res.message = str(e)
         res.exit_code = e.exit_code
     return res
-
-
-class _BlockProgress:
-    """Progress of onlining/offlining, read from the mode manager's action log.
-
-    modes.Options has no progress hook; its ``log`` callback names each step ("step: online
-    memory") and each write (``... > /sys/devices/system/memory/memoryN/state``), which is
-    all a progress bar needs.  The total is the device's whole memory blocks.
-    """
-
-    def __init__(
-        self,
-        sysfs: Sysfs,
-        name: str,
-        progress: Callable[[str, int, int], None],
-        inner: Callable[[str], None] | None,
-    ) -> None:
-        dev = get_device(sysfs, name)
-        mem = device_memory(sysfs, dev) if dev.ranges is not None else None
-        self.total = len(mem.ids) if mem else 0
-        self.progress = progress
-        self.inner = inner
-        self.what: str | None = None
-        self.done = 0
-
-    def log(self, msg: str) -> None:
-        if self.inner:
-            self.inner(msg)
-        if msg.startswith(("step: ", "rollback: ")):
-            self.finish()
-            step = msg.split(": ", 1)[1]
-            self.what = {"online memory": "onlining", "offline memory": "offlining"}.get(step)
-            self.done = 0
-        elif self.what and self.total and _BLOCK_WRITE.search(msg):
-            self.done = min(self.done + 1, self.total)
-            self.progress(self.what, self.done, self.total)
-
-    def finish(self) -> None:
-        if self.what and self.done and self.done < self.total:
-            self.progress(self.what, self.total, self.total)
-        self.what = None
-
-
-_BLOCK_WRITE = re.compile(r"/memory\d+/state$")
 
 
 def exit_code(results: list[ApplyResult]) -> int:

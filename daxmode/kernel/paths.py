@@ -1,0 +1,44 @@
+"""Every kernel path daxmode touches, relative to the Sysfs root.
+
+The kernel layer is the only code that names these; everything above it asks the layer
+for devices, blocks and drivers.  Sources: Documentation/ABI/testing/sysfs-bus-dax and
+sysfs-devices-memory, drivers/dax/bus.c, drivers/base/memory.c (daxctl.md sections 1.2-1.5).
+"""
+
+from __future__ import annotations
+
+DAX_BUS = "sys/bus/dax"
+DAX_DEVICES = f"{DAX_BUS}/devices"
+DAX_DRIVERS = f"{DAX_BUS}/drivers"
+DAX_CLASS = "sys/class/dax"  # the legacy device model (dax_pmem_compat)
+MEMORY = "sys/devices/system/memory"
+NODE = "sys/devices/system/node"
+AUTO_ONLINE = f"{MEMORY}/auto_online_blocks"
+BLOCK_SIZE = f"{MEMORY}/block_size_bytes"
+CXL_DEVICES = "sys/bus/cxl/devices"
+MOUNTINFO = "proc/self/mountinfo"
+RUN_DIR = "run/daxmode"  # locks, journals, mount records: root-owned 0700 (kernel.rundir)
+UDEV_CONTROL = "run/udev/control"
+
+
+def device_dir(name: str) -> str:
+    """The bus link of a device (``sys/bus/dax/devices/daxX.Y``); resolve it for the real directory."""
+    return f"{DAX_DEVICES}/{name}"
+
+
+def driver_dir(driver: str) -> str:
+    return f"{DAX_DRIVERS}/{driver}"
+
+
+def driver_attr(driver: str, attr: str) -> str:
+    """``bind``, ``unbind``, ``new_id`` or ``remove_id`` of a dax driver."""
+    return f"{DAX_DRIVERS}/{driver}/{attr}"
+
+
+def block_attr(block_id: int, attr: str) -> str:
+    return f"{MEMORY}/memory{block_id}/{attr}"
+
+
+def dev_node(name: str) -> str:
+    """The character device (``dev/daxX.Y``)."""
+    return f"dev/{name}"
