@@ -161,6 +161,9 @@ with open(path, "rb") as f:
 """
 
 
+STATS = "import os, sys; print(os.getxattr(sys.argv[1], 'user.daxmode.stats').decode())"
+
+
 def driver(host, dev: str) -> str:  # type: ignore[no-untyped-def]
     return ok(host, f"basename $(readlink /sys/bus/dax/devices/{dev}/driver)").strip()
 
@@ -186,6 +189,11 @@ def test_two_hosts_mount_and_share(pair) -> None:  # type: ignore[no-untyped-def
         assert r.rc == 0, (h.name, r.stderr)
         fstype, source = mounted(h).split()
         assert (fstype, source) == ("fuse.famfs", f"/dev/{dev}")
+    # the data path follows the kernel: dax on a famfs kernel (the device stays in fsdev), else copy
+    famfs_kernel = sh(a, "grep -qw famfs_fuse_iomap_begin /proc/kallsyms").rc == 0
+    want = "dax" if famfs_kernel else "copy"
+    for h in (a, b):
+        assert driver(h, dev) == ("fsdev_dax" if famfs_kernel else "device_dax")
     data = known_data(SEED, DATA_SIZE)
     got = ok(b, f"sha256sum {MNT}/shared/dir1/data.bin").split()[0]
     assert got == hashlib.sha256(data).hexdigest()
@@ -203,6 +211,14 @@ def test_two_hosts_mount_and_share(pair) -> None:  # type: ignore[no-untyped-def
     ok(a, f"{PYTHON} -c {shlex.quote(WRITE_AT)} {MNT}/shared/dir1/data.bin 65536 {shlex.quote(text)}")
     got = ok(b, f"{PYTHON} -c {shlex.quote(READ_AT)} {MNT}/shared/dir1/data.bin 65536 {len(text)}")
     assert got == text
+    for h in (a, b):
+        st = json.loads(ok(h, f"{PYTHON} -c {shlex.quote(STATS)} {MNT}"))
+        reqs = st["server"]["requests"]
+        assert st["data_path"] == want, (h.name, st)
+        if want == "dax":  # no file data through either server; one GET_FMAP per file opened
+            assert "READ" not in reqs and "WRITE" not in reqs and reqs["GET_FMAP"] == st["fmaps_sent"], st
+        else:
+            assert reqs["READ"] > 0, st
     # both unmount; the device is back in the mode it had on each host
     for h in (a, b):
         r = famfs(h, dev, "umount", MNT)

@@ -126,7 +126,7 @@ def test_mount_read_write_refuse_kill(famfs_on_device: bytes) -> None:
     data = famfs_on_device
     # the mount command returns once the mount is live; its server runs on (a real process here)
     r = subprocess.run(
-        [sys.executable, "-m", "daxmode.cli", "famfs", "mount", DEV, str(MNT)],
+        [sys.executable, "-m", "daxmode", "famfs", "mount", DEV, str(MNT)],
         capture_output=True, text=True, timeout=600,
     )  # fmt: skip
     assert r.returncode == 0, r.stderr
