@@ -22,6 +22,7 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
+from bench.bench_famfs import _best
 from daxmode import cacheflush, fsdev
 from daxmode.famfs import Volume, mkfs
 from daxmode.famfs import mount as M
@@ -39,15 +40,6 @@ MOUNT_CPU_GOAL = 1.0
 
 def _shm() -> str:
     return "/dev/shm" if os.access("/dev/shm", os.W_OK) else tempfile.gettempdir()
-
-
-def _best(fn, n: int = 3) -> float:  # type: ignore[no-untyped-def]
-    best = float("inf")
-    for _ in range(n):
-        t = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - t)
-    return best
 
 
 def _cpu_of(pid: int) -> float:
@@ -148,14 +140,14 @@ def main() -> dict[str, float]:
                     for off in range(0, n, CHUNK):
                         dst[:] = mv[dev + off : dev + off + CHUNK]
 
-            t_memcpy = _best(memcpy)
+            t_memcpy = _best(memcpy, 3)
             ff = FamfsFile(v, meta, invalidate=False)
 
             def api(f: FamfsFile = ff) -> None:
                 for off in range(0, GiB, CHUNK):
                     f.readinto(buf, off)
 
-            t_api = _best(api)
+            t_api = _best(api, 3)
             del ff, api
             mv.release()
             v.close()
@@ -170,9 +162,9 @@ def main() -> dict[str, float]:
                 res = M.mount(sysfs, str(img), str(mnt))
                 try:
                     big = str(mnt / "big")
-                    t_read = _best(lambda b=big: _read_all(b, buf))
-                    t_dd = _best(lambda b=big: _dd(b))
-                    t_mmap = _best(lambda b=big: _mmap_all(b, buf))
+                    t_read = _best(lambda b=big: _read_all(b, buf), 3)
+                    t_dd = _best(lambda b=big: _dd(b), 3)
+                    t_mmap = _best(lambda b=big: _mmap_all(b, buf), 3)
                     if not flush:
                         out.update(_small_files(mnt))
                 finally:

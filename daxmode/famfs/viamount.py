@@ -17,10 +17,8 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
-import fcntl
 import mmap
 import os
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 from daxmode import cacheflush
@@ -111,13 +109,11 @@ class MountMapping:
                 pos += ln
         self._mapped.add(meta.index)
 
-    @contextlib.contextmanager
-    def lock(self) -> Iterator[None]:
-        fcntl.flock(self.fd, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(self.fd, fcntl.LOCK_UN)
+    def lock(self) -> contextlib.AbstractContextManager[None]:
+        """flock on .meta/.log, as famfs's tools take it (host-local; Mapping.lock is the same)."""
+        from daxmode.fsdev import Mapping
+
+        return Mapping.lock(self)  # type: ignore[arg-type]
 
     def close(self) -> None:
         try:
