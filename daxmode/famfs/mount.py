@@ -300,6 +300,8 @@ def restore_mode(sysfs: Sysfs, rec: S.MountRecord) -> str | None:
     now = dax_info(sysfs, rec.device).mode
     if now == rec.previous_mode:
         return None
+    if now != rec.mode:  # someone changed it since the mount: not ours to undo
+        return f"{rec.device} is in {now} mode (changed since the mount); left as is"
     users = mounts_using(sysfs, rec.device)
     if users:
         raise LeftPartial(
