@@ -129,6 +129,9 @@ def choose_data_path(sysfs: Sysfs, t: Target, requested: str) -> tuple[str, str]
         if requested == DAX:
             raise FamfsError("--data-path dax: the fsdev_dax driver is not available (modprobe fsdev_dax)")
         return COPY, "famfs kernel without the fsdev_dax driver"
+    from daxmode.kernel import locks
+
+    os.close(locks.open_run_dir(sysfs))  # run/daxmode: 0700, checked; the probe mount point goes inside
     try:
         probe = K.probe_init(str(sysfs.path(PROBE_DIR)))
     except OSError as e:

@@ -166,7 +166,8 @@ def probe_init(workdir: str, timeout: float = 10.0) -> InitProbe:
     The famfs flag (``FUSE_DAX_FMAP``) is offered only by a famfs kernel and only to a mounter with
     CAP_SYS_RAWIO (V10 02/04), so this answers exactly "can this process mount with the dax path".
     """
-    os.makedirs(workdir, mode=0o700, exist_ok=True)
+    with contextlib.suppress(FileExistsError):
+        os.mkdir(workdir, 0o700)  # its parent is the caller's (checked) run directory
     mnt = os.path.join(workdir, f"probe-{os.getpid()}-{time.monotonic_ns()}")
     os.mkdir(mnt, 0o700)
     try:
