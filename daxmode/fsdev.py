@@ -12,7 +12,6 @@ Image files stand in for devices in tests and for offline preparation of a famfs
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import mmap
 import os
 import stat
@@ -23,6 +22,7 @@ from daxmode import cacheflush
 from daxmode.cacheflush import CacheSync
 from daxmode.errors import BadMode, DeviceBusy, FamfsError, InvalidArgument
 from daxmode.kernel.devices import get_device, is_name, node_path, resolve_name
+from daxmode.kernel.locks import flocked
 from daxmode.kernel.mounts import mounts_using
 from daxmode.sysfs import Sysfs
 
@@ -41,14 +41,9 @@ class Mapping:
     switched: bool = False
     """The device was switched from fsdev for this mapping and goes back when it closes."""
 
-    @contextlib.contextmanager
-    def lock(self) -> Iterator[None]:
+    def lock(self) -> contextlib.AbstractContextManager[None]:
         """flock on the device/image: serialises mutating sessions on this host (famfs flocks its log)."""
-        fcntl.flock(self.fd, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(self.fd, fcntl.LOCK_UN)
+        return flocked(self.fd)
 
     def close(self) -> None:
         if self.kind == "image" and not self.buf.closed:

@@ -110,10 +110,10 @@ class MountMapping:
         self._mapped.add(meta.index)
 
     def lock(self) -> contextlib.AbstractContextManager[None]:
-        """flock on .meta/.log, as famfs's tools take it (host-local; Mapping.lock is the same)."""
-        from daxmode.fsdev import Mapping
+        """flock on .meta/.log, as famfs's tools take it (host-local)."""
+        from daxmode.kernel.locks import flocked
 
-        return Mapping.lock(self)  # type: ignore[arg-type]
+        return flocked(self.fd)
 
     def close(self) -> None:
         try:
