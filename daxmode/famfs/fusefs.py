@@ -12,6 +12,13 @@ Two data paths (docs/famfs-mount.md):
   (its extents, 2 MiB aligned) and the device gets GET_DAXDEV; the kernel then maps file data
   straight onto the fsdev-mode device and no data passes through here.
 
+No FLUSH: open replies carry FOPEN_NOFLUSH and a FLUSH is answered ENOSYS (the kernel then
+stops sending them).  Writes are synchronous, so there is nothing to flush, and it keeps a close on
+the mount from ever waiting for the server: the server itself holds ``.meta/.log`` of its own
+mount on the dax path, and when it is killed the kernel closes that file (and would send FLUSH)
+before it releases /dev/fuse, so a FLUSH would wait forever for a server that is exiting (seen on
+the V10 kernel: the killed server hung in ``fuse_flush`` under ``do_exit``).
+
 famfs semantics: no create, unlink, rename, link, mkdir or size change through the mount (EPERM,
 as for an immutable inode); chmod/chown are refused too, because modes and owners come from the
 log and would not reach other hosts.  Writes stop at the file size: a write starting at or past
@@ -134,7 +141,7 @@ class FamfsFuse:
             P.READDIR: self.readdir,
             P.RELEASE: _nothing,
             P.RELEASEDIR: _nothing,
-            P.FLUSH: _nothing,
+            P.FLUSH: _refuse(errno.ENOSYS),
             P.FSYNC: _nothing,
             P.FSYNCDIR: _nothing,
             P.STATFS: self.statfs,
@@ -207,7 +214,9 @@ class FamfsFuse:
         o = P.parse_open_in(body)
         if o.flags & os.O_TRUNC and o.flags & _O_ACCMODE != os.O_RDONLY:
             raise FuseError(errno.EPERM, "famfs files cannot be truncated")
-        flags = 0 if self.data_path == DAX else P.FOPEN_DIRECT_IO | P.FOPEN_PARALLEL_DIRECT_WRITES
+        flags = P.FOPEN_NOFLUSH
+        if self.data_path == COPY:
+            flags |= P.FOPEN_DIRECT_IO | P.FOPEN_PARALLEL_DIRECT_WRITES
         return P.pack_open_out(ino.nodeid, flags)
 
     def opendir(self, h: P.InHeader, body: memoryview) -> bytes:

@@ -163,6 +163,7 @@ FOPEN_DIRECT_IO = 1 << 0
 FOPEN_KEEP_CACHE = 1 << 1
 FOPEN_NONSEEKABLE = 1 << 2
 FOPEN_CACHE_DIR = 1 << 3
+FOPEN_NOFLUSH = 1 << 5
 FOPEN_PARALLEL_DIRECT_WRITES = 1 << 6
 
 # --- setattr valid bits (FATTR_*) --------------------------------------------------------------

@@ -160,7 +160,11 @@ def test_famfs_semantics_refused(world) -> None:  # type: ignore[no-untyped-def]
     assert k.errno_of(P.OPEN, a, trunc) == errno.EPERM
     assert k.errno_of(P.FALLOCATE, a, bytes(32)) == errno.EOPNOTSUPP
     o = k(P.OPEN, a, struct.pack("<II", os.O_RDWR, 0))
-    assert struct.unpack_from("<QI", o, 0) == (a, P.FOPEN_DIRECT_IO | P.FOPEN_PARALLEL_DIRECT_WRITES)
+    assert struct.unpack_from("<QI", o, 0) == (
+        a,
+        P.FOPEN_DIRECT_IO | P.FOPEN_PARALLEL_DIRECT_WRITES | P.FOPEN_NOFLUSH,
+    )
+    assert k.errno_of(P.FLUSH, a, struct.pack("<QIIQ", a, 0, 0, 0)) == errno.ENOSYS  # the kernel stops asking
     assert k.errno_of(P.OPEN, d, struct.pack("<II", 0, 0)) == errno.EISDIR
     assert k.errno_of(P.OPENDIR, a, struct.pack("<II", 0, 0)) == errno.ENOTDIR
 
