@@ -1,4 +1,6 @@
-"""Tool overhead of a system-ram round trip on a 1 TiB simulated device (4096 x 256 MiB blocks).
+"""Mode transitions: tool overhead on a 1 TiB simulated device, then every transition on the real kernel.
+
+Part 1, simulator (4096 x 256 MiB blocks).
 
 Target (issue 2): devdax -> system-ram -> devdax spends under 0.25 s *outside* the sysfs
 writes.  The simulator's writes do the kernel's work (hot-adding 4096 block directories,
@@ -8,11 +10,19 @@ inside each write; everything else (reads, planning, verification) is the tool's
 Both wall time and this thread's CPU time are reported.  On a loaded machine (load average
 above the CPU count) wall time outside the writes mostly measures waiting for a CPU, so the
 verdict then uses CPU time and says so.
+
+Part 2, real kernel: boots one nvdimm guest through the harness (memory can be onlined there) and
+runs :mod:`bench.guest_modes` in it: every transition through daxmode as a new process, daxmode
+in-process, daxctl 85 and the raw sysfs floor, on the same device in the same run, with ratios.
+It boots QEMU, so run ``make bench`` under the machine's VM lock (``flock /work/vm.lock make
+bench``).  ``DAXMODE_BENCH_GUEST=0`` runs part 1 only.
 """
 
 from __future__ import annotations
 
+import json
 import os
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -21,6 +31,7 @@ from daxmode import sim
 from daxmode.modes import Mode, Options, set_mode
 from daxmode.sysfs import Sysfs
 
+PROJECT = Path(__file__).resolve().parents[1]
 BLOCK = 256 << 20
 BLOCKS = 4096
 TARGET_S = 0.25
@@ -50,6 +61,56 @@ def _run(sysfs: Sysfs, target: Mode, opts: Options) -> dict[str, float]:
 
 
 def main() -> dict[str, float]:
+    out = simulated()
+    if os.environ.get("DAXMODE_BENCH_GUEST", "1") == "0":
+        print("bench_modes: real-kernel table not run (DAXMODE_BENCH_GUEST=0)")
+        return out
+    out.update(in_guest())
+    return out
+
+
+def in_guest(repeats: int = 3) -> dict[str, float]:
+    """Boot one nvdimm guest and run bench.guest_modes in it; its table is printed as it comes."""
+    if str(PROJECT / "qemu") not in sys.path:
+        sys.path.insert(0, str(PROJECT / "qemu"))
+    from mhd import harness
+
+    cfg = harness.parse_args(
+        ["--backend", "nvdimm", "--hosts", "1", "--results", str(PROJECT / "results" / "bench-modes")]
+    )
+    run = harness.Run(cfg)
+    load0 = os.getloadavg()[0]
+    t0 = time.monotonic()
+    try:
+        run.prepare()
+        run.start_guests()
+        run.wait_ready()
+        run.bring_up()
+        boot = time.monotonic() - t0
+        g = run.guests[0]
+        argv = [str(run.python), "-m", "bench.guest_modes", "--repeats", str(repeats), "--json"]
+        r = g.run(argv, timeout=3600, cwd=str(PROJECT))
+    finally:
+        run.cleanup(graceful=True)
+    lines = r.stdout.splitlines()
+    data = json.loads(lines[-1]) if lines and lines[-1].startswith("{") else None
+    if not r.ok or data is None:
+        raise RuntimeError(f"guest_modes failed in the guest: {r.describe()}")
+    print(f"bench_modes: nvdimm guest ({run.accel}) booted and its device brought up in {boot:.0f} s")
+    print("\n".join(lines[:-1]))
+    print(
+        f"  (host load average {load0:.1f} at the start, {os.getloadavg()[0]:.1f} at the end, "
+        f"{os.cpu_count()} host cores)"
+    )
+    out: dict[str, float] = {}
+    for row in data["guest_modes"]:
+        key = str(row["transition"])
+        out[f"guest {key} process/daxctl"] = float(row["process_vs_daxctl"])
+        out[f"guest {key} inproc/daxctl"] = float(row["inproc_vs_daxctl"])
+    return out
+
+
+def simulated() -> dict[str, float]:
     shm = "/dev/shm" if os.path.isdir("/dev/shm") else None  # the simulated kernel writes many files
     with tempfile.TemporaryDirectory(prefix="daxmode-bench-", dir=shm) as d:
         s = build(Path(d))

@@ -21,8 +21,9 @@ from dataclasses import dataclass, field
 from daxmode import cacheflush
 from daxmode.cacheflush import CacheSync
 from daxmode.errors import BadMode, DeviceBusy, FamfsError, InvalidArgument
+from daxmode.famfs.loglock import DEFAULT_TIMEOUT as DEFAULT_LOCK_TIMEOUT
+from daxmode.famfs.loglock import volume_lock
 from daxmode.kernel.devices import get_device, is_name, node_path, resolve_name
-from daxmode.kernel.locks import flocked
 from daxmode.kernel.mounts import mounts_using
 from daxmode.sysfs import Sysfs
 
@@ -41,9 +42,10 @@ class Mapping:
     switched: bool = False
     """The device was switched from fsdev for this mapping and goes back when it closes."""
 
-    def lock(self) -> contextlib.AbstractContextManager[None]:
-        """flock on the device/image: serialises mutating sessions on this host (famfs flocks its log)."""
-        return flocked(self.fd)
+    def lock(self, timeout: float | None = DEFAULT_LOCK_TIMEOUT) -> contextlib.AbstractContextManager[None]:
+        """The volume lock: an exclusive flock on the device node's or image's inode, shared by
+        every process on this host (:mod:`daxmode.famfs.loglock`); DeviceBusy after ``timeout``."""
+        return volume_lock(self.fd, self.daxdev, timeout)
 
     def close(self) -> None:
         if self.kind == "image" and not self.buf.closed:
@@ -175,43 +177,50 @@ def _map_devdax(sysfs: Sysfs, info: DaxInfo, writable: bool) -> Mapping:
 def map_device(sysfs: Sysfs, name: str, *, writable: bool = True) -> Iterator[Mapping]:
     """Map dax device ``name``; an fsdev device is switched to devdax for the duration and back.
 
-    Refuses a mounted device (DeviceBusy), a system-ram device and an unbound one (BadMode)."""
+    Refuses a device mounted by anything but a live daxmode famfs mount (DeviceBusy), a system-ram
+    device and an unbound one (BadMode).  The mode is read under the device lock: another process's
+    session may be switching the device between fsdev and devdax right now (a real-kernel run caught
+    a writer reading "no driver" in that window).  A devdax device's lock is released once it is
+    mapped; an fsdev device keeps it for the whole session, through the switch and back.  While
+    daxmode's FUSE server has the device mounted, a devdax device (copy data path) is mapped as
+    usual and an fsdev one (dax data path) is reached through the mount (famfs.viamount)."""
+    from daxmode.kernel.locks import device_lock
+
     name = resolve_name(sysfs, name)
-    info = dax_info(sysfs, name)
-    where = mounted_at(sysfs, name)
-    if where:
-        via = _our_mount(sysfs, name, where)
-        if via is None:
+    with contextlib.ExitStack() as held:
+        held.enter_context(device_lock(sysfs, name))
+        info = dax_info(sysfs, name)
+        where = mounted_at(sysfs, name)
+        via = _our_mount(sysfs, name, where) if where else None
+        if where and via is None:
             at = ", ".join(where)
             raise DeviceBusy(f"{name} is mounted at {at}; unmount it first (daxmode famfs umount)")
-        if info.mode == "fsdev":  # dax data path: the memory is reachable only through the mount
+        if via is not None and info.mode == "fsdev":  # dax data path: only the mount reaches it
             from daxmode.famfs.viamount import open_via_mount
 
             vm = open_via_mount(via, f"/dev/{name}", info.size, writable=writable)
+            held.close()
             try:
                 yield vm  # type: ignore[misc]
             finally:
                 vm.close()
             return
-        if info.mode == "devdax":  # copy data path: the server maps the device too; so may we
+        if via is not None and info.mode != "devdax":
+            raise DeviceBusy(f"{name} is mounted at {via} but in {info.mode} mode; unmount it first")
+        if info.mode == "devdax":
             m = _map_devdax(sysfs, info, writable)
-            m.notes.append(f"{name} is mounted at {via} (copy data path); the mount sees these changes")
+            if via is not None:  # copy data path: the server maps the device too
+                m.notes.append(f"{name} is mounted at {via} (copy data path); the mount sees these changes")
+            held.close()
             try:
                 yield m
             finally:
                 m.close()
             return
-    if info.mode == "devdax":
-        m = _map_devdax(sysfs, info, writable)
-        try:
-            yield m
-        finally:
-            m.close()
-        return
-    if info.mode == "fsdev":
-        from daxmode.modes import Mode, temporary_mode
+        if info.mode == "fsdev":
+            from daxmode.modes import Mode, temporary_mode
 
-        with temporary_mode(sysfs, name, Mode.DEVDAX):
+            held.enter_context(temporary_mode(sysfs, name, Mode.DEVDAX))
             m = _map_devdax(sysfs, dax_info(sysfs, name), writable)
             m.notes.append(f"{name} was switched from fsdev to devdax for this operation and back")
             m.switched = True
@@ -219,13 +228,13 @@ def map_device(sysfs: Sysfs, name: str, *, writable: bool = True) -> Iterator[Ma
                 yield m
             finally:
                 m.close()
-        return
-    if info.mode is None:
-        raise BadMode(f"{name} has no driver bound; bind it first (daxmode set {name} devdax)")
-    raise BadMode(
-        f"{name} is in {info.mode} mode; famfs needs devdax or fsdev "
-        f"(daxmode set {name} devdax, with --force if its memory is online)"
-    )
+            return
+        if info.mode is None:
+            raise BadMode(f"{name} has no driver bound; bind it first (daxmode set {name} devdax)")
+        raise BadMode(
+            f"{name} is in {info.mode} mode; famfs needs devdax or fsdev "
+            f"(daxmode set {name} devdax, with --force if its memory is online)"
+        )
 
 
 @contextlib.contextmanager

@@ -158,6 +158,51 @@ fetch_kernel() {
     log "kernel $KVER unpacked into $dest"
 }
 
+# daxctl 85 (famfs mode) from Debian sid, the peer the benchmark and parity tests measure against: the
+# .debs are fetched through a PRIVATE sources list and apt state (sid is never added to the host's apt
+# sources) and unpacked with `dpkg -x` into .cache/daxctl-85/; nothing is installed. It runs through
+# sid's own loader: <dir>/usr/lib/x86_64-linux-gnu/ld-linux-x86-64.so.2 --library-path
+# <dir>/usr/lib/x86_64-linux-gnu <dir>/usr/bin/daxctl (bench/guest_modes.py, test_daxctl_parity.py).
+fetch_daxctl85() {
+    local dest="$CACHE/daxctl-85" want="${DAXCTL_VERSION:-85}"
+    local lib="$dest/usr/lib/x86_64-linux-gnu"
+    if [[ -f "$dest/.complete" ]] \
+        && "$lib/ld-linux-x86-64.so.2" --library-path "$lib" "$dest/usr/bin/daxctl" --version >/dev/null 2>&1; then
+        log "daxctl $(cat "$dest/.complete") cached in $dest"
+        return
+    fi
+    local apt_dir="$CACHE/apt-sid"
+    mkdir -p "$apt_dir/lists/partial" "$apt_dir/archives/partial" "$apt_dir/debs"
+    echo "deb [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] $MIRROR sid main" >"$apt_dir/sources.list"
+    local opts=(
+        -o "Dir::Etc::sourcelist=$apt_dir/sources.list" -o "Dir::Etc::sourceparts=-"
+        -o "Dir::State::Lists=$apt_dir/lists" -o "Dir::Cache::archives=$apt_dir/archives"
+        -o "Dir::Cache::pkgcache=$apt_dir/pkgcache.bin" -o "Dir::Cache::srcpkgcache=$apt_dir/srcpkgcache.bin"
+        -o "APT::Get::List-Cleanup=0" -o "Debug::NoLocking=1" -o "APT::Architecture=amd64"
+        -o "APT::Sandbox::User=root" -q
+    )
+    local pkgs=(daxctl libdaxctl1 libndctl6 libcxl1 libiniparser4 libc6 libkmod2 libuuid1 libjson-c5 libudev1)
+    log "fetching daxctl $want and its libraries from sid (private apt state in $apt_dir)"
+    apt-get "${opts[@]}" update >/dev/null
+    local ver
+    ver="$(apt-cache "${opts[@]}" show daxctl 2>/dev/null | sed -n 's/^Version: //p' | sort -V | tail -1)"
+    [[ -n "$ver" ]] || die "sid has no daxctl package"
+    version_ge "${ver%%-*}" "$want" || die "sid has daxctl $ver, older than $want (no famfs mode)"
+    [[ "${ver%%-*}" == "$want" ]] || log "note: sid has moved on to daxctl $ver; using it"
+    rm -f "$apt_dir/debs/"*.deb
+    (cd "$apt_dir/debs" && apt-get "${opts[@]}" download "${pkgs[@]}" >/dev/null)
+    rm -rf "$dest"
+    mkdir -p "$dest"
+    local p
+    for p in "${pkgs[@]}"; do
+        dpkg -x "$(compgen -G "$apt_dir/debs/${p}_*.deb" | head -1)" "$dest"
+    done
+    "$lib/ld-linux-x86-64.so.2" --library-path "$lib" "$dest/usr/bin/daxctl" --version >/dev/null \
+        || die "the unpacked daxctl $ver does not run through sid's loader"
+    echo "$ver" >"$dest/.complete"
+    log "daxctl $ver unpacked into $dest"
+}
+
 check_modules_visible() {
     # The harness builds its initramfs from these; fail here rather than at boot.
     local mods="$CACHE/kernels/$KVER/usr/lib/modules/$KVER"
@@ -173,4 +218,5 @@ install_host_packages
 install_qemu
 fetch_kernel
 check_modules_visible
+fetch_daxctl85
 log "done: QEMU $(qemu_version), kernel $CACHE/kernels/$KVER"

@@ -46,19 +46,25 @@ def scan_log(buf: bytes | bytearray | memoryview, log_len: int) -> LogScan:
     n = min(header.next_index, max(cap, 0))
     if header.next_index > cap:
         scan.bad.append((cap, f"next_index {header.next_index} runs past the log's {cap} slots"))
-    off = scan_entries(mv, 0, n, scan.records, scan.bad)
-    if n < cap:
-        tail = mv[off : off + L.ENTRY_SIZE]
-        scan.torn_tail = tail.nbytes == L.ENTRY_SIZE and any(tail.tobytes())
+    scan_entries(mv, 0, n, scan.records, scan.bad)
+    scan.torn_tail = tail_written(mv, n, cap)
     return scan
+
+
+def tail_written(mv: memoryview, n: int, cap: int) -> bool:
+    """True if slot ``n`` (the first one outside the log) holds data: an interrupted append."""
+    if n >= cap:
+        return False
+    off = L.LOG_HDR_SIZE + n * L.ENTRY_SIZE
+    tail = mv[off : off + L.ENTRY_SIZE]
+    return tail.nbytes == L.ENTRY_SIZE and any(tail.tobytes())
 
 
 def scan_entries(
     mv: memoryview, start: int, stop: int, records: list[L.Record], bad: list[tuple[int, str]]
-) -> int:
-    """Check and decode entries ``start..stop-1`` of the log at ``mv[0]``, appending to ``records``
-    and ``bad``; returns the offset after the last entry.  Used for a whole log and, by a mounted
-    namespace, for the entries appended since it last looked."""
+) -> None:
+    """Check and decode entries ``start``..``stop - 1`` of the log at ``mv[0]``, appending the
+    valid ones to ``records`` and the others to ``bad``.  The caller bounds ``stop`` by the log."""
     crc32 = zlib.crc32
     decode = L.decode_entry
     extents = L._extents
@@ -88,7 +94,6 @@ def scan_entries(
             except L.FormatError as e:
                 bad.append((i, str(e)))
         off += L.ENTRY_SIZE
-    return off
 
 
 @dataclass(slots=True)
@@ -109,23 +114,42 @@ class Tree:
     errors: list[str]
     skipped: int = 0
     """Entries for paths that already existed (famfs logplay skips these too)."""
+    nodes: dict[str, Node] = field(default_factory=dict, repr=False)
+    """Directory path -> its node ("" is the root)."""
+
+    def __post_init__(self) -> None:
+        self.nodes.setdefault("", self.root)
 
     def lookup(self, path: str) -> Node | L.FileMeta | None:
         path = path.strip("/")
-        if not path:
-            return self.root
-        return self.files.get(path) or self._dir_node(path)
+        return self.files.get(path) or self.nodes.get(path)
 
-    def _dir_node(self, path: str) -> Node | None:
-        node: Node | L.FileMeta = self.root
-        for part in path.split("/"):
-            if not isinstance(node, Node):
-                return None
-            nxt = node.children.get(part)
-            if nxt is None:
-                return None
-            node = nxt
-        return node if isinstance(node, Node) else None
+    def add(self, r: L.Record) -> bool:
+        """Play one record the way famfs logplay does: an existing path is skipped, a file or
+        directory whose parent was never created is an error and is not played.  True if played."""
+        if isinstance(r, L.DaxdevMeta):
+            return False
+        path = r.path
+        if not r.path_ok:
+            self.errors.append(f"entry {r.index}: invalid path {path!r}; not played")
+            return False
+        if path in self.files or path in self.dirs:
+            self.skipped += 1
+            return False
+        parent_path, _, name = path.rpartition("/")
+        parent = self.nodes.get(parent_path)
+        if parent is None:
+            self.errors.append(f"entry {r.index}: parent directory of {path!r} does not exist; not played")
+            return False
+        if isinstance(r, L.FileMeta):
+            self.files[path] = r
+            parent.children[name] = r
+        else:
+            node = Node(r)
+            self.dirs[path] = r
+            self.nodes[path] = node
+            parent.children[name] = node
+        return True
 
     def walk(self) -> list[L.FileMeta | L.DirMeta]:
         """Every directory and file, in log order."""
@@ -135,35 +159,9 @@ class Tree:
 
 
 def play(records: list[L.Record]) -> Tree:
-    """Play valid records into a tree the way famfs logplay does: existing paths are skipped,
-    a file or directory whose parent was never created is an error and is not played."""
-    root = Node(None)
-    files: dict[str, L.FileMeta] = {}
-    dirs: dict[str, L.DirMeta] = {}
-    errors: list[str] = []
-    skipped = 0
-    dir_nodes: dict[str, Node] = {"": root}
+    """Play valid records into a new tree (see :meth:`Tree.add`)."""
+    tree = Tree(Node(None), {}, {}, [])
+    add = tree.add
     for r in records:
-        if isinstance(r, L.DaxdevMeta):
-            continue
-        path = r.path
-        if not r.path_ok:
-            errors.append(f"entry {r.index}: invalid path {path!r}; not played")
-            continue
-        if path in files or path in dirs:
-            skipped += 1
-            continue
-        parent_path, _, name = path.rpartition("/")
-        parent = dir_nodes.get(parent_path)
-        if parent is None:
-            errors.append(f"entry {r.index}: parent directory of {path!r} does not exist; not played")
-            continue
-        if isinstance(r, L.FileMeta):
-            files[path] = r
-            parent.children[name] = r
-        else:
-            node = Node(r)
-            dirs[path] = r
-            dir_nodes[path] = node
-            parent.children[name] = node
-    return Tree(root, files, dirs, errors, skipped)
+        add(r)
+    return tree

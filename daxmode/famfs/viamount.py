@@ -109,11 +109,12 @@ class MountMapping:
                 pos += ln
         self._mapped.add(meta.index)
 
-    def lock(self) -> contextlib.AbstractContextManager[None]:
-        """flock on .meta/.log, as famfs's tools take it (host-local)."""
-        from daxmode.kernel.locks import flocked
+    def lock(self, timeout: float | None = 60.0) -> contextlib.AbstractContextManager[None]:
+        """The volume lock on .meta/.log's inode (famfs's tools flock that file too): every process
+        on this host reaching the volume through the mount shares it."""
+        from daxmode.famfs.loglock import volume_lock
 
-        return flocked(self.fd)
+        return volume_lock(self.fd, f"{self.mountpoint}/.meta/.log", timeout)
 
     def close(self) -> None:
         try:

@@ -1,25 +1,32 @@
 """famfs operations on a mapped device or image: mkfs, logplay, mkdir, creat, cp, read, getmap.
 
 A *medium* is anything that exposes the whole device as one writable buffer (an ``mmap`` of a
-devdax device or of an image file) plus a cache syncer; see :mod:`daxmode.fsdev`.  All metadata
-goes through :mod:`daxmode.famfs.layout`; this module adds the rules around it:
+devdax device or of an image file) plus a cache syncer and the volume lock; see
+:mod:`daxmode.fsdev` and :mod:`daxmode.famfs.loglock`.  All metadata goes through
+:mod:`daxmode.famfs.layout`; this module adds the rules around it:
 
 * only the master (this host's system UUID equals the superblock's) may mutate;
-* a log append writes and writes back the entry first, then the counters (next_seqnum, then
-  next_index), each followed by a fence.  A crash before the counters leaves the entry outside
-  the log; a torn entry inside it fails its CRC and is never played;
+* one mutating session at a time per volume on this host: each mutation takes the volume lock,
+  then re-reads the superblock, the log header and any entries appended since this process last
+  looked (so the bitmap too), and only then checks names, allocates and picks the log slot.  An
+  open ``Volume`` is a cache of the log, never the authority;
+* a log append writes and writes back the entry first, then both counters (next_seqnum and
+  next_index) in one 16-byte store, written back: the commit.  A crash before it leaves the
+  entry outside the log (a torn tail slot); a torn entry inside the log fails its CRC and is
+  never played;
 * only the entry's cache lines and the header counters are written back (famfs flushes the whole
-  log on every append, which is why its creat takes ~0.1 s);
-* the bitmap is rebuilt from the log once per session and updated in place afterwards.
+  log on every append, which is why its creat takes ~0.1 s).
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import io
 import struct
+import threading
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import BinaryIO, Protocol
 
@@ -27,9 +34,10 @@ from daxmode.cacheflush import CacheSync
 from daxmode.errors import FamfsError, InvalidArgument
 from daxmode.famfs import layout as L
 from daxmode.famfs.alloc import Allocator, build_bitmap
-from daxmode.famfs.log import LogScan, Node, Tree, play, scan_log
+from daxmode.famfs.log import LogScan, Tree, play, scan_entries, scan_log, tail_written
+from daxmode.famfs.loglock import DEFAULT_TIMEOUT as DEFAULT_LOCK_TIMEOUT
 
-_counters = struct.Struct("<Q")
+_counters = struct.Struct("<2Q")  # next_seqnum, next_index: written together
 
 
 class Medium(Protocol):
@@ -40,8 +48,9 @@ class Medium(Protocol):
     """The name recorded in the superblock's dd_daxdev (e.g. /dev/dax0.0)."""
     sync: CacheSync
 
-    def lock(self) -> contextlib.AbstractContextManager[None]:
-        """Exclusive host-local lock held while the log is mutated."""
+    def lock(self, timeout: float | None = ...) -> contextlib.AbstractContextManager[None]:
+        """The volume lock (:mod:`daxmode.famfs.loglock`): exclusive across this host's processes,
+        DeviceBusy after ``timeout`` seconds."""
         ...
 
 
@@ -81,13 +90,20 @@ def mkfs(
     """Format ``medium``: zeroed log with a fresh header, then the superblock (written last).
 
     An existing valid superblock is refused without ``force``, whoever owns it; ``kill`` zeroes
-    only the magic (famfs ``mkfs -f -k``) so the device no longer looks formatted.
+    only the magic (famfs ``mkfs -f -k``) so the device no longer looks formatted.  Runs under the
+    volume lock, so it never rewrites a log another session on this host is appending to.
     """
     L.check_version(version)
     if kill and not force:
         raise InvalidArgument("--kill needs --force")
-    buf = medium.buf
-    mv = memoryview(buf)  # type: ignore[arg-type]
+    with medium.lock():
+        return _mkfs(medium, system_uuid, log_len, version, force, kill)
+
+
+def _mkfs(
+    medium: Medium, system_uuid: uuid.UUID, log_len: int, version: int, force: bool, kill: bool
+) -> MkfsResult:
+    mv = memoryview(medium.buf)  # type: ignore[arg-type]
     try:
         existing = has_superblock(mv)
         if existing and not force:
@@ -138,31 +154,75 @@ def mkfs(
         mv.release()
 
 
-class Volume:
-    """One session on a formatted medium: validated superblock, played log, and (for the master)
-    an allocator.  Create with :func:`open_volume`; close to release buffer views."""
+class Reformatted(FamfsError):
+    """The superblock changed under an open volume (mkfs ran again): its view no longer applies."""
 
-    def __init__(self, medium: Medium, system_uuid: uuid.UUID | None) -> None:
+
+class Volume:
+    """One filesystem on a formatted medium: validated superblock, played log, and (for the
+    master) an allocator.  Create with :func:`open_volume`; close to release buffer views.
+
+    Reading needs no lock (entries are complete before the counters that include them), and
+    :meth:`refresh` catches up with what other processes appended.  Every mutation runs in a
+    :meth:`session`: the volume lock is taken, the superblock, log header, new entries and so the
+    allocation bitmap are read again, and only then are names, space and the log slot decided."""
+
+    def __init__(
+        self,
+        medium: Medium,
+        system_uuid: uuid.UUID | None,
+        *,
+        lock_timeout: float | None = DEFAULT_LOCK_TIMEOUT,
+    ) -> None:
         self.medium = medium
         self.mv = memoryview(medium.buf)  # type: ignore[arg-type]
-        sync = medium.sync
-        sync.invalidate(self.mv, 0, L.SB_SIZE)
-        problems = L.superblock_problems(self.mv, device_size=medium.size)
-        if problems:
-            self.mv.release()
-            raise FamfsError(f"{medium.daxdev}: {problems[0]}")
-        self.sb = L.unpack_superblock(self.mv)
         self.system_uuid = system_uuid
-        self.is_master = system_uuid is not None and system_uuid == self.sb.system_uuid
-        self.log_mv = self.mv[L.LOG_OFFSET : L.LOG_OFFSET + self.sb.log_len]
+        self.lock_timeout = lock_timeout
+        """Seconds a session waits for another writer's (None: forever)."""
         self._alloc: Allocator | None = None
+        self._session_thread: int | None = None
+        self._stale = False
         self.scan: LogScan
         self.tree: Tree
-        self.reload()
+        try:
+            self._read_superblock()
+            self.log_mv = self.mv[L.LOG_OFFSET : L.LOG_OFFSET + self.sb.log_len]
+            self.reload()
+        except BaseException:
+            with contextlib.suppress(AttributeError):
+                self.log_mv.release()
+            self.mv.release()
+            raise
 
     # --- reading --------------------------------------------------------------------------
+    def _read_superblock(self) -> None:
+        self.medium.sync.invalidate(self.mv, 0, L.SB_SIZE)
+        problems = L.superblock_problems(self.mv, device_size=self.medium.size)
+        if problems:
+            raise FamfsError(f"{self.medium.daxdev}: {problems[0]}")
+        raw = bytes(self.mv[: L.SB_SIZE])
+        sb = L.unpack_superblock(raw)
+        old = getattr(self, "sb", None)
+        if old is not None and (sb.uuid, sb.system_uuid, sb.log_len, sb.version) != (
+            old.uuid,
+            old.system_uuid,
+            old.log_len,
+            old.version,
+        ):
+            raise Reformatted(
+                f"{self.medium.daxdev} was formatted again since it was opened (filesystem {old.uuid}, "
+                f"now {sb.uuid}); open it again"
+            )
+        if old is not None and sb.dd_size != old.dd_size:
+            self._alloc = None
+        self.sb = sb
+        self._sb_raw = raw
+        self.is_master = self.system_uuid is not None and self.system_uuid == sb.system_uuid
+
     def reload(self) -> None:
-        """Invalidate and re-read the log header and the used entries, then play them."""
+        """Re-read everything: the superblock (Reformatted if it is another filesystem now), the log
+        header and every used entry, played into a new tree."""
+        self._read_superblock()
         sync = self.medium.sync
         sync.invalidate(self.log_mv, 0, L.LOG_HDR_SIZE)
         n = struct.unpack_from("<Q", self.log_mv, 40)[0]
@@ -171,6 +231,54 @@ class Volume:
         self.scan = scan_log(self.log_mv, self.sb.log_len)
         self.tree = play(self.scan.records)
         self._alloc = None
+        self._stale = False
+
+    def refresh(self) -> int:
+        """Catch up with entries appended since this view was read (by any process on any host);
+        returns how many were added.  A changed log header means the whole log is read again."""
+        sync = self.medium.sync
+        sync.invalidate(self.mv, 0, L.SB_SIZE)
+        if self._stale or self.mv[: L.SB_SIZE] != self._sb_raw:
+            self.reload()  # Reformatted if it is another filesystem now
+            return 0
+        lm = self.log_mv
+        sync.invalidate(lm, 0, L.LOG_HDR_SIZE)
+        hdr = L.unpack_log_header(lm)
+        old = self.scan.header
+        cap = L.log_capacity(self.sb.log_len)
+        if (
+            (hdr.magic, hdr.log_len, hdr.last_index, hdr.crc)
+            != (old.magic, old.log_len, old.last_index, old.crc)
+            or hdr.next_index < old.next_index
+            or hdr.next_index > cap
+            or old.next_index > cap
+            or self.scan.header_problems
+        ):
+            self.reload()
+            return 0
+        start, stop = old.next_index, hdr.next_index
+        new: list[L.Record] = []
+        if stop > start:
+            sync.invalidate(
+                lm, L.LOG_HDR_SIZE + start * L.ENTRY_SIZE, (min(stop + 1, cap) - start) * L.ENTRY_SIZE
+            )
+            scan_entries(lm, start, stop, new, self.scan.bad)
+        elif stop < cap:
+            sync.invalidate(lm, L.LOG_HDR_SIZE + stop * L.ENTRY_SIZE, L.ENTRY_SIZE)
+        self.scan.header = hdr
+        self.scan.header_problems = L.log_header_problems(lm, self.sb.log_len)
+        self.scan.torn_tail = tail_written(lm, stop, cap)
+        for r in new:
+            self._record(r)
+        return len(new)
+
+    def _record(self, r: L.Record) -> None:
+        """Add one record of the log to this view: the records, the tree and the bitmap."""
+        self.scan.records.append(r)
+        self.tree.add(r)
+        if self._alloc is not None and isinstance(r, L.FileMeta):
+            for _d, off, ln in r.extents:
+                self._alloc.bm.mark(off, ln)
 
     @property
     def role(self) -> str:
@@ -216,7 +324,37 @@ class Volume:
                 raise FamfsError(f"{meta.path}: extent at {dev:#x}+{n:#x} lies outside the device")
         return segs
 
-    # --- writing --------------------------------------------------------------------------
+    # --- the mutating session ---------------------------------------------------------------
+    @contextlib.contextmanager
+    def session(self) -> Iterator[Volume]:
+        """Hold the volume lock and bring this view up to date: one mutating session at a time per
+        volume on this host.  Re-entrant in the thread that holds it; a multi-file operation runs
+        its mutations in one session (famfs's locked log: the allocation cursor carries over)."""
+        me = threading.get_ident()
+        if self._session_thread == me:
+            yield self
+            return
+        with self.medium.lock(timeout=self.lock_timeout):
+            self._session_thread = me
+            try:
+                self.refresh()
+                yield self
+            finally:
+                self._session_thread = None
+
+    @contextlib.contextmanager
+    def _mutation(self) -> Iterator[None]:
+        """A session around one mutation; if it fails part-way, the view is re-read from the media
+        (still under the lock) so no allocation or entry is assumed that the log does not hold."""
+        with self.session():
+            try:
+                yield
+            except BaseException:
+                self._stale = True
+                with contextlib.suppress(Exception):
+                    self.reload()
+                raise
+
     def _require_writable(self) -> None:
         if not self.is_master:
             who = "no system UUID" if self.system_uuid is None else f"system UUID {self.system_uuid}"
@@ -231,13 +369,21 @@ class Volume:
 
     @property
     def allocator(self) -> Allocator:
+        """The bitmap rebuilt from every FILE entry of the log (as famfs_build_bitmap), kept in step
+        with the log by :meth:`refresh`."""
         if self._alloc is None:
-            built = build_bitmap(self.sb, list(self.tree.files.values()))
+            files = [r for r in self.scan.records if isinstance(r, L.FileMeta)]
+            built = build_bitmap(self.sb, files)
             self._alloc = Allocator(built.bitmap, self.sb.dd_size)
         return self._alloc
 
-    def _append(self, entry_for: object) -> int:
-        """Append the entry built by ``entry_for(seqnum)`` with the crash-safe order; returns its index."""
+    def _append(self, entry_for: Callable[[int], bytes]) -> int:
+        """Append the entry built by ``entry_for(seqnum)``, crash-safe; returns its index.
+
+        Caller holds the session.  The entry is written and written back first; then both counters
+        in one 16-byte store (they never disagree, even if the writer dies in between), written
+        back: that store is the commit.  A writer killed before it leaves a torn tail slot, outside
+        the log, that the next append overwrites."""
         hdr = self.scan.header
         idx = hdr.next_index
         if idx != hdr.next_seqnum:
@@ -246,16 +392,18 @@ class Volume:
             )
         if idx > hdr.last_index:
             raise LogFull(f"the log is full: all {hdr.last_index + 1} entries are used")
-        entry = entry_for(idx)  # type: ignore[operator]
+        entry = entry_for(idx)
         off = L.LOG_HDR_SIZE + idx * L.ENTRY_SIZE
         lm = self.log_mv
         sync = self.medium.sync
         lm[off : off + L.ENTRY_SIZE] = entry
         sync.writeback(lm, off, L.ENTRY_SIZE)
-        _counters.pack_into(lm, L.LOG_HDR_COUNTERS_OFF, idx + 1)
-        _counters.pack_into(lm, L.LOG_HDR_COUNTERS_OFF + 8, idx + 1)
+        # One contiguous 16-byte slice assignment is one memcpy, which x86-64 performs with 16-byte
+        # stores: a writer killed here leaves both counters old or both new (struct.pack_into
+        # stores field by field, and famfs increments them one at a time).
+        lm[L.LOG_HDR_COUNTERS_OFF : L.LOG_HDR_COUNTERS_OFF + 16] = _counters.pack(idx + 1, idx + 1)
         sync.writeback(lm, L.LOG_HDR_COUNTERS_OFF, 16)
-        self.scan.header = L.LogHeader(hdr.magic, hdr.log_len, hdr.last_index, hdr.crc, idx + 1, idx + 1)
+        self.scan.header = dataclasses.replace(hdr, next_seqnum=idx + 1, next_index=idx + 1)
         return idx
 
     def mkdir(
@@ -263,33 +411,35 @@ class Volume:
     ) -> list[str]:
         """Log MKDIR entries; with ``parents`` missing parents get the leaf's mode and owner (as famfs).
         Returns the directories created."""
-        self._require_writable()
         rel = path.strip("/")
         L.encode_relpath(rel)
-        if rel in self.tree.files:
-            raise FamfsError(f"{path}: a file of that name exists")
-        if rel in self.tree.dirs:
-            if parents:
-                return []
-            raise FamfsError(f"{path}: directory exists")
-        parts = rel.split("/")
-        todo = []
-        for i in range(1, len(parts) + 1):
-            p = "/".join(parts[:i])
-            if p in self.tree.files:
-                raise FamfsError(f"{p}: is a file, not a directory")
-            if p not in self.tree.dirs:
-                todo.append(p)
-        if len(todo) > 1 and not parents:
-            raise FamfsError(f"{path}: parent directory {todo[0]!r} does not exist (use -p)")
-        if self.next_index >= self.capacity:
-            raise LogFull(f"the log is full: all {self.capacity} entries are used")
-        if self.next_index + len(todo) > self.capacity:
-            raise LogFull(f"the log has {self.capacity - self.next_index} free entries; {len(todo)} needed")
-        with self.medium.lock():
+        with self._mutation():
+            self._require_writable()
+            if rel in self.tree.files:
+                raise FamfsError(f"{path}: a file of that name exists")
+            if rel in self.tree.dirs:
+                if parents:
+                    return []
+                raise FamfsError(f"{path}: directory exists")
+            parts = rel.split("/")
+            todo = []
+            for i in range(1, len(parts) + 1):
+                p = "/".join(parts[:i])
+                if p in self.tree.files:
+                    raise FamfsError(f"{p}: is a file, not a directory")
+                if p not in self.tree.dirs:
+                    todo.append(p)
+            if len(todo) > 1 and not parents:
+                raise FamfsError(f"{path}: parent directory {todo[0]!r} does not exist (use -p)")
+            if self.next_index >= self.capacity:
+                raise LogFull(f"the log is full: all {self.capacity} entries are used")
+            if self.next_index + len(todo) > self.capacity:
+                raise LogFull(
+                    f"the log has {self.capacity - self.next_index} free entries; {len(todo)} needed"
+                )
             for p in todo:
                 idx = self._append(lambda s, p=p: L.pack_mkdir_entry(s, p, mode=mode, uid=uid, gid=gid))
-                self._played(L.DirMeta(idx, p, uid, gid, mode))
+                self._record(L.DirMeta(idx, p, uid, gid, mode))
         return todo
 
     def creat(
@@ -307,89 +457,74 @@ class Volume:
     ) -> tuple[L.FileMeta, bool]:
         """Allocate and log a file.  An existing file of the same size is returned as is
         (restartable, like famfs); returns (meta, created)."""
-        self._require_writable()
         rel = path.strip("/")
         L.encode_relpath(rel)
         if size <= 0:
             raise InvalidArgument(f"{path}: size must be positive (famfs has no empty files)")
-        have = self.tree.files.get(rel)
-        if have is not None:
-            if have.size == size:
-                return have, False
-            raise FamfsError(f"{path}: exists with size {have.size}, not {size}")
-        if rel in self.tree.dirs:
-            raise FamfsError(f"{path}: is a directory")
-        parent = rel.rpartition("/")[0]
-        if parent and parent not in self.tree.dirs:
-            raise FamfsError(f"{path}: parent directory {parent!r} does not exist")
-        if self.next_index > self.scan.header.last_index:
-            raise LogFull(f"the log is full: all {self.capacity} entries are used")
-        alloc = self.allocator
-        with self.medium.lock():
+        with self._mutation():
+            self._require_writable()
+            have = self.tree.files.get(rel)
+            if have is not None:
+                if have.size == size:
+                    return have, False
+                raise FamfsError(f"{path}: exists with size {have.size}, not {size}")
+            if rel in self.tree.dirs:
+                raise FamfsError(f"{path}: is a directory")
+            parent = rel.rpartition("/")[0]
+            if parent and parent not in self.tree.dirs:
+                raise FamfsError(f"{path}: parent directory {parent!r} does not exist")
+            if self.next_index > self.scan.header.last_index:
+                raise LogFull(f"the log is full: all {self.capacity} entries are used")
+            alloc = self.allocator
             if nstrips:
                 kw = {} if min_bucket is None else {"min_bucket": min_bucket}
                 cs, exts = alloc.interleaved(size, nstrips, chunk, nbuckets, **kw)
             else:
                 cs, exts = 0, [alloc.contiguous(size)]
-            try:
-                if cs:
-                    idx = self._append(
-                        lambda s: L.pack_interleaved_entry(
-                            s, rel, size, cs, exts, mode=mode, uid=uid, gid=gid
-                        )
-                    )
-                    meta = L.FileMeta(
-                        idx,
-                        rel,
-                        size,
-                        L.FM_ALL_HOSTS_RW,
-                        uid,
-                        gid,
-                        mode,
-                        L.EXT_INTERLEAVE,
-                        tuple(exts),
-                        len(exts),
-                        cs,
-                    )
-                else:
-                    idx = self._append(
-                        lambda s: L.pack_file_entry(s, rel, size, exts, mode=mode, uid=uid, gid=gid)
-                    )
-                    meta = L.FileMeta(
-                        idx, rel, size, L.FM_ALL_HOSTS_RW, uid, gid, mode, L.EXT_SIMPLE, tuple(exts)
-                    )
-            except BaseException:
-                for _d, o, n in exts:
-                    alloc.bm.release(o, n)
-                raise
-        self._played(meta)
+            if cs:
+                idx = self._append(
+                    lambda s: L.pack_interleaved_entry(s, rel, size, cs, exts, mode=mode, uid=uid, gid=gid)
+                )
+                meta = L.FileMeta(
+                    idx,
+                    rel,
+                    size,
+                    L.FM_ALL_HOSTS_RW,
+                    uid,
+                    gid,
+                    mode,
+                    L.EXT_INTERLEAVE,
+                    tuple(exts),
+                    len(exts),
+                    cs,
+                )
+            else:
+                idx = self._append(
+                    lambda s: L.pack_file_entry(s, rel, size, exts, mode=mode, uid=uid, gid=gid)
+                )
+                meta = L.FileMeta(
+                    idx, rel, size, L.FM_ALL_HOSTS_RW, uid, gid, mode, L.EXT_SIMPLE, tuple(exts)
+                )
+            self.scan.records.append(meta)  # its extents are already marked by the allocation
+            self.tree.add(meta)
         return meta, True
 
     def add_daxdev(self, dd_size: int, dd_uuid: uuid.UUID, dd_index: int) -> int:
         """Log an ADD_DAXDEV entry (version 48 only, as famfs)."""
-        self._require_writable()
-        if self.sb.version != L.VERSION_48:
-            raise FamfsError(f"ADD_DAXDEV entries need famfs version 48 (superblock is {self.sb.version})")
-        with self.medium.lock():
+        with self._mutation():
+            self._require_writable()
+            if self.sb.version != L.VERSION_48:
+                raise FamfsError(
+                    f"ADD_DAXDEV entries need famfs version 48 (superblock is {self.sb.version})"
+                )
             idx = self._append(lambda s: L.pack_add_daxdev_entry(s, dd_size, dd_uuid, dd_index))
-        self.scan.records.append(L.DaxdevMeta(idx, dd_size, dd_uuid, dd_index))
+            self._record(L.DaxdevMeta(idx, dd_size, dd_uuid, dd_index))
         return idx
-
-    def _played(self, rec: L.FileMeta | L.DirMeta) -> None:
-        self.scan.records.append(rec)
-        parent_path, _, name = rec.path.rpartition("/")
-        parent = self.tree.lookup(parent_path)
-        assert parent is not None and not isinstance(parent, L.FileMeta)
-        if isinstance(rec, L.FileMeta):
-            self.tree.files[rec.path] = rec
-            parent.children[name] = rec
-        else:
-            self.tree.dirs[rec.path] = rec
-            parent.children[name] = Node(rec)
 
     def write(self, meta: L.FileMeta, src: bytes | BinaryIO, off: int = 0) -> int:
         """Write data into the file's extents through the mapping (writes stop at fm_size, as famfs);
-        each run is written back afterwards.  Returns bytes written."""
+        each run is written back afterwards.  Returns bytes written.  No lock: the extents belong
+        to the file once its entry is in the log."""
         if not self.is_master:
             raise NotMaster("only the master writes file data")
         stream = io.BytesIO(src) if isinstance(src, (bytes, bytearray, memoryview)) else src

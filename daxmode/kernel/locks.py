@@ -165,13 +165,3 @@ def is_held_elsewhere(sysfs: Sysfs, file: str) -> bool:
         return False
     finally:
         os.close(fd)
-
-
-@contextlib.contextmanager
-def flocked(fd: int) -> Iterator[None]:
-    """Hold an exclusive flock on an open file: the host-local lock famfs takes on its log."""
-    fcntl.flock(fd, fcntl.LOCK_EX)
-    try:
-        yield
-    finally:
-        fcntl.flock(fd, fcntl.LOCK_UN)
