@@ -131,6 +131,18 @@ def mounted_at(sysfs: Sysfs, name: str) -> list[str]:
     return [m.mount_point for m in mounts_using(sysfs, name)]
 
 
+def _our_mount(sysfs: Sysfs, name: str, where: list[str]) -> str | None:
+    """The mount point if every mount of ``name`` is one live daxmode famfs mount, else None."""
+    from daxmode.famfs import mountstate
+
+    if len(where) != 1:
+        return None
+    for r in mountstate.for_device(sysfs, name):
+        if r.mountpoint == where[0] and r.phase == "live" and mountstate.server_alive(r):
+            return r.mountpoint
+    return None
+
+
 def _map_devdax(sysfs: Sysfs, info: DaxInfo, writable: bool) -> Mapping:
     path = node_path(sysfs, info.name)
     shown = f"/dev/{info.name}"
@@ -165,11 +177,13 @@ def _map_devdax(sysfs: Sysfs, info: DaxInfo, writable: bool) -> Mapping:
 def map_device(sysfs: Sysfs, name: str, *, writable: bool = True) -> Iterator[Mapping]:
     """Map dax device ``name``; an fsdev device is switched to devdax for the duration and back.
 
-    Refuses a mounted device (DeviceBusy), a system-ram device and an unbound one (BadMode).  The
-    mode is read under the device lock: another process's session may be switching the device
-    between fsdev and devdax right now (a real-kernel run caught a writer reading "no driver" in
-    that window).  A devdax device's lock is released once it is mapped; an fsdev device keeps
-    it for the whole session, through the switch and back."""
+    Refuses a device mounted by anything but a live daxmode famfs mount (DeviceBusy), a system-ram
+    device and an unbound one (BadMode).  The mode is read under the device lock: another process's
+    session may be switching the device between fsdev and devdax right now (a real-kernel run caught
+    a writer reading "no driver" in that window).  A devdax device's lock is released once it is
+    mapped; an fsdev device keeps it for the whole session, through the switch and back.  While
+    daxmode's FUSE server has the device mounted, a devdax device (copy data path) is mapped as
+    usual and an fsdev one (dax data path) is reached through the mount (famfs.viamount)."""
     from daxmode.kernel.locks import device_lock
 
     name = resolve_name(sysfs, name)
@@ -177,12 +191,26 @@ def map_device(sysfs: Sysfs, name: str, *, writable: bool = True) -> Iterator[Ma
         held.enter_context(device_lock(sysfs, name))
         info = dax_info(sysfs, name)
         where = mounted_at(sysfs, name)
-        if where:
-            raise DeviceBusy(
-                f"{name} is mounted at {', '.join(where)}; unmount it first (daxmode famfs down)"
-            )
+        via = _our_mount(sysfs, name, where) if where else None
+        if where and via is None:
+            at = ", ".join(where)
+            raise DeviceBusy(f"{name} is mounted at {at}; unmount it first (daxmode famfs umount)")
+        if via is not None and info.mode == "fsdev":  # dax data path: only the mount reaches it
+            from daxmode.famfs.viamount import open_via_mount
+
+            vm = open_via_mount(via, f"/dev/{name}", info.size, writable=writable)
+            held.close()
+            try:
+                yield vm  # type: ignore[misc]
+            finally:
+                vm.close()
+            return
+        if via is not None and info.mode != "devdax":
+            raise DeviceBusy(f"{name} is mounted at {via} but in {info.mode} mode; unmount it first")
         if info.mode == "devdax":
             m = _map_devdax(sysfs, info, writable)
+            if via is not None:  # copy data path: the server maps the device too
+                m.notes.append(f"{name} is mounted at {via} (copy data path); the mount sees these changes")
             held.close()
             try:
                 yield m

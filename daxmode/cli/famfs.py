@@ -355,6 +355,61 @@ def getmap_cmd(ctx: click.Context, target: str, path: str, as_json: bool) -> Non
         click.echo(f"\t\t{off:#x}\t{ln:#x}")
 
 
+_data_path = click.option(
+    "--data-path",
+    type=click.Choice(["auto", "dax", "copy"]),
+    default="auto",
+    show_default=True,
+    help="dax: the famfs kernel maps files (device in fsdev); copy: the server copies (devdax).",
+)
+
+
+@famfs.command("mount")
+@click.argument("target", metavar="DEVICE")
+@click.argument("mountpoint")
+@click.option("--foreground", is_flag=True, help="Serve in this process until unmounted (Ctrl-C unmounts).")
+@_data_path
+@_json
+@click.pass_context
+def mount_cmd(
+    ctx: click.Context, target: str, mountpoint: str, foreground: bool, data_path: str, as_json: bool
+) -> None:
+    """Mount the famfs on DEVICE (dax0.0, or an image file) at MOUNTPOINT with daxmode's FUSE server.
+
+    Returns once the mount is live; the server runs on in the background until
+    `daxmode famfs umount MOUNTPOINT`, which also restores the device's mode."""
+
+    from daxmode.famfs import mount as famfs_mount
+
+    def ready(res: famfs_mount.MountResult) -> None:
+        if as_json:
+            _emit(res.to_dict())
+            return
+        for s in res.steps:
+            click.echo(s)
+        click.echo(f"server pid {res.pid}" + ("; Ctrl-C or SIGTERM unmounts" if foreground else ""))
+
+    res = famfs_mount.mount(
+        _sysfs(ctx), target, mountpoint, data_path=data_path, foreground=foreground, on_ready=ready
+    )
+    if not foreground:
+        ready(res)
+
+
+@famfs.command("umount")
+@click.argument("mountpoint")
+@click.option(
+    "--lazy", is_flag=True, help="Detach now even if files are open; the server finishes when they close."
+)
+@click.pass_context
+def umount_cmd(ctx: click.Context, mountpoint: str, lazy: bool) -> None:
+    """Unmount a daxmode famfs mount and put its device back in the mode it had before."""
+    from daxmode.famfs import mount as famfs_mount
+
+    for s in famfs_mount.umount(_sysfs(ctx), mountpoint, lazy=lazy):
+        click.echo(s)
+
+
 @famfs.command("up")
 @click.argument("device")
 @click.argument("mountpoint")
@@ -362,6 +417,7 @@ def getmap_cmd(ctx: click.Context, target: str, path: str, as_json: bool) -> Non
 @click.option("--no-mount", is_flag=True, help="Only prepare: superblock check/format and fsdev mode.")
 @click.option("--log-len", type=SIZE, default="8M", show_default=True)
 @click.option("--version", "version", type=click.Choice(["47", "48"]), default="48", show_default=True)
+@_data_path
 @_json
 @click.pass_context
 def up_cmd(
@@ -372,10 +428,11 @@ def up_cmd(
     no_mount: bool,
     log_len: int,
     version: str,
+    data_path: str,
     as_json: bool,
 ) -> None:
-    """Switch DEVICE to fsdev, format on request, and mount it with famfs's tools."""
-    from daxmode.famfs.bringup import up as famfs_up
+    """Format DEVICE on request and mount it (daxmode famfs mount); --no-mount leaves it in fsdev."""
+    from daxmode.famfs.updown import up as famfs_up
 
     res = famfs_up(
         _sysfs(ctx),
@@ -385,6 +442,7 @@ def up_cmd(
         mount=not no_mount,
         log_len=log_len,
         version=int(version),
+        data_path=data_path,
     )
     if as_json:
         _emit(res.__dict__)
@@ -400,8 +458,8 @@ def up_cmd(
 @click.option("--restore-mode", is_flag=True, help="Return the device to the mode it had before `up`.")
 @click.pass_context
 def down_cmd(ctx: click.Context, mountpoint: str, restore_mode: bool) -> None:
-    """Unmount a famfs mount point."""
-    from daxmode.famfs.bringup import down as famfs_down
+    """Unmount a famfs mount point (daxmode famfs umount), or undo a --no-mount preparation."""
+    from daxmode.famfs.updown import down as famfs_down
 
     for s in famfs_down(_sysfs(ctx), mountpoint, restore_mode=restore_mode):
         click.echo(s)
@@ -412,7 +470,7 @@ def down_cmd(ctx: click.Context, mountpoint: str, restore_mode: bool) -> None:
 @click.pass_context
 def status_cmd(ctx: click.Context, as_json: bool) -> None:
     """What famfs needs here and what is missing: kernel support, famfs tools, device modes."""
-    from daxmode.famfs.bringup import status as famfs_status
+    from daxmode.famfs.status import status as famfs_status
 
     st = famfs_status(_sysfs(ctx))
     if as_json:
@@ -424,21 +482,34 @@ def status_cmd(ctx: click.Context, as_json: bool) -> None:
     for ev in k["evidence"]:
         click.echo(f"  evidence: {ev}")
     click.echo(f"fsdev_dax driver: {'available' if k['fsdev_driver'] else 'not found'}")
+    click.echo(f"data path for new mounts: {k['data_path']} ({k['data_path_why']})")
     t: dict[str, Any] = st["tools"]  # type: ignore[assignment]
-    click.echo(f"famfs tools: {t['famfs'] or 'not installed'}")
+    click.echo(f"famfs tools (optional): {t['famfs'] or 'not installed'}")
     click.echo(f"system UUID: {st['system_uuid'] or 'none (this host is a client everywhere)'}")
     for d in st["devices"]:  # type: ignore[attr-defined]
         extra = f", mounted at {', '.join(d['mounted_at'])}" if d.get("mounted_at") else ""
         fam = f"; {d['famfs']}" if "famfs" in d else ""
         click.echo(f"{d['device']}: {d['mode']}, {d['size']} bytes{extra}{fam}")
+    for m in st["mounts"]:  # type: ignore[attr-defined]
+        how = (
+            "live"
+            if m["server_running"] and m["mounted"]
+            else "server not running"
+            if m["mounted"]
+            else "stale"
+        )
+        click.echo(
+            f"mount {m['mountpoint']}: {m['source']}, data path {m['data_path']}, "
+            f"server pid {m['server_pid']} ({how})"
+        )
     missing = st["missing_for_mount"]
     if missing:
         click.echo("cannot mount famfs here:")
         for m in missing:  # type: ignore[attr-defined]
             click.echo(f"  - {m}")
-        click.echo("user-space access (daxmode famfs ls/cat, daxmode.famfs.access) works without them")
+        click.echo("user-space access (daxmode famfs ls/cat, daxmode.famfs.access) works without a mount")
     else:
-        click.echo("famfs mounts are possible (daxmode famfs up DEVICE MOUNTPOINT)")
+        click.echo("famfs mounts are possible (daxmode famfs mount DEVICE MOUNTPOINT)")
 
 
 __all__ = ["famfs"]

@@ -312,7 +312,12 @@ class Volume:
         return bytes(out)
 
     def segments(self, meta: L.FileMeta, off: int = 0, length: int | None = None) -> list[tuple[int, int]]:
-        """Device runs for file bytes, refusing extents that lie outside the device."""
+        """Device runs for file bytes, refusing extents that lie outside the device.
+
+        A medium that reaches file data through a mount (famfs.viamount) maps the file first."""
+        prepare = getattr(self.medium, "prepare_file", None)
+        if prepare is not None:
+            prepare(meta)
         segs = L.file_segments(meta, off, length)
         for dev, n in segs:
             if dev <= 0 or dev + n > self.medium.size:

@@ -13,8 +13,9 @@ from click.testing import CliRunner
 from daxmode import sim
 from daxmode.cli import main
 from daxmode.errors import BadMode, DeviceBusy, FamfsError, RolledBack
-from daxmode.famfs import bringup
+from daxmode.famfs import kernelsupport, updown
 from daxmode.famfs import layout as L
+from daxmode.famfs import mount as famfs_mount
 from daxmode.famfs.access import open_famfs
 from daxmode.famfs.identity import SYSTEM_UUID_PATH, ensure_system_uuid, read_system_uuid
 from daxmode.fsdev import create_image, map_device
@@ -156,57 +157,90 @@ def test_mounted_and_wrong_mode_refused(world: tuple[sim.Sim, Sysfs]) -> None:
 def test_up_no_mount_formats_and_leaves_fsdev(world: tuple[sim.Sim, Sysfs]) -> None:
     s, sysfs = world
     with pytest.raises(FamfsError, match="use --format"):
-        bringup.up(sysfs, "dax0.0", str(s.root / "mnt"), mount=False)
+        updown.up(sysfs, "dax0.0", str(s.root / "mnt"), mount=False)
     assert s.driver("dax0.0") == "device_dax"  # nothing changed
-    res = bringup.up(sysfs, "dax0.0", str(s.root / "mnt"), format=True, mount=False)
+    res = updown.up(sysfs, "dax0.0", str(s.root / "mnt"), format=True, mount=False)
     assert res.formatted and not res.mounted and res.previous_mode == "devdax"
     assert s.driver("dax0.0") == "fsdev_dax"
+    assert updown.down(sysfs, str(s.root / "mnt"), restore_mode=True)[-1] == "dax0.0: returned to devdax mode"
+    assert s.driver("dax0.0") == "device_dax"
 
 
-def test_up_refuses_without_kernel_support(world: tuple[sim.Sim, Sysfs]) -> None:
+def test_up_checks_the_mount_point_before_formatting(world: tuple[sim.Sim, Sysfs]) -> None:
     s, _sysfs = world
-    rc, _, err = run(s.root, "up", "dax0.0", str(s.root / "mnt"), "--format")
-    assert rc == 12 and "no famfs support" in err and "nothing was changed" in err
+    mnt = s.root / "mnt"
+    mnt.mkdir()
+    (mnt / "junk").write_text("x")
+    rc, _, err = run(s.root, "up", "dax0.0", str(mnt), "--format")
+    assert rc == 11 and "not empty" in err and err.count("\n") == 1
+    with open(s.p("dev/dax0.0"), "rb") as f:
+        assert L.superblock_problems(f.read(200))  # not formatted
     assert s.driver("dax0.0") == "device_dax"
 
 
-def test_up_mount_failure_restores_mode(
-    world: tuple[sim.Sim, Sysfs], monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_mount_refusing_the_log_restores_the_mode(world: tuple[sim.Sim, Sysfs]) -> None:
+    """fsdev -> devdax for the copy path, then fsck fails: back to fsdev, exit 9, the fsck problem named."""
     s, sysfs = world
-    monkeypatch.setattr(bringup, "find_tools", lambda: bringup.Tools("/bin/false", "/bin/false", None))
-    s.p("proc").mkdir(exist_ok=True)
-    s.p("proc/kallsyms").write_text("ffffffff81000000 T famfs_file_init_dax\n")  # fuse built in: no tag
-    with pytest.raises(RolledBack, match=r"famfs mount failed.*returned to devdax"):
-        bringup.up(sysfs, "dax0.0", str(s.root / "mnt"), format=True)
-    assert s.driver("dax0.0") == "device_dax"
+    assert run(s.root, "mkfs", "dax0.0")[0] == 0
+    with open(s.p("dev/dax0.0"), "r+b") as f:
+        f.seek(L.LOG_OFFSET + 3)
+        f.write(b"\xff")  # the log magic
+    set_mode(sysfs, "dax0.0", Mode.FSDEV)
+    (s.root / "mnt").mkdir()
+    with pytest.raises(RolledBack, match=r"fails fsck: log header field famfs_log_magic.*returned to fsdev"):
+        famfs_mount.mount(sysfs, "dax0.0", str(s.root / "mnt"), data_path="copy", foreground=True)
+    assert s.driver("dax0.0") == "fsdev_dax"
+    assert not list((s.root / "run/daxmode/mounts").glob("*.json"))
+
+
+def test_mount_refuses_online_system_ram_and_unbound(world: tuple[sim.Sim, Sysfs]) -> None:
+    s, sysfs = world
+    (s.root / "mnt").mkdir()
+    set_mode(sysfs, "dax0.0", Mode.SYSTEM_RAM)
+    rc, _, err = run(s.root, "mount", "dax0.0", str(s.root / "mnt"))
+    assert rc == 7 and "memory block(s) online" in err and err.count("\n") == 1
+    assert s.driver("dax0.0") == "kmem"
+    rc, _, err = run(s.root, "mount", "dax1.1", str(s.root / "mnt"))
+    assert rc == 4 and "no driver bound" in err
 
 
 def test_kernel_detection_ignores_module_tag(tmp_path: Path) -> None:
     root = tmp_path
     (root / "proc").mkdir()
     (root / "proc/kallsyms").write_text("0 t famfs_fuse_iomap_begin\n0 T other\n")
-    ks = bringup.detect_kernel(Sysfs(root))
+    ks = kernelsupport.detect_kernel(Sysfs(root))
     assert ks.fuse_famfs and not ks.famfs_v1 and ks.mountable
     (root / "proc/kallsyms").write_text("0 t famfs_fuse_iomap_begin\t[fuse]\n")
-    assert bringup.detect_kernel(Sysfs(root)).fuse_famfs
+    assert kernelsupport.detect_kernel(Sysfs(root)).fuse_famfs
     (root / "proc/kallsyms").write_text("0 t fuse_dev_read\n")
     (root / "proc/filesystems").write_text("nodev\tfuse\nnodev\tfamfs\n")
-    ks = bringup.detect_kernel(Sysfs(root))
+    ks = kernelsupport.detect_kernel(Sysfs(root))
     assert ks.famfs_v1 and not ks.fuse_famfs
     (root / "proc/filesystems").write_text("nodev\tfuse\n")
-    ks = bringup.detect_kernel(Sysfs(root))
+    ks = kernelsupport.detect_kernel(Sysfs(root))
     assert not ks.mountable
-    missing = bringup.missing_for_mount(ks, bringup.Tools(None, None, None))
-    assert "no famfs support" in missing[0] and "not installed" in missing[1]
+
+
+def test_data_path_choice_on_a_stock_kernel(world: tuple[sim.Sim, Sysfs]) -> None:
+    s, sysfs = world
+    t = famfs_mount.resolve_target(sysfs, "dax0.0")
+    path, why = famfs_mount.choose_data_path(sysfs, t, "auto")
+    assert path == "copy" and "stock kernel" in why
+    with pytest.raises(FamfsError, match="no famfs fuse support"):
+        famfs_mount.choose_data_path(sysfs, t, "dax")
+    (s.root / "mnt").mkdir()
+    rc, _, err = run(s.root, "mount", "dax0.0", str(s.root / "mnt"), "--data-path", "dax")
+    assert rc == 12 and err.startswith("daxmode: --data-path dax") and err.count("\n") == 1
+    assert s.driver("dax0.0") == "device_dax"
 
 
 def test_status_plain_words(world: tuple[sim.Sim, Sysfs]) -> None:
     s, sysfs = world
     rc, out, _ = run(s.root, "status")
     assert rc == 0
-    assert "famfs support: none" in out and "cannot mount famfs here" in out
+    assert "famfs support: none" in out and "data path for new mounts: copy (stock kernel" in out
     assert "dax0.0: devdax" in out and "no famfs superblock" in out
     st = json.loads(run(s.root, "status", "--json")[1])
-    assert st["kernel"]["mountable"] is False and st["system_uuid"] == str(read_system_uuid(sysfs))
+    assert st["kernel"]["data_path"] == "copy" and st["system_uuid"] == str(read_system_uuid(sysfs))
+    assert st["mounts"] == []
     assert uuid.UUID(st["system_uuid"])

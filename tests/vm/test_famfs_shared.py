@@ -4,8 +4,8 @@ Host A (index 0) formats the shared device, so its /opt/famfs/system_uuid makes 
 it creates directories and files with known data (contiguous through ``famfs cp``, interleaved
 through the Python API).  Host B plays the log as a client and must see the same tree and read
 the same bytes; its mutations are refused and leave the log untouched; A's replay is idempotent.
-Mounting is tested only where the kernel has fuse-famfs or famfs v1 and famfs's tools exist;
-otherwise the test is skipped with `famfs status`'s own reason.
+Then both hosts mount it with ``daxmode famfs mount`` (copy data path on a stock kernel, dax on a
+famfs kernel) and must see each other's files and writes through their mounts; nothing is skipped.
 """
 
 from __future__ import annotations
@@ -141,21 +141,90 @@ def test_two_hosts_share_famfs(pair) -> None:  # type: ignore[no-untyped-def]
     ]
 
 
-def test_famfs_mount_when_supported(pair) -> None:  # type: ignore[no-untyped-def]
-    a, _b, dev = pair
-    r = famfs(a, dev, "status", "--json")
+MNT = "/mnt/daxmode-famfs"
+
+WRITE_AT = """
+import sys
+path, off, text = sys.argv[1], int(sys.argv[2]), sys.argv[3].encode()
+with open(path, "r+b") as f:
+    f.seek(off)
+    f.write(text)
+print("ok")
+"""
+
+READ_AT = """
+import sys
+path, off, n = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+with open(path, "rb") as f:
+    f.seek(off)
+    sys.stdout.write(f.read(n).decode())
+"""
+
+
+STATS = "import os, sys; print(os.getxattr(sys.argv[1], 'user.daxmode.stats').decode())"
+
+
+def driver(host, dev: str) -> str:  # type: ignore[no-untyped-def]
+    return ok(host, f"basename $(readlink /sys/bus/dax/devices/{dev}/driver)").strip()
+
+
+def mounted(host) -> str:  # type: ignore[no-untyped-def]
+    """'fstype source' of the mount on MNT in the guest's mountinfo ('' when not mounted)."""
+    for line in sh(host, f"grep -F ' {MNT} ' /proc/self/mountinfo").stdout.splitlines():
+        f = line.split()
+        if f[4] == MNT:
+            i = f.index("-")
+            return f"{f[i + 1]} {f[i + 2]}"
+    return ""
+
+
+def test_two_hosts_mount_and_share(pair) -> None:  # type: ignore[no-untyped-def]
+    """A and B mount the famfs A wrote; B reads A's bytes through its mount, sees A's later file and
+    A's writes through A's mount; both unmount and the device is back in its mode on both."""
+    a, b, dev = pair
+    before = {h.name: driver(h, dev) for h in (a, b)}
+    for h in (a, b):
+        ok(h, f"mkdir -p {MNT}")
+        r = famfs(h, dev, "mount", dev, MNT)
+        assert r.rc == 0, (h.name, r.stderr)
+        fstype, source = mounted(h).split()
+        assert (fstype, source) == ("fuse.famfs", f"/dev/{dev}")
+    # the data path follows the kernel: dax on a famfs kernel (the device stays in fsdev), else copy
+    famfs_kernel = sh(a, "grep -qw famfs_fuse_iomap_begin /proc/kallsyms").rc == 0
+    want = "dax" if famfs_kernel else "copy"
+    for h in (a, b):
+        assert driver(h, dev) == ("fsdev_dax" if famfs_kernel else "device_dax")
+    data = known_data(SEED, DATA_SIZE)
+    got = ok(b, f"sha256sum {MNT}/shared/dir1/data.bin").split()[0]
+    assert got == hashlib.sha256(data).hexdigest()
+    got = ok(b, f"sha256sum {MNT}/shared/il.bin").split()[0]  # interleaved: two strips
+    assert got == hashlib.sha256(known_data(SEED + 1, IL_SIZE)).hexdigest()
+    # a file A creates after both mounted shows up on B's mount, same bytes
+    gen = f"import random,sys; sys.stdout.buffer.write(random.Random({SEED + 7}).randbytes(1234567))"
+    ok(a, f"{PYTHON} -c {shlex.quote(gen)} > /tmp/later.bin")
+    r = famfs(a, dev, "cp", dev, "/tmp/later.bin", "shared/later.bin")
     assert r.rc == 0, r.stderr
-    st = json.loads(r.stdout)
-    if st["missing_for_mount"]:
-        pytest.skip("famfs mount not possible here: " + "; ".join(st["missing_for_mount"]))
-    mode_before = next(d["mode"] for d in st["devices"] if d["device"] == dev)
-    r = famfs(a, dev, "up", dev, "/mnt/famfs")
-    assert r.rc == 0, r.stderr
-    ok(a, "test -f /mnt/famfs/shared/dir1/data.bin")
-    r = famfs(a, dev, "down", "/mnt/famfs", "--restore-mode")
-    assert r.rc == 0, r.stderr
-    st2 = json.loads(famfs(a, dev, "status", "--json").stdout)
-    assert next(d["mode"] for d in st2["devices"] if d["device"] == dev) == mode_before
+    got = ok(b, f"sha256sum {MNT}/shared/later.bin").split()[0]
+    assert got == hashlib.sha256(known_data(SEED + 7, 1234567)).hexdigest()
+    # writes on A through A's mount are read on B through B's mount
+    text = f"A wrote this through {MNT} at {SEED}"
+    ok(a, f"{PYTHON} -c {shlex.quote(WRITE_AT)} {MNT}/shared/dir1/data.bin 65536 {shlex.quote(text)}")
+    got = ok(b, f"{PYTHON} -c {shlex.quote(READ_AT)} {MNT}/shared/dir1/data.bin 65536 {len(text)}")
+    assert got == text
+    for h in (a, b):
+        st = json.loads(ok(h, f"{PYTHON} -c {shlex.quote(STATS)} {MNT}"))
+        reqs = st["server"]["requests"]
+        assert st["data_path"] == want, (h.name, st)
+        if want == "dax":  # no file data through either server; one GET_FMAP per file opened
+            assert "READ" not in reqs and "WRITE" not in reqs and reqs["GET_FMAP"] == st["fmaps_sent"], st
+        else:  # A wrote through its mount, B read through its own
+            assert reqs.get("WRITE" if h is a else "READ", 0) > 0, (h.name, st)
+    # both unmount; the device is back in the mode it had on each host
+    for h in (a, b):
+        r = famfs(h, dev, "umount", MNT)
+        assert r.rc == 0, (h.name, r.stderr)
+        assert mounted(h) == ""
+        assert driver(h, dev) == before[h.name]
 
 
 def test_cleanup_kill_superblock(pair) -> None:  # type: ignore[no-untyped-def]

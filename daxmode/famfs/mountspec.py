@@ -1,0 +1,72 @@
+"""What a famfs mount is made of, shared by the mount command and its server process."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+from dataclasses import asdict, dataclass, field
+
+from daxmode import errors as E
+from daxmode.errors import DaxmodeError
+from daxmode.famfs.fusefs import COPY, DAX
+from daxmode.fuse import kernel as K
+
+AUTO = "auto"
+SUBTYPE = "famfs"
+FSTYPE = K.fstype(SUBTYPE)
+"""``fuse.famfs``: the fstype /proc/self/mountinfo shows (the source is /dev/daxX.Y)."""
+MODE_FOR = {COPY: "devdax", DAX: "fsdev"}
+"""The device mode each data path needs while mounted."""
+
+
+@dataclass
+class Target:
+    """What is being mounted: a dax device by name or an image file by path."""
+
+    kind: str  # "device" or "image"
+    source: str
+    """Mount source, shown in mountinfo: /dev/daxX.Y, or the image's absolute path."""
+    device: str | None = None
+    mode: str | None = None
+    size: int = 0
+
+
+@dataclass
+class MountResult:
+    mountpoint: str
+    source: str
+    device: str | None
+    data_path: str
+    why: str
+    """Why this data path (requested, stock kernel, famfs kernel offered FUSE_DAX_FMAP, ...)."""
+    previous_mode: str | None
+    mode: str | None
+    pid: int
+    fstype: str = FSTYPE
+    steps: list[str] = field(default_factory=list)
+    files: int = 0
+    directories: int = 0
+    entries: int = 0
+
+    def to_dict(self) -> dict[str, object]:
+        return asdict(self)
+
+
+def report_error(wfd: int, e: BaseException) -> None:
+    """Tell the waiting ``mount`` command why the server stopped (one JSON line)."""
+    if isinstance(e, DaxmodeError):
+        msg = {"ok": False, "type": type(e).__name__, "exit_code": e.exit_code, "message": str(e)}
+    else:
+        msg = {"ok": False, "type": "DaxmodeError", "exit_code": 1, "message": f"{type(e).__name__}: {e}"}
+    with contextlib.suppress(OSError):
+        os.write(wfd, (json.dumps(msg) + "\n").encode())
+
+
+def error_from(msg: dict) -> DaxmodeError:
+    cls = getattr(E, str(msg.get("type")), DaxmodeError)
+    if not (isinstance(cls, type) and issubclass(cls, DaxmodeError)) or cls is E.SysfsError:
+        cls = DaxmodeError
+    err = cls(str(msg.get("message")))
+    err.exit_code = int(msg.get("exit_code", 1))
+    return err

@@ -1,0 +1,131 @@
+"""``famfs up`` / ``down``: format if asked, then mount with daxmode's own server (famfs's tools are
+not needed), or only prepare the device (fsdev mode) with ``--no-mount``.
+
+``up`` leaves the device as it found it on any failure: formatting maps the device through
+:func:`daxmode.fsdev.map_device` (an fsdev device is switched to devdax and back for it), and
+:func:`daxmode.famfs.mount.mount` restores the mode itself when mounting fails.  ``down`` is
+``daxmode famfs umount`` (which restores the mode); for a ``--no-mount`` preparation the mode it
+replaced is remembered under /run/daxmode/famfs so ``down --restore-mode`` can return to it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+
+from daxmode.errors import BadMode, DeviceBusy, FamfsError
+from daxmode.famfs import layout as L
+from daxmode.famfs import mount as M
+from daxmode.famfs import mountstate
+from daxmode.famfs.identity import ensure_system_uuid
+from daxmode.famfs.volume import has_superblock, mkfs
+from daxmode.fsdev import dax_info, map_device, mounted_at
+from daxmode.kernel import locks
+from daxmode.kernel.devices import resolve_name
+from daxmode.sysfs import Sysfs
+
+STATE_DIR = "run/daxmode/famfs"
+
+
+@dataclass
+class UpResult:
+    device: str
+    mountpoint: str
+    previous_mode: str
+    formatted: bool
+    mounted: bool
+    data_path: str | None = None
+    steps: list[str] = field(default_factory=list)
+
+
+def _state_path(sysfs: Sysfs, mountpoint: str) -> str:
+    key = os.path.abspath(mountpoint).strip("/").replace("/", "_") or "root"
+    return str(sysfs.path(f"{STATE_DIR}/{key}.json"))
+
+
+def up(
+    sysfs: Sysfs,
+    device: str,
+    mountpoint: str,
+    *,
+    format: bool = False,
+    mount: bool = True,
+    log_len: int = L.DEFAULT_LOG_LEN,
+    version: int = L.DEFAULT_VERSION,
+    data_path: str = M.AUTO,
+) -> UpResult:
+    """Bring famfs up on ``device``: (format), then ``daxmode famfs mount``, or fsdev mode only."""
+    from daxmode.modes import Mode, Options, set_mode
+
+    name = resolve_name(sysfs, device)
+    info = dax_info(sysfs, name)
+    where = mounted_at(sysfs, name)
+    if where:
+        raise DeviceBusy(f"{name} is already mounted at {', '.join(where)}")
+    if info.mode not in ("devdax", "fsdev"):
+        raise BadMode(
+            f"{name} is in {info.mode or 'no'} mode; switch it to devdax first (daxmode set {name} devdax)"
+        )
+    if mount:  # every check the mount makes, before formatting anything
+        os.makedirs(mountpoint, exist_ok=True)
+        M.precheck(sysfs, name, mountpoint, data_path)
+    res = UpResult(name, os.path.abspath(mountpoint), info.mode, False, False)
+    with map_device(sysfs, name, writable=format) as m:
+        if not has_superblock(m.buf):
+            if not format:
+                raise FamfsError(f"{name} has no famfs superblock; use --format to create one")
+            mk = mkfs(m, ensure_system_uuid(sysfs), log_len=log_len, version=version)
+            res.formatted = True
+            res.steps.append(f"formatted {name} (famfs v{mk.superblock.version}, uuid {mk.superblock.uuid})")
+            res.steps += mk.warnings
+        else:
+            problems = L.superblock_problems(memoryview(m.buf)[: L.SB_SIZE], m.size)
+            if problems:
+                raise FamfsError(f"{name}: {problems[0]}")
+    if mount:
+        got = M.mount(sysfs, name, mountpoint, data_path=data_path)
+        res.mounted = True
+        res.data_path = got.data_path
+        res.steps += got.steps
+        return res
+    if info.mode != "fsdev":
+        set_mode(sysfs, name, Mode.FSDEV, Options())
+        res.steps.append(f"{name}: devdax -> fsdev")
+    _save_state(sysfs, res)
+    return res
+
+
+def _save_state(sysfs: Sysfs, res: UpResult) -> None:
+    path = _state_path(sysfs, res.mountpoint)
+    try:
+        os.close(locks.open_run_dir(sysfs))  # run/daxmode: created 0700 and checked
+        os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
+        with open(path, "w") as f:
+            rec = {"device": res.device, "mountpoint": res.mountpoint, "previous_mode": res.previous_mode}
+            json.dump(rec, f)
+    except OSError:
+        pass  # only --restore-mode needs it, and it says so when it is missing
+
+
+def down(sysfs: Sysfs, mountpoint: str, *, restore_mode: bool = False) -> list[str]:
+    """Unmount a famfs mount (restoring its device's mode), or undo a ``--no-mount`` preparation."""
+    from daxmode.modes import Mode, Options, set_mode
+
+    mp = os.path.abspath(mountpoint)
+    if mountstate.load(sysfs, mp) is not None or M.mount_at(sysfs, mp) is not None:
+        return M.umount(sysfs, mp)
+    state_file = _state_path(sysfs, mp)
+    try:
+        with open(state_file) as f:
+            state = json.load(f)
+    except (OSError, ValueError):
+        raise FamfsError(f"{mp} is not a famfs mount and no `famfs up` record exists for it") from None
+    steps = [f"{mp} was not mounted"]
+    if restore_mode:
+        device, prev = state["device"], state["previous_mode"]
+        if dax_info(sysfs, device).mode != prev:
+            set_mode(sysfs, device, Mode.parse(prev), Options())
+            steps.append(f"{device}: returned to {prev} mode")
+    os.unlink(state_file)
+    return steps
