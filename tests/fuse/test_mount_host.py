@@ -300,10 +300,18 @@ def test_foreground_mount(w: World) -> None:
         text=True,
     )
     try:
-        assert _wait(lambda: mountinfo_line(str(w.mnt)) is not None and (w.mnt / "shared").exists(), 30)
+        # "server pid" is printed once set-up is over: a signal before that rolls the mount back
+        assert p.stdout is not None
+        ready: list[str] = []
+        while not (ready and ready[-1].startswith("server pid")):
+            line = p.stdout.readline()
+            assert line, f"the server exited before it was ready: {ready}"
+            ready.append(line)
+        assert mountinfo_line(str(w.mnt)) is not None and (w.mnt / "shared").exists()
         assert (w.mnt / "shared/data.bin").stat().st_size == 3 * MiB + 4097
         p.send_signal(signal.SIGINT)
         out, _err = p.communicate(timeout=30)
+        out = "".join(ready) + out
     finally:
         if p.poll() is None:
             p.kill()
