@@ -29,6 +29,7 @@ import time
 from collections.abc import Iterator
 
 from daxmode.errors import DeviceBusy, FamfsError
+from daxmode.kernel.procs import flock_holders
 
 DEFAULT_TIMEOUT = 60.0
 """Seconds a writer waits for another session on the same volume (mutations take milliseconds)."""
@@ -56,22 +57,6 @@ def _thread_lock(key: tuple[int, int]) -> threading.Lock:
         if lk is None:
             lk = _thread_locks[key] = threading.Lock()
         return lk
-
-
-def holders(st: os.stat_result, locks: str = "/proc/locks") -> list[int]:
-    """PIDs holding a FLOCK on the file ``st`` describes, from /proc/locks (for the busy message)."""
-    want = f"{os.major(st.st_dev):02x}:{os.minor(st.st_dev):02x}:{st.st_ino}"
-    out = []
-    try:
-        with open(locks) as f:
-            for line in f:
-                parts = line.split()
-                # "1: FLOCK  ADVISORY  WRITE 1234 08:01:5678 0 EOF" (a "->" marks waiters)
-                if len(parts) >= 6 and parts[1] == "FLOCK" and parts[5] == want and parts[4].isdigit():
-                    out.append(int(parts[4]))
-    except OSError:
-        pass
-    return sorted(set(out))
 
 
 @contextlib.contextmanager
@@ -105,7 +90,7 @@ def volume_lock(fd: int, what: str, timeout: float | None = DEFAULT_TIMEOUT) -> 
                 break
             except BlockingIOError:
                 if deadline is not None and time.monotonic() >= deadline:
-                    pids = [p for p in holders(st) if p != os.getpid()]
+                    pids = [p for p in flock_holders(st) if p != os.getpid()]
                     who = f" (held by pid {', '.join(map(str, pids))})" if pids else ""
                     raise DeviceBusy(
                         f"{what}: another famfs writer holds the volume lock{who}; waited {timeout:g} s"

@@ -37,15 +37,16 @@ from daxmode.errors import (
 )
 from daxmode.famfs import mountstate as S
 from daxmode.famfs.fusefs import COPY, DATA_PATHS, DAX
-from daxmode.famfs.kernelsupport import detect_kernel
 from daxmode.famfs.mountspec import AUTO, FSTYPE, MountResult, Target, error_from
 from daxmode.fsdev import dax_info, looks_like_device
 from daxmode.fuse import kernel as K
+from daxmode.kernel import paths
 from daxmode.kernel.devices import resolve_name
+from daxmode.kernel.features import detect_kernel
 from daxmode.kernel.mounts import mount_at, mounts_using
 from daxmode.sysfs import Sysfs
 
-PROBE_DIR = "run/daxmode/probe"
+PROBE_DIR = paths.RUN_PROBE
 UMOUNT_WAIT = 180.0
 """Seconds ``umount`` waits for the server to restore the mode (a TCG guest switches slowly)."""
 

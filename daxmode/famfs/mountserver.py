@@ -46,7 +46,8 @@ from daxmode.famfs.viamount import MountLog
 from daxmode.fsdev import map_device, map_image
 from daxmode.fuse import kernel as K
 from daxmode.fuse.server import FuseError, Server, Stats
-from daxmode.kernel.mounts import mount_at
+from daxmode.kernel.mounts import mount_at, set_fuse_readahead
+from daxmode.kernel.procs import process_start
 from daxmode.sysfs import Sysfs
 
 WORKERS = 4
@@ -196,7 +197,7 @@ class Session:
         t = self.t
         self.rec = S.MountRecord(
             self.mp, t.source, t.device, self.path, FSTYPE, previous_mode=t.mode, mode=self.need,
-            pid=os.getpid(), pid_start=S.process_start(os.getpid()) or 0, log=self.log_file,
+            pid=os.getpid(), pid_start=process_start(os.getpid()) or 0, log=self.log_file,
         )  # fmt: skip
         S.save(self.sysfs, self.rec)
         lock = device_lock(self.sysfs, t.device) if t.device else contextlib.nullcontext()
@@ -312,8 +313,7 @@ class Session:
         cid = K.connection_id(self.mp)
         if cid is None:
             return
-        with contextlib.suppress(OSError), open(f"/sys/class/bdi/0:{cid}/read_ahead_kb", "w") as f:
-            f.write("1024")
+        set_fuse_readahead(cid, 1024)
 
     def _attach_via_mount(self, sb_head: bytes | None) -> None:
         """Dax path: read the superblock (and from now on the log) through the mount itself."""

@@ -18,9 +18,11 @@ import urllib.parse
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from daxmode.kernel import paths
+from daxmode.kernel.procs import process_start
 from daxmode.sysfs import Sysfs
 
-STATE_DIR = "run/daxmode/mounts"
+STATE_DIR = paths.RUN_MOUNTS
 
 
 @dataclass
@@ -118,18 +120,6 @@ def records(sysfs: Sysfs) -> list[MountRecord]:
 
 def for_device(sysfs: Sysfs, device: str) -> list[MountRecord]:
     return [r for r in records(sysfs) if r.device == device]
-
-
-def process_start(pid: int) -> int | None:
-    """Start time of ``pid`` in clock ticks since boot, or None if there is no such process."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            text = f.read()
-    except OSError:
-        return None
-    # comm may contain spaces and parentheses: the fields after the last ')' are fixed.
-    fields = text[text.rindex(")") + 2 :].split()
-    return int(fields[19])
 
 
 def server_alive(rec: MountRecord) -> bool:

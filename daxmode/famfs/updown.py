@@ -21,11 +21,11 @@ from daxmode.famfs import mountstate
 from daxmode.famfs.identity import ensure_system_uuid
 from daxmode.famfs.volume import has_superblock, mkfs
 from daxmode.fsdev import dax_info, map_device, mounted_at
-from daxmode.kernel import locks
+from daxmode.kernel import locks, paths
 from daxmode.kernel.devices import resolve_name
 from daxmode.sysfs import Sysfs
 
-STATE_DIR = "run/daxmode/famfs"
+STATE_DIR = paths.RUN_FAMFS
 
 
 @dataclass

@@ -11,6 +11,7 @@ import os
 import re
 from typing import NamedTuple
 
+from daxmode.kernel import paths
 from daxmode.kernel.paths import MOUNTINFO
 from daxmode.sysfs import Sysfs
 
@@ -72,6 +73,17 @@ def mounts(sysfs: Sysfs) -> list[Mount]:
 def mounts_using(sysfs: Sysfs, name: str) -> list[Mount]:
     """Mounts whose source or super options name ``/dev/<name>`` (famfs, fuse, anything)."""
     return [m for m in mounts(sysfs) if mount_uses(m, name)]
+
+
+def set_fuse_readahead(connection: int, kb: int) -> bool:
+    """Set one FUSE connection's readahead window (its bdi's ``read_ahead_kb``); False if the
+    kernel refused or the connection is gone."""
+    try:
+        with open(paths.fuse_bdi_attr(connection, "read_ahead_kb"), "w") as f:
+            f.write(str(kb))
+    except OSError:
+        return False
+    return True
 
 
 def mount_at(sysfs: Sysfs, mount_point: str) -> Mount | None:

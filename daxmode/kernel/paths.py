@@ -17,7 +17,11 @@ AUTO_ONLINE = f"{MEMORY}/auto_online_blocks"
 BLOCK_SIZE = f"{MEMORY}/block_size_bytes"
 CXL_DEVICES = "sys/bus/cxl/devices"
 MOUNTINFO = "proc/self/mountinfo"
-RUN_DIR = "run/daxmode"  # locks, journals, mount records: root-owned 0700 (kernel.rundir)
+RUN_DIR = "run/daxmode"  # locks, journals, mount records: root-owned 0700 (kernel.locks)
+RUN_MOUNTS = f"{RUN_DIR}/mounts"  # a record per famfs mount of daxmode's server
+RUN_FAMFS = f"{RUN_DIR}/famfs"  # the mode `famfs up` replaced, per mount point
+RUN_PROBE = f"{RUN_DIR}/probe"  # the mount point of the FUSE INIT probe
+PROC_LOCKS = "/proc/locks"  # the real system's, never under a moved root
 UDEV_CONTROL = "run/udev/control"
 
 
@@ -37,6 +41,15 @@ def driver_attr(driver: str, attr: str) -> str:
 
 def block_attr(block_id: int, attr: str) -> str:
     return f"{MEMORY}/memory{block_id}/{attr}"
+
+
+def proc_stat(pid: int) -> str:
+    return f"/proc/{pid}/stat"
+
+
+def fuse_bdi_attr(connection: int, attr: str) -> str:
+    """A FUSE connection's backing-device attribute (``/sys/class/bdi/0:N/read_ahead_kb``)."""
+    return f"/sys/class/bdi/0:{connection}/{attr}"
 
 
 def dev_node(name: str) -> str:
