@@ -357,10 +357,16 @@ if [[ -f "$DEST/build-info" ]]; then
 fi
 
 # --- build ---------------------------------------------------------------------------------------------------------
+# CPU seconds (user + system) of this script's finished children: the `times` builtin, run in
+# this shell (in a subshell or pipeline it would report the subshell's own, empty, children).
+cpu_of() { awk 'NR == 2 { t = 0; for (i = 1; i <= 2; i++) { split($i, a, /[ms]/); t += a[1] * 60 + a[2] } printf "%d", t }' "$1"; }
+times >"$SCRATCH/times-1"
 T1=$(date +%s)
 say "building bzImage and modules with $JOBS jobs (nice $NICE); log: $LOG"
 run_logged "the kernel build" 25 nice -n "$NICE" make -C "$SRC" O="$OUT" -j"$JOBS" bzImage modules
 T2=$(date +%s)
+times >"$SCRATCH/times-2"
+C1=$(cpu_of "$SCRATCH/times-1") C2=$(cpu_of "$SCRATCH/times-2")
 RELEASE="$(make -s -C "$SRC" O="$OUT" kernelrelease 2>>"$LOG")"
 run_logged "make modules_install" 25 make -C "$SRC" O="$OUT" modules_install INSTALL_MOD_PATH="$STAGE" INSTALL_MOD_STRIP=1
 # The build/source links point into the scratch tree, which is about to go.
@@ -378,13 +384,14 @@ T3=$(date +%s)
     echo "fragments=${FRAGMENTS[*]}"
     echo "jobs=$JOBS"
     echo "compile_seconds=$((T2 - T1))"
+    echo "compile_cpu_seconds=$((C2 - C1))"
     echo "total_seconds=$((T3 - T0))"
     echo "built=$(date -u +%Y-%m-%dT%H:%M:%SZ)"
 } >"$STAGE/build-info"
 rm -rf "$DEST" # a stale, incomplete entry (no build-info) from an older script
 mv "$STAGE" "$DEST"
 ln -sfn "../$NAME" "$BY_INPUT"
-say "built $RELEASE in $((T2 - T1)) s compile, $((T3 - T0)) s total: $DEST"
+say "built $RELEASE in $((T2 - T1)) s compile ($((C2 - C1)) CPU s), $((T3 - T0)) s total: $DEST"
 print_result
 exit 0
 }
