@@ -78,6 +78,8 @@ done
 JOBS="${JOBS:-$(nproc)}"
 [[ "$JOBS" =~ ^[1-9][0-9]*$ ]] || fail 2 "JOBS must be a positive integer, not '$JOBS'"
 CACHE="${CACHE:-$ROOT/.cache}"
+# Canonical, so the printed paths work from other checkouts sharing the cache (.cache is often a symlink).
+CACHE="$(mkdir -p "$CACHE" && cd "$CACHE" && pwd -P)" || fail 23 "cannot create the cache directory $CACHE"
 KB="$CACHE/kbuild"
 
 # --- inputs -------------------------------------------------------------------------------------
@@ -351,7 +353,7 @@ if [[ -f "$DEST/build-info" ]]; then
     ln -sfn "../$NAME" "$BY_INPUT"
     # The report belongs to the fragments just checked, not to the ones of the first build.
     cp "$STAGE/config-report.txt" "$DEST/.config-report.new" && mv "$DEST/.config-report.new" "$DEST/config-report.txt"
-    say "cached build $DEST (the fragments changed, the resulting config did not)"
+    say "cached build $DEST (same source, applied diffs and final .config)"
     print_result
     exit 0
 fi

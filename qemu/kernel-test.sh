@@ -251,7 +251,7 @@ line="$(bash "$ROOT/qemu/build-kernel.sh" KSRC="$KSRC" PATCHES="$PATCHES" ADAPT=
 read -r _ bzimage _ modules <<<"$line"
 release="$(sed -n 's/^release=//p' "$modules/build-info")"
 say "kernel $release: $line"
-say "build: $(grep -E '^(compile|total)_seconds=' "$modules/build-info" | tr '\n' ' ')"
+say "build: $(grep -E '^(compile|compile_cpu|total)_seconds=' "$modules/build-info" | tr '\n' ' ')"
 if [[ "$FAMFS" == 1 ]]; then
     say "config: $(grep -E '^CONFIG_(FUSE_FAMFS_DAX|DEV_DAX_FSDEV|FS_DAX|FUSE_IO_URING)[= ]|^# CONFIG_FUSE_IO_URING ' "$modules/config" | tr '\n' ' ')"
     grep -qx CONFIG_FUSE_FAMFS_DAX=y "$modules/config" ||
