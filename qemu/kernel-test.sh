@@ -83,26 +83,38 @@ check_region() { # the region committed with the hypervisor bit visible
     ok "CXL region(s) committed: ${committed[*]}; kernel: $bypass"
 }
 
-check_fsdev() { # binding fsdev_dax shows the demo patch's line
-    local dev="${DAXMODE_TEST_DEV:-}" dax=/sys/bus/dax
-    [[ -n "$dev" && -e "$dax/devices/$dev" ]] || no "no dax device (DAXMODE_TEST_DEV='$dev')"
+# fsdev_round_trip: bind the test device to fsdev_dax and put it back on its driver. Sets
+# DEV, BEFORE (its driver at the start), NOW (after binding fsdev_dax), BACK (at the end) and
+# LOG (the kernel lines logged meanwhile); judging is left to the caller, after the device is back.
+fsdev_round_trip() {
+    local dax=/sys/bus/dax mark
+    DEV="${DAXMODE_TEST_DEV:-}" BEFORE="" NOW="" BACK=""
+    [[ -n "$DEV" && -e "$dax/devices/$DEV" ]] || no "no dax device (DAXMODE_TEST_DEV='$DEV')"
     [[ -d "$dax/drivers/fsdev_dax" ]] || modprobe fsdev_dax || no "cannot load fsdev_dax"
-    local before="" now="" line=""
-    [[ -L "$dax/devices/$dev/driver" ]] && before="$(basename "$(readlink "$dax/devices/$dev/driver")")"
-    [[ -z "$before" ]] || put "$dev" "$dax/drivers/$before/unbind"
-    put "$dev" "$dax/drivers/fsdev_dax/new_id"
+    mark="$(dmesg | wc -l)"
+    [[ -L "$dax/devices/$DEV/driver" ]] && BEFORE="$(basename "$(readlink "$dax/devices/$DEV/driver")")"
+    [[ -z "$BEFORE" ]] || put "$DEV" "$dax/drivers/$BEFORE/unbind"
+    put "$DEV" "$dax/drivers/fsdev_dax/new_id"
     # new_id may already have probed it; bind only if it is still unbound.
-    [[ -L "$dax/devices/$dev/driver" ]] || put "$dev" "$dax/drivers/fsdev_dax/bind"
-    [[ -L "$dax/devices/$dev/driver" ]] && now="$(basename "$(readlink "$dax/devices/$dev/driver")")"
-    line="$(dmesg | grep "$dev: daxmode-demo: fsdev bound" | tail -n1)" || true
+    [[ -L "$dax/devices/$DEV/driver" ]] || put "$DEV" "$dax/drivers/fsdev_dax/bind"
+    [[ -L "$dax/devices/$DEV/driver" ]] && NOW="$(basename "$(readlink "$dax/devices/$DEV/driver")")"
+    LOG="$(dmesg | tail -n +"$((mark + 1))")"
     # Put the device back before judging, so a failure leaves it as found.
-    [[ "$now" != fsdev_dax ]] || put "$dev" "$dax/drivers/fsdev_dax/unbind"
-    put "$dev" "$dax/drivers/fsdev_dax/remove_id"
-    [[ -z "$before" ]] || put "$dev" "$dax/drivers/$before/bind"
-    [[ "$now" == fsdev_dax ]] || no "$dev is bound to '${now:-nothing}' after binding it to fsdev_dax"
-    [[ -n "$line" ]] || no "$dev bound to fsdev_dax but the kernel logged no 'daxmode-demo' line (patch not applied?)"
+    [[ "$NOW" != fsdev_dax ]] || put "$DEV" "$dax/drivers/fsdev_dax/unbind"
+    put "$DEV" "$dax/drivers/fsdev_dax/remove_id"
+    [[ -z "$BEFORE" ]] || put "$DEV" "$dax/drivers/$BEFORE/bind"
+    [[ -L "$dax/devices/$DEV/driver" ]] && BACK="$(basename "$(readlink "$dax/devices/$DEV/driver")")"
+    [[ "$NOW" == fsdev_dax ]] || no "$DEV is bound to '${NOW:-nothing}' after binding it to fsdev_dax"
+    [[ "$BACK" == "$BEFORE" ]] || no "$DEV is on '${BACK:-nothing}' after rebinding, not on '${BEFORE:-nothing}'"
+}
+
+check_fsdev() { # binding fsdev_dax shows the demo patch's line
+    fsdev_round_trip
+    local line
+    line="$(grep "$DEV: daxmode-demo: fsdev bound" <<<"$LOG" | tail -n1)" || true
+    [[ -n "$line" ]] || no "$DEV bound to fsdev_dax but the kernel logged no 'daxmode-demo' line (patch not applied?)"
     ok "patched fsdev_dax probe: $line"
-    ok "$dev back on ${before:-no driver}"
+    ok "$DEV back on ${BEFORE:-no driver}"
 }
 
 check_famfs_config() { # the famfs options are in the running kernel, its iomap code linked in
@@ -120,25 +132,10 @@ check_famfs_config() { # the famfs options are in the running kernel, its iomap 
 }
 
 check_famfs_fsdev() { # the dax device binds to fsdev_dax (fs-dax mode, what famfs mounts) and back
-    local dev="${DAXMODE_TEST_DEV:-}" dax=/sys/bus/dax
-    [[ -n "$dev" && -e "$dax/devices/$dev" ]] || no "no dax device (DAXMODE_TEST_DEV='$dev')"
-    [[ -d "$dax/drivers/fsdev_dax" ]] || modprobe fsdev_dax || no "cannot load fsdev_dax"
-    local before="" now="" back="" mark
-    mark="$(dmesg | wc -l)"
-    [[ -L "$dax/devices/$dev/driver" ]] && before="$(basename "$(readlink "$dax/devices/$dev/driver")")"
-    [[ -z "$before" ]] || put "$dev" "$dax/drivers/$before/unbind"
-    put "$dev" "$dax/drivers/fsdev_dax/new_id"
-    [[ -L "$dax/devices/$dev/driver" ]] || put "$dev" "$dax/drivers/fsdev_dax/bind"
-    [[ -L "$dax/devices/$dev/driver" ]] && now="$(basename "$(readlink "$dax/devices/$dev/driver")")"
-    [[ "$now" != fsdev_dax ]] || put "$dev" "$dax/drivers/fsdev_dax/unbind"
-    put "$dev" "$dax/drivers/fsdev_dax/remove_id"
-    [[ -z "$before" ]] || put "$dev" "$dax/drivers/$before/bind"
-    [[ -L "$dax/devices/$dev/driver" ]] && back="$(basename "$(readlink "$dax/devices/$dev/driver")")"
-    dmesg | tail -n +"$((mark + 1))" | grep -iE 'dax|famfs|fsdev' | sed 's/^/  dmesg: /' || true
-    [[ "$now" == fsdev_dax ]] || no "$dev is bound to '${now:-nothing}' after binding it to fsdev_dax"
-    ok "$dev bound to fsdev_dax (from ${before:-no driver})"
-    [[ "$back" == "$before" ]] || no "$dev is on '${back:-nothing}' after rebinding, not on '${before:-nothing}'"
-    ok "$dev back on ${before:-no driver}"
+    fsdev_round_trip
+    grep -iE 'dax|famfs|fsdev' <<<"$LOG" | sed 's/^/  dmesg: /' || true
+    ok "$DEV bound to fsdev_dax (from ${BEFORE:-no driver})"
+    ok "$DEV back on ${BEFORE:-no driver}"
 }
 
 check_init() { # INIT offers FUSE_DAX_FMAP to a mounter with CAP_SYS_RAWIO, and only to one
