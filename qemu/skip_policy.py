@@ -38,15 +38,19 @@ class Rule:
 
 
 def parse_policy(text: str) -> list[Rule]:
-    """Rules of a policy file: the comment lines just above a pattern are its reason."""
+    """Rules of a policy file: the comment lines above a pattern are its reason; consecutive
+    patterns share it, a blank line ends it."""
     rules: list[Rule] = []
     why: list[str] = []
+    after_pattern = False
     for no, raw in enumerate(text.splitlines(), 1):
         line = raw.strip()
         if not line:
-            why = []
+            why, after_pattern = [], False
         elif line.startswith("#"):
+            why = [] if after_pattern else why
             why.append(line.lstrip("# ").rstrip())
+            after_pattern = False
         else:
             if not why:
                 raise ValueError(f"line {no}: pattern without a comment saying why the skip is justified")
@@ -54,7 +58,7 @@ def parse_policy(text: str) -> list[Rule]:
                 rules.append(Rule(re.compile(line), " ".join(why), no))
             except re.error as e:
                 raise ValueError(f"line {no}: bad pattern {line!r}: {e}") from e
-            why = []
+            after_pattern = True
     return rules
 
 

@@ -183,8 +183,17 @@ def test_skip_policy_without_results_fails(tmp_path):
 def test_skip_policy_rules_need_a_reason():
     with pytest.raises(ValueError, match="without a comment"):
         sp.parse_policy("some pattern\n")
-    rules = sp.parse_policy("# why\n# more\nabc\n")
-    assert rules[0].why == "why more" and rules[0].pattern.search("xabcx")
+    rules = sp.parse_policy(
+        "# why\n# more\nabc\ndef\n# other\nghi\n\njkl\n".replace("\njkl\n", "\n# j\njkl\n")
+    )
+    assert [(r.pattern.pattern, r.why) for r in rules] == [
+        ("abc", "why more"),
+        ("def", "why more"),
+        ("ghi", "other"),
+        ("jkl", "j"),
+    ]
+    with pytest.raises(ValueError, match="line 4: pattern without"):
+        sp.parse_policy("# why\nabc\n\ndef\n")
 
 
 def test_tools_skip_is_justified_but_not_when_the_kernel_is_also_blamed():
