@@ -9,7 +9,7 @@ MODULES ?=
 HOSTS ?= 2
 BACKEND ?= cxl
 
-.PHONY: setup venv unit vm-test qemu-test test bench lint kernel kernel-test clean
+.PHONY: setup venv unit vm-test qemu-test test bench lint kernel kernel-test famfs-kernel famfs-kernel-test clean
 
 # Host packages (QEMU >= 8.1, busybox, kmod, ...), the venv, and the default guest kernel.
 setup:
@@ -45,12 +45,26 @@ bench: setup
 # Build a test kernel from KSRC (+ PATCHES, KCONFIG) into .cache/kbuild; prints the --kernel/--modules
 # arguments for qemu/cxl-mhd.sh (README-kernel). Not part of `make test`: a first build takes ~30 min.
 kernel:
-	bash qemu/build-kernel.sh KSRC="$(KSRC)" PATCHES="$(PATCHES)" KCONFIG="$(KCONFIG)"
+	bash qemu/build-kernel.sh KSRC="$(KSRC)" PATCHES="$(PATCHES)" ADAPT="$(ADAPT)" KCONFIG="$(KCONFIG)"
 
 # Debian's linux-source-7.3 + qemu/patches, built (or reused) and booted on HOSTS guests sharing CXL memory.
 kernel-test: setup
 	bash qemu/kernel-test.sh HOSTS="$(HOSTS)" $(if $(KSRC),KSRC="$(KSRC)") $(if $(PATCHES),PATCHES="$(PATCHES)") \
 	  $(if $(KCONFIG),KCONFIG="$(KCONFIG)")
+
+# The famfs fuse series V10 (not in this repository: docs/kernel.md says how to get it) on Debian's
+# linux-source-7.3 with our context adaptations, qemu/patches/famfs-7.3. PATCHES defaults to
+# .cache/famfs-v10/famfs-v10.mbox; KSRC to the Debian source kernel-test.sh fetches.
+FAMFS_PATCHES ?= $(CACHE)/famfs-v10/famfs-v10.mbox
+famfs-kernel:
+	bash qemu/kernel-test.sh --build-only FAMFS=1 $(if $(KSRC),KSRC="$(KSRC)") \
+	  PATCHES="$(or $(PATCHES),$(FAMFS_PATCHES))" $(if $(KCONFIG),KCONFIG="$(KCONFIG)")
+
+# That kernel booted on HOSTS guests sharing one CXL device: kernel-level famfs checks, then the
+# famfs mount tests of the VM suite with the famfs kernel (dax data path; docs/kernel.md).
+famfs-kernel-test: setup
+	bash qemu/kernel-test.sh FAMFS=1 HOSTS="$(HOSTS)" $(if $(VM_LOCK),VM_LOCK="$(VM_LOCK)") $(if $(KSRC),KSRC="$(KSRC)") \
+	  PATCHES="$(or $(PATCHES),$(FAMFS_PATCHES))" $(if $(KCONFIG),KCONFIG="$(KCONFIG)")
 
 clean:
 	rm -rf results build *.egg-info

@@ -2,8 +2,18 @@
 # Build a test kernel for the QEMU harness from a kernel tree plus optional patches.
 #
 #   make kernel KSRC=<kernel tree> [PATCHES=<dir or file of .patch/.diff/.mbox/.mbx>] [KCONFIG=<fragment>]
-#   bash qemu/build-kernel.sh KSRC=... [PATCHES=...] [KCONFIG=...] [CACHE=dir] [JOBS=n] [NICE=n]
-#                             [MIN_FREE_GB=n] [INSTALL_DEPS=1] [STOP_AFTER=patch|config]
+#               [ADAPT=<dir or file of .adapt>]
+#   bash qemu/build-kernel.sh KSRC=... [PATCHES=...] [ADAPT=...] [KCONFIG=...] [CACHE=dir] [JOBS=n]
+#                             [NICE=n] [MIN_FREE_GB=n] [INSTALL_DEPS=1] [STOP_AFTER=patch|config]
+#
+# Patches are applied in order with `git apply` (strict: no fuzz). Mailboxes (.mbox/.mbx, e.g.
+# from `b4 am` or a list archive) are split with `git mailsplit`; `git mailinfo --quoted-cr=strip`
+# decodes each message, so quoted-printable mails with CRLF line ends apply cleanly. ADAPT names
+# context adaptations (qemu/patch_adapt.py): hunks of a posted series re-seated on a newer tree
+# by replacing their context lines only, spliced into the series' patches before each is applied
+# (qemu/patches/famfs-7.3 does that for the famfs fuse series V10 on Linux 7.3). Every
+# adaptation record must match a hunk of the series, or the build stops. *.patch files in ADAPT
+# are our own follow-up fixes, applied after all of PATCHES in name order.
 #
 # STOP_AFTER keeps the scratch tree (patched sources, or sources + out/.config) and prints its
 # path instead of building; handy to inspect a config, and what the script's own tests use.
@@ -37,7 +47,7 @@ DEPS_FILE="$HERE/kernel-build-deps.txt"
 # Bump when the way a build is made changes, so old cache entries are not reused.
 RECIPE="daxmode-kbuild-1 defconfig+kvm_guest.config+famfs.config"
 
-KSRC="" PATCHES="" KCONFIG="" CACHE="" JOBS="" NICE="10" MIN_FREE_GB="15" INSTALL_DEPS="" STOP_AFTER=""
+KSRC="" PATCHES="" ADAPT="" KCONFIG="" CACHE="" JOBS="" NICE="10" MIN_FREE_GB="15" INSTALL_DEPS="" STOP_AFTER=""
 
 say() { printf 'build-kernel: %s\n' "$*" >&2; }
 fail() { # fail <code> <message>
@@ -53,10 +63,10 @@ usage() {
 for arg in "$@"; do
     case "$arg" in
     -h | --help) usage 0 ;;
-    KSRC=* | PATCHES=* | KCONFIG=* | CACHE=* | JOBS=* | NICE=* | MIN_FREE_GB=* | INSTALL_DEPS=* | STOP_AFTER=*)
+    KSRC=* | PATCHES=* | ADAPT=* | KCONFIG=* | CACHE=* | JOBS=* | NICE=* | MIN_FREE_GB=* | INSTALL_DEPS=* | STOP_AFTER=*)
         printf -v "${arg%%=*}" '%s' "${arg#*=}"
         ;;
-    *) fail 2 "unknown argument '$arg' (expected KEY=VALUE: KSRC, PATCHES, KCONFIG, CACHE, JOBS, NICE, MIN_FREE_GB, INSTALL_DEPS, STOP_AFTER; see --help)" ;;
+    *) fail 2 "unknown argument '$arg' (expected KEY=VALUE: KSRC, PATCHES, ADAPT, KCONFIG, CACHE, JOBS, NICE, MIN_FREE_GB, INSTALL_DEPS, STOP_AFTER; see --help)" ;;
     esac
 done
 
@@ -68,6 +78,8 @@ done
 JOBS="${JOBS:-$(nproc)}"
 [[ "$JOBS" =~ ^[1-9][0-9]*$ ]] || fail 2 "JOBS must be a positive integer, not '$JOBS'"
 CACHE="${CACHE:-$ROOT/.cache}"
+# Canonical, so the printed paths work from other checkouts sharing the cache (.cache is often a symlink).
+CACHE="$(mkdir -p "$CACHE" && cd "$CACHE" && pwd -P)" || fail 23 "cannot create the cache directory $CACHE"
 KB="$CACHE/kbuild"
 
 # --- inputs -------------------------------------------------------------------------------------
@@ -94,6 +106,25 @@ if [[ -n "$PATCHES" ]]; then
         PATCH_FILES=("$PATCHES")
     else
         fail 21 "PATCHES=$PATCHES does not exist"
+    fi
+fi
+ADAPT_FILES=() FOLLOWUP_FILES=()
+if [[ -n "$ADAPT" ]]; then
+    [[ -n "$PATCHES" ]] || fail 2 "ADAPT=$ADAPT adapts patches, but no PATCHES= was given"
+    [[ -e "$ADAPT" ]] || fail 21 "ADAPT=$ADAPT does not exist"
+    ADAPT="$(cd "$(dirname "$ADAPT")" && pwd -P)/$(basename "$ADAPT")"
+    if [[ -d "$ADAPT" ]]; then
+        while IFS= read -r -d '' f; do ADAPT_FILES+=("$f"); done < <(
+            find "$ADAPT" -maxdepth 1 -type f -name '*.adapt' -print0 | LC_ALL=C sort -z
+        )
+        while IFS= read -r -d '' f; do FOLLOWUP_FILES+=("$f"); done < <(
+            find "$ADAPT" -maxdepth 1 -type f -name '*.patch' -print0 | LC_ALL=C sort -z
+        )
+        ((${#ADAPT_FILES[@]} + ${#FOLLOWUP_FILES[@]})) || fail 21 "ADAPT=$ADAPT holds no *.adapt or *.patch files"
+    elif [[ "$ADAPT" == *.patch ]]; then
+        FOLLOWUP_FILES=("$ADAPT")
+    else
+        ADAPT_FILES=("$ADAPT")
     fi
 fi
 FRAGMENTS=("$FRAGMENT")
@@ -137,6 +168,10 @@ INPUT_KEY="$(
         echo "$RECIPE"
         echo "$KVERSION $(src_id)"
         for p in ${PATCH_FILES[@]+"${PATCH_FILES[@]}"}; do echo "patch $(basename "$p") $(sha256sum <"$p")"; done
+        ((${#ADAPT_FILES[@]})) && echo "adapter $(sha256sum <"$HERE/patch_adapt.py")"
+        for a in ${ADAPT_FILES[@]+"${ADAPT_FILES[@]}"} ${FOLLOWUP_FILES[@]+"${FOLLOWUP_FILES[@]}"}; do
+            echo "adapt $(basename "$a") $(sha256sum <"$a")"
+        done
         for f in "${FRAGMENTS[@]}"; do echo "fragment $(sha256sum <"$f")"; done
     } | sha256sum | cut -c1-12
 )"
@@ -214,16 +249,25 @@ if [[ -e "$SRC/.config" || -d "$SRC/include/config" ]]; then
 fi
 
 # --- patches ------------------------------------------------------------------------------------------------
-apply_one() { # apply_one <diff file> <label>
-    local diff="$1" label="$2" err
+apply_one() { # apply_one <diff file> <label> <subject>
+    local diff="$1" label="$2" subject="$3" err
+    if ((${#ADAPT_FILES[@]})) && [[ -n "$subject" ]]; then
+        python3 "$HERE/patch_adapt.py" apply --subject "$subject" --used-log "$SCRATCH/adapt-used" \
+            "$diff" "${ADAPT_FILES[@]}" >"$diff.adapted" 2>"$SCRATCH/adapt.err" ||
+            fail 21 "adapting $label failed: $(tail -n1 "$SCRATCH/adapt.err")"
+        sed 's/^/  /' "$SCRATCH/adapt.err" >&2
+        diff="$diff.adapted"
+    fi
     if ! git -C "$SRC" apply --numstat "$diff" 2>/dev/null | grep -q .; then
         fail 21 "$label contains no diff"
     fi
+    APPLIED_SUMS+=("$(sha256sum <"$diff" | cut -c1-64)")
     if ! err="$(git -C "$SRC" apply --whitespace=nowarn "$diff" 2>&1)"; then
-        fail 21 "$label does not apply to $KSRC: $(printf '%s' "$err" | head -n1)"
+        err="$(printf '%s\n' "$err" | head -n2 | paste -sd' ')"
+        fail 21 "$label does not apply to $KSRC: $err (a series posted for another kernel may need ADAPT=; see docs/kernel.md)"
     fi
 }
-n_applied=0
+n_applied=0 APPLIED_SUMS=()
 for p in ${PATCH_FILES[@]+"${PATCH_FILES[@]}"}; do
     case "$p" in
     *.mbox | *.mbx)
@@ -231,22 +275,35 @@ for p in ${PATCH_FILES[@]+"${PATCH_FILES[@]}"}; do
         count="$(git mailsplit -o"$split" "$p")" || fail 21 "cannot split mailbox $p"
         ((count > 0)) || fail 21 "mailbox $p holds no messages"
         for msg in "$split"/*; do
-            subject="$(git mailinfo "$msg.msg" "$msg.diff" <"$msg" | sed -n 's/^Subject: //p')"
+            subject="$(git mailinfo --quoted-cr=strip "$msg.msg" "$msg.diff" <"$msg" | sed -n 's/^Subject: //p')"
             [[ -s "$msg.diff" ]] || {
                 say "skipping message without a diff in $(basename "$p"): $subject"
                 continue
             }
-            apply_one "$msg.diff" "patch '$subject' (message $(basename "$msg") of $p)"
+            apply_one "$msg.diff" "patch '$subject' (message $(basename "$msg") of $p)" "$subject"
             n_applied=$((n_applied + 1))
         done
         ;;
     *)
-        apply_one "$p" "patch $p"
+        subject="$(git mailinfo --quoted-cr=strip /dev/null /dev/null <"$p" 2>/dev/null | sed -n 's/^Subject: //p')" || subject=""
+        cp "$p" "$SCRATCH/one.diff"
+        apply_one "$SCRATCH/one.diff" "patch $p" "${subject:-$(basename "$p")}"
         n_applied=$((n_applied + 1))
         ;;
     esac
 done
 ((${#PATCH_FILES[@]})) && say "applied $n_applied patch(es) from $PATCHES"
+if ((${#ADAPT_FILES[@]})); then
+    python3 "$HERE/patch_adapt.py" unused --used-log "$SCRATCH/adapt-used" "${ADAPT_FILES[@]}" 2>"$SCRATCH/adapt.err" ||
+        fail 21 "$(sed 's/^/  /' "$SCRATCH/adapt.err")
+adaptations in $ADAPT that matched no hunk of $PATCHES: is it the series they were written for?"
+    say "adapted hunks: $(wc -l <"$SCRATCH/adapt-used") from ${#ADAPT_FILES[@]} file(s) in $ADAPT"
+fi
+for f in ${FOLLOWUP_FILES[@]+"${FOLLOWUP_FILES[@]}"}; do
+    cp "$f" "$SCRATCH/one.diff"
+    apply_one "$SCRATCH/one.diff" "follow-up patch $f" ""
+    say "applied follow-up $(basename "$f")"
+done
 if [[ "$STOP_AFTER" == patch ]]; then
     keep_scratch=1
     say "stopping after the patches as asked; scratch tree kept"
@@ -270,6 +327,18 @@ if [[ -s "$STAGE/config-report.txt" ]]; then
 else
     say "every requested option is set as requested"
 fi
+CONFIG_KEY="$(
+    {
+        echo "$RECIPE"
+        echo "$KVERSION $(src_id)"
+        # What was applied (after adaptation), not how it was obtained: an edit to the adapter
+        # or an mbox re-encoded by another mailer that applies the same diffs reuses the build.
+        for d in ${APPLIED_SUMS[@]+"${APPLIED_SUMS[@]}"}; do echo "applied $d"; done
+        cat "$OUT/.config"
+    } | sha256sum | cut -c1-12
+)"
+NAME="$KVERSION-$CONFIG_KEY"
+say "build key $NAME (source, applied diffs, final .config)"
 if [[ "$STOP_AFTER" == config ]]; then
     cp "$OUT/.config" "$STAGE/config"
     keep_scratch=1
@@ -277,15 +346,6 @@ if [[ "$STOP_AFTER" == config ]]; then
     echo "$SCRATCH"
     exit 0
 fi
-CONFIG_KEY="$(
-    {
-        echo "$RECIPE"
-        echo "$KVERSION $(src_id)"
-        for p in ${PATCH_FILES[@]+"${PATCH_FILES[@]}"}; do echo "patch $(basename "$p") $(sha256sum <"$p")"; done
-        cat "$OUT/.config"
-    } | sha256sum | cut -c1-12
-)"
-NAME="$KVERSION-$CONFIG_KEY"
 DEST="$KB/$NAME"
 exec 8>"$KB/locks/$NAME"
 flock 8
@@ -293,16 +353,22 @@ if [[ -f "$DEST/build-info" ]]; then
     ln -sfn "../$NAME" "$BY_INPUT"
     # The report belongs to the fragments just checked, not to the ones of the first build.
     cp "$STAGE/config-report.txt" "$DEST/.config-report.new" && mv "$DEST/.config-report.new" "$DEST/config-report.txt"
-    say "cached build $DEST (the fragments changed, the resulting config did not)"
+    say "cached build $DEST (same source, applied diffs and final .config)"
     print_result
     exit 0
 fi
 
 # --- build ---------------------------------------------------------------------------------------------------------
+# CPU seconds (user + system) of this script's finished children: the `times` builtin, run in
+# this shell (in a subshell or pipeline it would report the subshell's own, empty, children).
+cpu_of() { awk 'NR == 2 { t = 0; for (i = 1; i <= 2; i++) { split($i, a, /[ms]/); t += a[1] * 60 + a[2] } printf "%d", t }' "$1"; }
+times >"$SCRATCH/times-1"
 T1=$(date +%s)
 say "building bzImage and modules with $JOBS jobs (nice $NICE); log: $LOG"
 run_logged "the kernel build" 25 nice -n "$NICE" make -C "$SRC" O="$OUT" -j"$JOBS" bzImage modules
 T2=$(date +%s)
+times >"$SCRATCH/times-2"
+C1=$(cpu_of "$SCRATCH/times-1") C2=$(cpu_of "$SCRATCH/times-2")
 RELEASE="$(make -s -C "$SRC" O="$OUT" kernelrelease 2>>"$LOG")"
 run_logged "make modules_install" 25 make -C "$SRC" O="$OUT" modules_install INSTALL_MOD_PATH="$STAGE" INSTALL_MOD_STRIP=1
 # The build/source links point into the scratch tree, which is about to go.
@@ -316,16 +382,18 @@ T3=$(date +%s)
     echo "ksrc=$KSRC"
     echo "kernel_version=$KVERSION"
     echo "patches=$(for p in ${PATCH_FILES[@]+"${PATCH_FILES[@]}"}; do printf '%s ' "$(basename "$p")"; done)"
+    echo "adapt=$(for a in ${ADAPT_FILES[@]+"${ADAPT_FILES[@]}"} ${FOLLOWUP_FILES[@]+"${FOLLOWUP_FILES[@]}"}; do printf '%s ' "$(basename "$a")"; done)"
     echo "fragments=${FRAGMENTS[*]}"
     echo "jobs=$JOBS"
     echo "compile_seconds=$((T2 - T1))"
+    echo "compile_cpu_seconds=$((C2 - C1))"
     echo "total_seconds=$((T3 - T0))"
     echo "built=$(date -u +%Y-%m-%dT%H:%M:%SZ)"
 } >"$STAGE/build-info"
 rm -rf "$DEST" # a stale, incomplete entry (no build-info) from an older script
 mv "$STAGE" "$DEST"
 ln -sfn "../$NAME" "$BY_INPUT"
-say "built $RELEASE in $((T2 - T1)) s compile, $((T3 - T0)) s total: $DEST"
+say "built $RELEASE in $((T2 - T1)) s compile ($((C2 - C1)) CPU s), $((T3 - T0)) s total: $DEST"
 print_result
 exit 0
 }

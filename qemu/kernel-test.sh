@@ -7,6 +7,24 @@
 #   - the patch is live: binding the device to fsdev_dax logs "daxmode-demo: fsdev bound".
 #
 #   bash qemu/kernel-test.sh [KSRC=<tree>] [PATCHES=<dir>] [KCONFIG=<fragment>] [HOSTS=n] [CACHE=dir]
+#   bash qemu/kernel-test.sh FAMFS=1 PATCHES=<famfs V10 mbox> [ADAPT=<dir>] [--build-only] [...]
+#
+# FAMFS=1 (make famfs-kernel-test) builds the famfs fuse series V10 (PATCHES, an mbox of its 10
+# patches: docs/kernel.md says how to get it) with our 7.3 adaptations (ADAPT, default
+# qemu/patches/famfs-7.3) and, in each of HOSTS guests sharing one CXL device, checks instead
+#   - the fresh release runs; /proc/config.gz has FUSE_FAMFS_DAX=y, FS_DAX=y, DEV_DAX_FSDEV;
+#   - the CXL region committed with the hypervisor bit visible (as above);
+#   - /proc/kallsyms has famfs_fuse_iomap_begin (the series' iomap code is linked in);
+#   - the dax device binds to fsdev_dax and back to its driver;
+#   - a fuse connection's INIT offers FUSE_DAX_FMAP (bit 43) to a mounter with CAP_SYS_RAWIO and
+#     not to one without (qemu/fuse_init_probe.py),
+# then boots the hosts again and runs the VM suite (tests/vm) on that kernel: every skip must be
+# one qemu/famfs-kernel.skips says this kernel justifies (qemu/skip_policy.py), so a famfs
+# mount or DAX-path test that skips for want of a famfs kernel fails the run. --build-only stops
+# after the build (make famfs-kernel).
+#
+# VM_LOCK=<file> (argument or environment) holds that lock with flock(1) around each boot only,
+# so a machine-wide VM lock is not held during the long build.
 #
 # Without KSRC, Debian's linux-source-7.3 (trixie-backports) is fetched with `apt-get download`
 # through a private sources list and state dir (the host's apt sources are not touched), unpacked
@@ -14,10 +32,12 @@
 # build takes about 30 minutes on 2 cores, so this is not part of CI.
 #
 # Inside a guest the harness runs `kernel-test.sh --guest <release>` (the checks above; name
-# some of release, region, fsdev after the release to run only those).
+# some of release, region, fsdev, famfs-config, famfs-fsdev, init after the release to run only
+# those).
 # Exit codes: 0 all checks passed; 1 a check failed in a guest; 2 usage; 3 fetching the source
-# failed; 4 the harness lacks --show-hypervisor; build-kernel.sh's codes (20-25) pass through;
-# other codes are the harness's (qemu/cxl-mhd.sh).
+# failed; 4 the harness lacks --show-hypervisor; 5 FAMFS=1 without the series (the message says
+# how to get it); 6 a skip in the suite that this kernel does not justify; build-kernel.sh's
+# codes (20-25) pass through; other codes are the harness's (qemu/cxl-mhd.sh).
 set -euo pipefail
 {
 
@@ -63,32 +83,83 @@ check_region() { # the region committed with the hypervisor bit visible
     ok "CXL region(s) committed: ${committed[*]}; kernel: $bypass"
 }
 
-check_fsdev() { # binding fsdev_dax shows the demo patch's line
-    local dev="${DAXMODE_TEST_DEV:-}" dax=/sys/bus/dax
-    [[ -n "$dev" && -e "$dax/devices/$dev" ]] || no "no dax device (DAXMODE_TEST_DEV='$dev')"
+# fsdev_round_trip: bind the test device to fsdev_dax and put it back on its driver. Sets
+# DEV, BEFORE (its driver at the start), NOW (after binding fsdev_dax), BACK (at the end) and
+# LOG (the kernel lines logged meanwhile); judging is left to the caller, after the device is back.
+fsdev_round_trip() {
+    local dax=/sys/bus/dax mark
+    DEV="${DAXMODE_TEST_DEV:-}" BEFORE="" NOW="" BACK=""
+    [[ -n "$DEV" && -e "$dax/devices/$DEV" ]] || no "no dax device (DAXMODE_TEST_DEV='$DEV')"
     [[ -d "$dax/drivers/fsdev_dax" ]] || modprobe fsdev_dax || no "cannot load fsdev_dax"
-    local before="" now="" line=""
-    [[ -L "$dax/devices/$dev/driver" ]] && before="$(basename "$(readlink "$dax/devices/$dev/driver")")"
-    [[ -z "$before" ]] || put "$dev" "$dax/drivers/$before/unbind"
-    put "$dev" "$dax/drivers/fsdev_dax/new_id"
+    mark="$(dmesg | wc -l)"
+    [[ -L "$dax/devices/$DEV/driver" ]] && BEFORE="$(basename "$(readlink "$dax/devices/$DEV/driver")")"
+    [[ -z "$BEFORE" ]] || put "$DEV" "$dax/drivers/$BEFORE/unbind"
+    put "$DEV" "$dax/drivers/fsdev_dax/new_id"
     # new_id may already have probed it; bind only if it is still unbound.
-    [[ -L "$dax/devices/$dev/driver" ]] || put "$dev" "$dax/drivers/fsdev_dax/bind"
-    [[ -L "$dax/devices/$dev/driver" ]] && now="$(basename "$(readlink "$dax/devices/$dev/driver")")"
-    line="$(dmesg | grep "$dev: daxmode-demo: fsdev bound" | tail -n1)" || true
+    [[ -L "$dax/devices/$DEV/driver" ]] || put "$DEV" "$dax/drivers/fsdev_dax/bind"
+    [[ -L "$dax/devices/$DEV/driver" ]] && NOW="$(basename "$(readlink "$dax/devices/$DEV/driver")")"
+    LOG="$(dmesg | tail -n +"$((mark + 1))")"
     # Put the device back before judging, so a failure leaves it as found.
-    [[ "$now" != fsdev_dax ]] || put "$dev" "$dax/drivers/fsdev_dax/unbind"
-    put "$dev" "$dax/drivers/fsdev_dax/remove_id"
-    [[ -z "$before" ]] || put "$dev" "$dax/drivers/$before/bind"
-    [[ "$now" == fsdev_dax ]] || no "$dev is bound to '${now:-nothing}' after binding it to fsdev_dax"
-    [[ -n "$line" ]] || no "$dev bound to fsdev_dax but the kernel logged no 'daxmode-demo' line (patch not applied?)"
+    [[ "$NOW" != fsdev_dax ]] || put "$DEV" "$dax/drivers/fsdev_dax/unbind"
+    put "$DEV" "$dax/drivers/fsdev_dax/remove_id"
+    [[ -z "$BEFORE" ]] || put "$DEV" "$dax/drivers/$BEFORE/bind"
+    [[ -L "$dax/devices/$DEV/driver" ]] && BACK="$(basename "$(readlink "$dax/devices/$DEV/driver")")"
+    [[ "$NOW" == fsdev_dax ]] || no "$DEV is bound to '${NOW:-nothing}' after binding it to fsdev_dax"
+    [[ "$BACK" == "$BEFORE" ]] || no "$DEV is on '${BACK:-nothing}' after rebinding, not on '${BEFORE:-nothing}'"
+}
+
+check_fsdev() { # binding fsdev_dax shows the demo patch's line
+    fsdev_round_trip
+    local line
+    line="$(grep "$DEV: daxmode-demo: fsdev bound" <<<"$LOG" | tail -n1)" || true
+    [[ -n "$line" ]] || no "$DEV bound to fsdev_dax but the kernel logged no 'daxmode-demo' line (patch not applied?)"
     ok "patched fsdev_dax probe: $line"
-    ok "$dev back on ${before:-no driver}"
+    ok "$DEV back on ${BEFORE:-no driver}"
+}
+
+check_famfs_config() { # the famfs options are in the running kernel, its iomap code linked in
+    local cfg opt
+    cfg="$(zcat /proc/config.gz)" || no "cannot read /proc/config.gz"
+    for opt in CONFIG_FUSE_FAMFS_DAX=y CONFIG_FS_DAX=y; do
+        grep -qx "$opt" <<<"$cfg" || no "/proc/config.gz lacks $opt: $(grep "${opt%=*}[= ]" <<<"$cfg" || echo unset)"
+    done
+    opt="$(grep -E '^CONFIG_DEV_DAX_FSDEV=[ym]$' <<<"$cfg")" || no "/proc/config.gz has no CONFIG_DEV_DAX_FSDEV=y|m"
+    ok "config: CONFIG_FUSE_FAMFS_DAX=y CONFIG_FS_DAX=y $opt"
+    grep -q "CONFIG_FUSE_IO_URING=y" <<<"$cfg" && no "CONFIG_FUSE_IO_URING=y: bit 43 would also mean FUSE_HAS_IO_URING_BUFPOOL"
+    local sym
+    sym="$(grep -m1 -w famfs_fuse_iomap_begin /proc/kallsyms)" || no "/proc/kallsyms has no famfs_fuse_iomap_begin"
+    ok "kallsyms: ${sym#* }"
+}
+
+check_famfs_fsdev() { # the dax device binds to fsdev_dax (fs-dax mode, what famfs mounts) and back
+    fsdev_round_trip
+    grep -iE 'dax|famfs|fsdev' <<<"$LOG" | sed 's/^/  dmesg: /' || true
+    ok "$DEV bound to fsdev_dax (from ${BEFORE:-no driver})"
+    ok "$DEV back on ${BEFORE:-no driver}"
+}
+
+check_init() { # INIT offers FUSE_DAX_FMAP to a mounter with CAP_SYS_RAWIO, and only to one
+    local probe here with without
+    here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+    probe=(/usr/bin/python3 "$here/fuse_init_probe.py")
+    with="$("${probe[@]}" 2>&1)" || no "INIT probe as root failed: $with"
+    without="$(setpriv --bounding-set=-sys_rawio "${probe[@]}" 2>&1)" ||
+        no "INIT probe without CAP_SYS_RAWIO failed: $without"
+    [[ "$with" == *" cap_sys_rawio=1"* && "$without" == *" cap_sys_rawio=0"* ]] ||
+        no "the probes did not run with and without CAP_SYS_RAWIO: '$with' / '$without'"
+    [[ "$with" == *" init_ext=1 "* && "$with" == *" dax_fmap=1 "* ]] ||
+        no "INIT does not offer FUSE_DAX_FMAP (1<<43) to a mounter with CAP_SYS_RAWIO: $with"
+    ok "INIT with CAP_SYS_RAWIO: $with"
+    [[ "$without" == *" dax_fmap=0 "* ]] ||
+        no "INIT offers FUSE_DAX_FMAP (1<<43) to a mounter without CAP_SYS_RAWIO: $without"
+    ok "INIT without CAP_SYS_RAWIO: $without"
 }
 
 if [[ "${1:-}" == --guest ]]; then
-    # kernel-test.sh --guest <expected release> [release|region|fsdev ...] (default: all three)
+    # kernel-test.sh --guest <expected release> [release|region|fsdev|famfs-config|famfs-fsdev|init ...]
+    # (default: release region fsdev)
     [[ $# -ge 2 ]] || {
-        echo "usage: kernel-test.sh --guest <expected release> [release|region|fsdev ...]" >&2
+        echo "usage: kernel-test.sh --guest <expected release> [release|region|fsdev|famfs-config|famfs-fsdev|init ...]" >&2
         exit 2
     }
     want="$2"
@@ -99,6 +170,9 @@ if [[ "${1:-}" == --guest ]]; then
             release) check_release "$want" ;;
             region) check_region ;;
             fsdev) check_fsdev ;;
+            famfs-config) check_famfs_config ;;
+            famfs-fsdev) check_famfs_fsdev ;;
+            init) check_init ;;
             *) no "unknown check '$s'" ;;
             esac
         done
@@ -115,19 +189,32 @@ fail() {
     exit "$1"
 }
 
-KSRC="" PATCHES="$ROOT/qemu/patches" KCONFIG="" HOSTS=2 CACHE=""
+KSRC="" PATCHES="" ADAPT="" KCONFIG="" HOSTS=2 CACHE="" FAMFS="" BUILD_ONLY="" VM_LOCK="${VM_LOCK:-}"
 for arg in "$@"; do
     case "$arg" in
-    KSRC=* | PATCHES=* | KCONFIG=* | HOSTS=* | CACHE=*) printf -v "${arg%%=*}" '%s' "${arg#*=}" ;;
+    KSRC=* | PATCHES=* | ADAPT=* | KCONFIG=* | HOSTS=* | CACHE=* | FAMFS=* | VM_LOCK=*) printf -v "${arg%%=*}" '%s' "${arg#*=}" ;;
+    --build-only) BUILD_ONLY=1 ;;
     -h | --help)
         sed -n '2,/^set -euo/{/^set -euo/d;s/^# \{0,1\}//;p}' "${BASH_SOURCE[0]}" >&2
         exit 0
         ;;
-    *) fail 2 "unknown argument '$arg' (expected KSRC=, PATCHES=, KCONFIG=, HOSTS=, CACHE=)" ;;
+    *) fail 2 "unknown argument '$arg' (expected KSRC=, PATCHES=, ADAPT=, KCONFIG=, HOSTS=, CACHE=, FAMFS=1, VM_LOCK=, --build-only)" ;;
     esac
 done
 [[ "$HOSTS" =~ ^[1-8]$ ]] || fail 2 "HOSTS must be 1..8, not '$HOSTS'"
+[[ -z "$FAMFS" || "$FAMFS" == 1 ]] || fail 2 "FAMFS must be 1 or empty, not '$FAMFS'"
 CACHE="${CACHE:-$ROOT/.cache}"
+SERIES_HELP="the famfs fuse series V10 is not in this repository (it is unmerged, other people's code).
+  Get it into an mbox, e.g.:  b4 am -o - 20260331123702.35052-1-john@jagalactic.com > $CACHE/famfs-v10/famfs-v10.mbox
+  (or save the 10 patch mails of 'famfs: port into fuse' V10 from the linux-cxl/nvdimm list archive),
+  then pass it with PATCHES=<mbox> (default $CACHE/famfs-v10/famfs-v10.mbox); docs/kernel.md has the details"
+if [[ "$FAMFS" == 1 ]]; then
+    [[ -n "$PATCHES" ]] || PATCHES="$CACHE/famfs-v10/famfs-v10.mbox"
+    [[ -f "$PATCHES" ]] || fail 5 "no famfs series at PATCHES=$PATCHES: $SERIES_HELP"
+    ADAPT="${ADAPT:-$ROOT/qemu/patches/famfs-7.3}"
+else
+    PATCHES="${PATCHES:-$ROOT/qemu/patches}"
+fi
 
 # Debian's source package, through a private apt state (never the host's sources.list).
 fetch_source() {
@@ -157,16 +244,50 @@ if [[ -z "$KSRC" ]]; then
     [[ -f "$KSRC/Makefile" ]] || fetch_source
 fi
 
-line="$(bash "$ROOT/qemu/build-kernel.sh" KSRC="$KSRC" PATCHES="$PATCHES" KCONFIG="$KCONFIG" CACHE="$CACHE")" || exit $?
+line="$(bash "$ROOT/qemu/build-kernel.sh" KSRC="$KSRC" PATCHES="$PATCHES" ADAPT="$ADAPT" KCONFIG="$KCONFIG" CACHE="$CACHE")" || exit $?
 read -r _ bzimage _ modules <<<"$line"
 release="$(sed -n 's/^release=//p' "$modules/build-info")"
 say "kernel $release: $line"
+say "build: $(grep -E '^(compile|compile_cpu|total)_seconds=' "$modules/build-info" | tr '\n' ' ')"
+if [[ "$FAMFS" == 1 ]]; then
+    say "config: $(grep -E '^CONFIG_(FUSE_FAMFS_DAX|DEV_DAX_FSDEV|FS_DAX|FUSE_IO_URING)[= ]|^# CONFIG_FUSE_IO_URING ' "$modules/config" | tr '\n' ' ')"
+    grep -qx CONFIG_FUSE_FAMFS_DAX=y "$modules/config" ||
+        fail 1 "the build's config lacks CONFIG_FUSE_FAMFS_DAX=y (report: $modules/config-report.txt)"
+fi
+if [[ -n "$BUILD_ONLY" ]]; then
+    echo "$line"
+    exit 0
+fi
 
 harness=(bash "$ROOT/qemu/cxl-mhd.sh")
 help="$("${harness[@]}" --help 2>&1 || true)"
 [[ "$help" == *--show-hypervisor* ]] ||
     fail 4 "qemu/cxl-mhd.sh has no --show-hypervisor option: it cannot boot without hiding the hypervisor bit"
-"${harness[@]}" --backend cxl --hosts "$HOSTS" --kernel "$bzimage" --modules "$modules" --show-hypervisor \
-    --results "$ROOT/results/kernel-test" --cmd "bash $ROOT/qemu/kernel-test.sh --guest $release"
-exit $?
+boot=()
+[[ -z "$VM_LOCK" ]] || boot=(flock "$VM_LOCK")
+boot+=("${harness[@]}" --backend cxl --hosts "$HOSTS" --kernel "$bzimage" --modules "$modules" --show-hypervisor)
+if [[ "$FAMFS" != 1 ]]; then
+    "${boot[@]}" --results "$ROOT/results/kernel-test" --cmd "bash $ROOT/qemu/kernel-test.sh --guest $release"
+    exit $?
+fi
+
+# famfs: the kernel-level checks, then the VM suite on the same kernel.
+res="$ROOT/results/famfs-kernel-test"
+rm -rf "$res/kernel" "$res/suite"
+mkdir -p "$res"
+say "booting $HOSTS hosts for the kernel-level famfs checks (results in $res/kernel)"
+rc=0
+"${boot[@]}" --results "$res/kernel" \
+    --cmd "bash $ROOT/qemu/kernel-test.sh --guest $release release region famfs-config famfs-fsdev init" || rc=$?
+((rc == 0)) || fail "$rc" "the kernel-level famfs checks failed (rc $rc; logs in $res/kernel)"
+say "booting $HOSTS hosts again for the VM suite on $release (results in $res/suite)"
+"${boot[@]}" --results "$res/suite" --suite tests/vm || rc=$?
+# Judge the skips even when something failed: a wrong skip is worth knowing either way.
+src=0
+python3 "$ROOT/qemu/skip_policy.py" --policy "$ROOT/qemu/famfs-kernel.skips" --kernel "$release" \
+    "$res/suite" || src=$?
+((rc == 0)) || fail "$rc" "the VM suite failed on $release (rc $rc; logs in $res/suite)"
+((src == 0)) || fail 6 "the VM suite skipped tests that $release does not justify (see above; policy qemu/famfs-kernel.skips)"
+say "famfs kernel $release: kernel checks and VM suite passed; boot with: $line"
+exit 0
 }

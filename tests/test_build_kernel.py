@@ -7,6 +7,7 @@ The full build is exercised by `make kernel-test`; here everything stops before 
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 from pathlib import Path
 
@@ -198,3 +199,117 @@ def test_missing_build_tool_prints_the_install_line(tmp_path, ktree):
     assert r.returncode == 22
     assert "apt-get install -y" in r.stderr
     assert " flex" in r.stderr
+
+
+# ---- mailboxes as list archives serve them, and context adaptations (ADAPT=) ------------------
+
+
+def _quoted_printable_crlf(patch: str) -> str:
+    """A patch mail the way the famfs V10 mails are archived: CRLF line ends, quoted-printable
+    with the CR and LF themselves encoded (=0D=0A) and soft line breaks every 72 characters."""
+    head, _, body = patch.partition("\n\n")
+    special = {"\r": "=0D", "\n": "=0A", "=": "=3D", "\t": "=09"}
+    flat = "".join(special.get(c, c) for c in body.replace("\n", "\r\n"))
+    lines, line = [], ""
+    for token in re.findall(r"=[0-9A-F]{2}|.", flat):
+        if len(line) + len(token) > 72:
+            lines.append(line + "=")
+            line = ""
+        line += token
+    lines.append(line)
+    return (
+        head + "\nMIME-Version: 1.0\nContent-Type: text/plain; charset=UTF-8\n"
+        "Content-Transfer-Encoding: quoted-printable\n\n" + "\n".join(lines) + "\n"
+    )
+
+
+def test_quoted_printable_crlf_mail_applies(tmp_path, ktree):
+    mbox = tmp_path / "series.mbox"
+    mbox.write_text(_quoted_printable_crlf(GOOD_PATCH))
+    assert "=0D" in mbox.read_text()
+    r = run(f"KSRC={ktree}", f"PATCHES={mbox}", "STOP_AFTER=patch", cache=tmp_path / "c")
+    assert r.returncode == 0, r.stderr
+    assert "patched line\nline 7\n" in (Path(r.stdout.strip()) / "src/drivers/dax/fsdev.c").read_text()
+
+
+# The tree moved on: "line 5" was reworded, so GOOD_PATCH's leading context is stale there.
+NEWER_FSDEV_C = FSDEV_C.replace("line 5\n", "line 5, reworded\n")
+ADAPT_STALE = """# GOOD_PATCH on a tree where line 5 was reworded
+patch: dax: add a line
+file: drivers/dax/fsdev.c
+hunk: @@ -4,6 +4,7 @@
+ line 4
+ line 5, reworded
+ line 6
+=
+ line 7
+ line 8
+ line 9
+"""
+
+
+def _adapt_dir(tmp_path: Path, text: str) -> Path:
+    d = tmp_path / "adapt"
+    d.mkdir(exist_ok=True)
+    (d / "0001-stale.adapt").write_text(text)
+    return d
+
+
+def test_adaptation_reseats_a_hunk_with_stale_context(tmp_path, ktree):
+    (ktree / "drivers/dax/fsdev.c").write_text(NEWER_FSDEV_C)
+    mbox = tmp_path / "series.mbox"
+    mbox.write_text(_quoted_printable_crlf(GOOD_PATCH))
+    plain = run(f"KSRC={ktree}", f"PATCHES={mbox}", "STOP_AFTER=patch", cache=tmp_path / "c")
+    assert plain.returncode == 21 and "does not apply" in plain.stderr and "ADAPT=" in plain.stderr
+    d = _adapt_dir(tmp_path, ADAPT_STALE)
+    r = run(f"KSRC={ktree}", f"PATCHES={mbox}", f"ADAPT={d}", "STOP_AFTER=patch", cache=tmp_path / "c")
+    assert r.returncode == 0, r.stderr
+    text = (Path(r.stdout.strip()) / "src/drivers/dax/fsdev.c").read_text()
+    assert text == NEWER_FSDEV_C.replace("line 6\n", "line 6\npatched line\n")
+    assert "adapted 'dax: add a line' drivers/dax/fsdev.c @@ -4,6 +4,7 @@" in r.stderr
+    assert "adapted hunks: 1 from 1 file(s)" in r.stderr
+
+
+def test_adaptation_that_matches_no_hunk_stops_the_build(tmp_path, ktree):
+    mbox = tmp_path / "series.mbox"
+    mbox.write_text(GOOD_PATCH)
+    d = _adapt_dir(tmp_path, ADAPT_STALE.replace("patch: dax: add a line", "patch: dax: another patch"))
+    cache = tmp_path / "c"
+    r = run(f"KSRC={ktree}", f"PATCHES={mbox}", f"ADAPT={d}", "STOP_AFTER=patch", cache=cache)
+    assert r.returncode == 21
+    assert "matched no hunk" in r.stderr
+    assert leftovers(cache) == []
+
+
+def test_adaptation_with_the_wrong_number_of_runs_is_refused(tmp_path, ktree):
+    (ktree / "drivers/dax/fsdev.c").write_text(NEWER_FSDEV_C)
+    mbox = tmp_path / "series.mbox"
+    mbox.write_text(GOOD_PATCH)
+    d = _adapt_dir(tmp_path, ADAPT_STALE.replace("=\n", "=\n line 6b\n=\n"))
+    r = run(f"KSRC={ktree}", f"PATCHES={mbox}", f"ADAPT={d}", "STOP_AFTER=patch", cache=tmp_path / "c")
+    assert r.returncode == 21
+    assert "2 '=' line(s) but hunk" in r.stderr
+
+
+def test_follow_up_patch_in_adapt_dir_applies_after_the_series(tmp_path, ktree):
+    mbox = tmp_path / "series.mbox"
+    mbox.write_text(GOOD_PATCH)
+    d = tmp_path / "adapt"
+    d.mkdir()
+    # Its context includes the series' line, so it only applies after the series.
+    (d / "post-1-fix.patch").write_text(
+        "Subject: [PATCH] our fix on top\n\n---\n"
+        "--- a/drivers/dax/fsdev.c\n+++ b/drivers/dax/fsdev.c\n"
+        "@@ -6,3 +6,3 @@\n line 6\n-patched line\n+patched line, fixed\n line 7\n"
+    )
+    r = run(f"KSRC={ktree}", f"PATCHES={mbox}", f"ADAPT={d}", "STOP_AFTER=patch", cache=tmp_path / "c")
+    assert r.returncode == 0, r.stderr
+    assert "patched line, fixed\nline 7" in (Path(r.stdout.strip()) / "src/drivers/dax/fsdev.c").read_text()
+    assert "applied follow-up post-1-fix.patch" in r.stderr
+
+
+def test_adapt_needs_patches(tmp_path, ktree):
+    d = _adapt_dir(tmp_path, ADAPT_STALE)
+    r = run(f"KSRC={ktree}", f"ADAPT={d}", cache=tmp_path / "c")
+    assert r.returncode == 2
+    assert "no PATCHES=" in r.stderr
