@@ -73,6 +73,11 @@ def wait_for(pred, what: str, timeout: float = 60.0):
 
 
 def modprobe(mods: list[str]) -> None:
+    """One ``modprobe -a`` (one exec under TCG, not one per module), then one by one if that fails."""
+    r = subprocess.run(["modprobe", "-a", *mods], capture_output=True, text=True)
+    if r.returncode == 0:
+        log(f"modprobe -a {' '.join(mods)}")
+        return
     for m in mods:
         r = subprocess.run(["modprobe", m], capture_output=True, text=True)
         if r.returncode != 0 and not os.path.isdir(f"/sys/module/{m}"):
@@ -190,12 +195,27 @@ def nvdimm_namespace(create: bool) -> None:
 
 
 def daxmode_cli() -> str | None:
-    """The project's CLI when it already has `set` (preferred: it checks, verifies and rolls back)."""
+    """The project's CLI (preferred: it checks, verifies and rolls back), if this venv has it."""
     exe = shutil.which("daxmode")
     if not exe:
         return None
-    r = subprocess.run([exe, "set", "--help"], capture_output=True, text=True)
-    return exe if r.returncode == 0 else None
+    try:
+        import daxmode.cli  # noqa: F401 - the fork of the warm agent has it already
+    except ImportError:
+        return None
+    return exe
+
+
+def _run_python(cmd: list[str]) -> subprocess.CompletedProcess[str]:
+    """Run a venv command, as a warm fork of this process when mhd.warm can (see mhd.warm)."""
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    try:
+        from mhd import warm
+    except ImportError:
+        return subprocess.run(cmd, capture_output=True, text=True)
+    finally:
+        sys.path.pop(0)
+    return warm.run(cmd, capture_output=True, text=True)
 
 
 def to_devdax(dev: str) -> None:
@@ -206,7 +226,7 @@ def to_devdax(dev: str) -> None:
     if exe:
         cmd = [exe, "set", dev, "devdax"]
         log(" ".join(cmd))
-        r = subprocess.run(cmd, capture_output=True, text=True)
+        r = _run_python(cmd)
         if r.returncode != 0:
             raise BringupError(f"daxmode set {dev} devdax failed (rc {r.returncode}): {r.stderr.strip()}")
     else:
