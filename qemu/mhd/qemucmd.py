@@ -221,6 +221,14 @@ def guest_addr(host: int, link: int) -> str:
     return f"10.77.{link}.{1 if host == 0 else 2}"
 
 
+KVM_FAILURES = ("KVM internal error", "failed to set MSR", "emulation failure", "Could not access KVM")
+
+
+def kvm_probe_decided(output: str) -> bool:
+    """True once the probe's output settles the question (userspace reached, or a KVM failure)."""
+    return "MHD-PROBE-OK" in output or any(n in output for n in KVM_FAILURES)
+
+
 def kvm_probe_verdict(returncode: int | None, console: str, timed_out: bool) -> tuple[bool, str]:
     """Decide from a probe boot whether KVM guests work here.
 
@@ -230,7 +238,7 @@ def kvm_probe_verdict(returncode: int | None, console: str, timed_out: bool) -> 
     """
     if "MHD-PROBE-OK" in console:
         return True, "probe guest reached userspace"
-    for needle in ("KVM internal error", "failed to set MSR", "emulation failure", "Could not access KVM"):
+    for needle in KVM_FAILURES:
         if needle in console:
             return False, needle
     if timed_out:
