@@ -34,7 +34,7 @@ import time
 # forked commands get a sys.path built on it, as a fresh interpreter would have.
 BASE_PATH = list(sys.path[1:])
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from mhd import warm  # noqa: E402
+from mhd import warm, zygote  # noqa: E402
 
 warm.set_base_path(BASE_PATH)
 
@@ -198,6 +198,8 @@ def main() -> None:
             file=sys.stderr,
             flush=True,
         )
+        # A pristine copy, before this process runs anything: it forks the in-guest tests' commands.
+        WARMUP["zygote"] = zygote.start()
     else:
         WARMUP["disabled"] = True
     mark("warm")

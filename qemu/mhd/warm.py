@@ -11,6 +11,10 @@ console script) and ``simple_command`` for ``sh -c`` strings without shell synta
 -- another program, an interpreter option that takes effect only at start-up, a ``PYTHON*``
 variable that differs from this interpreter's -- runs as a real exec, exactly as before.
 
+Only a process that has imported the modules but used none of them may fork itself this way: a
+fork takes every module's state along.  The agent does (mhd.agent), for the commands the host sends;
+in-guest tests go through its pristine zygote instead (mhd.zygote).
+
 ``popen()`` is ``subprocess.Popen`` with the fork doing the work in ``preexec_fn``: the child runs
 the Python command and ends with ``os._exit``, so it never reaches the exec.  Everything Popen does
 before the exec still happens (pipes, cwd, ``user=``/``group=``, new session, the caller's own
@@ -670,25 +674,3 @@ def run(args, *, input=None, capture_output=False, timeout=None, check=False, **
 
 
 _ORIG_POPEN = subprocess.Popen
-
-
-class _WarmPopen(subprocess.Popen):
-    """Installed as subprocess.Popen by ``install_popen_hook``: every Popen goes through ``popen``."""
-
-    def __init__(self, args, *a, **kw):  # type: ignore[no-untyped-def]
-        if a:  # positional Popen arguments (bufsize, executable, ...): rare; leave them alone
-            stats["exec"] += 1
-            super().__init__(args, *a, **kw)
-            return
-        popen(args, _popen=functools.partial(_ORIG_POPEN.__init__, self), **kw)
-
-
-def install_popen_hook() -> contextlib.AbstractContextManager:
-    """Route every ``subprocess.Popen`` (hence run/check_output) of this process through ``popen``.
-
-    Returns a context manager; leaving it (or calling ``.close()``) restores the original.
-    """
-    subprocess.Popen = _WarmPopen  # type: ignore[misc]
-    stack = contextlib.ExitStack()
-    stack.callback(setattr, subprocess, "Popen", _ORIG_POPEN)
-    return stack

@@ -4,12 +4,12 @@ Outside a harness guest every test here is skipped: the harness marks its guests
 /run/mhd/host and exports DAXMODE_VM_HOST / DAXMODE_TEST_DEV (qemu/mhd/harness.py).
 
 Inside one, subprocesses that run the venv's Python (``daxmode ...``, ``python -m daxmode.cli``,
-``python -c``) are forked from this warm pytest process instead of starting a new interpreter, which
-costs 4-9 s each under TCG (qemu/mhd/warm.py says exactly what a fork resets and when it falls
-back to a real exec).  They are still real processes: own pid, exit status, stderr, signals,
-``user=``/``preexec_fn`` privilege drops.  A test for which a new interpreter is the point (it
-inspects /proc/<pid>/cmdline, or what a fresh import sees) carries ``@pytest.mark.real_process``.
-Programs started by others (udev's RUN, a shell pipeline) are never affected.
+``python -c``) are forked by the guest's pristine warm zygote instead of starting a new interpreter,
+which costs 4-9 s each under TCG (qemu/mhd/zygote.py and warm.py say what the fork resets and when
+a command is exec'd instead, e.g. with ``preexec_fn``).  They are still real processes: own pid,
+exit status, stdout/stderr, signals, ``user=``/``group=``/``extra_groups=``.  A test for which a new
+interpreter is the point carries ``@pytest.mark.real_process``.  Programs started by others
+(udev's RUN, a shell pipeline) are never affected.
 
 Markers: ``shared_media`` -- the test writes the shared device's contents; the harness runs such
 tests one guest at a time, after the rest of the suite ran on all guests at once (and fails the run
@@ -31,7 +31,7 @@ if str(PROJECT / "qemu") not in sys.path:
     sys.path.append(str(PROJECT / "qemu"))
 
 from mhd import facts as guest_facts  # noqa: E402
-from mhd import warm  # noqa: E402
+from mhd import warm, zygote  # noqa: E402
 
 AUTO_ONLINE = Path("/sys/devices/system/memory/auto_online_blocks")
 SHARE = Path("/run/mhd/share")
@@ -48,8 +48,8 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
         "markers", "real_process: subprocesses start a new interpreter instead of a warm fork"
     )
-    if in_harness_guest() and warm.enabled():
-        config._mhd_warm = warm.install_popen_hook()  # type: ignore[attr-defined]
+    if in_harness_guest() and warm.enabled() and os.path.exists(zygote.SOCKET):
+        config._mhd_warm = zygote.install_popen_hook()  # type: ignore[attr-defined]
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
