@@ -214,17 +214,14 @@ def test_daxctl_conf_is_honoured(ops_setup):
 
 
 def _as_nobody(*argv: str) -> subprocess.CompletedProcess[str]:
-    def drop() -> None:
-        os.setgroups([])
-        os.setgid(65534)
-        os.setuid(65534)
-
     return subprocess.run(
         list(argv),
         capture_output=True,
         text=True,
         timeout=300,
-        preexec_fn=drop,
+        user=65534,
+        group=65534,
+        extra_groups=[],  # (not preexec_fn: that cannot travel to the harness's warm zygote)
         env={**os.environ, "HOME": "/"},
     )
 
