@@ -200,6 +200,18 @@ def test_nvdimm_command_has_slots_and_a_shared_nvdimm(tmp_path: Path) -> None:
     assert int(m.split("maxmem=")[1].rstrip("M")) >= 1024 + 1024
     assert "nvdimm,id=nvdimm0,memdev=nv0" in opt_values(cmd, "-device")
     assert any("share=on" in o and "id=nv0" in o for o in opt_values(cmd, "-object"))
+    two = qemucmd.build_command(
+        spec(
+            tmp_path,
+            backend="nvdimm",
+            shared_size=1 << 30,
+            second_file=tmp_path / "b.raw",
+            second_size=512 << 20,
+        )
+    )
+    assert "nvdimm,id=nvdimm1,memdev=nv1" in opt_values(two, "-device")
+    assert any(f"mem-path={tmp_path / 'b.raw'},size={512 << 20}" in o for o in opt_values(two, "-object"))
+    assert int(opt_values(two, "-m")[0].split("maxmem=")[1].rstrip("M")) >= 1024 + 1024 + 512
     assert opt_values(cmd, "-cpu") == ["max"]  # the hypervisor bit only matters to CXL region commit
 
 
@@ -650,8 +662,9 @@ def hot(zsock: str, argv: list[str], **kw) -> subprocess.CompletedProcess:  # ty
         ["-c", "print(__name__, __file__ if '__file__' in dir() else None)"],
         ["-m", "json.tool", "--sort-keys"],
         ["-m", "no_such_module_t"],
-        ["-m", "daxmode.cli", "--version"],
-        ["-m", "daxmode.cli", "set"],
+        ["-m", "daxmode", "--version"],
+        ["-m", "daxmode", "set"],
+        ["-m", "daxmode.sizes"],
         ["/nonexistent/script.py"],
         ["-u", "-c", "import sys; sys.stdout.write('x'); sys.stderr.write('y')"],
     ],
@@ -1084,3 +1097,13 @@ def test_plain_pytest_collects_both_test_modes_modules() -> None:
     )  # fmt: skip
     assert r.returncode == 0, r.stdout[-2000:]
     assert "tests/test_modes.py::" in r.stdout and "tests/vm/guest/test_modes.py::" in r.stdout
+
+
+def test_without_a_zygote_the_hook_execs(tmp_path: Path) -> None:
+    assert zygote.compatible()
+    e = warm.stats["exec"]
+    with zygote.install_popen_hook(str(tmp_path / "absent.sock")):
+        assert (
+            subprocess.run([sys.executable, "-c", "print(1)"], capture_output=True, text=True).stdout == "1\n"
+        )
+    assert warm.stats["exec"] == e + 1

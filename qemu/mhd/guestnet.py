@@ -54,8 +54,11 @@ def batch(host: int, links: list[int], by_mac: dict[str, str]) -> list[str]:
 def main(argv: list[str]) -> int:
     host = int(argv[0])
     links = [int(a) for a in argv[1:]]
-    # udev coldplug is limited to a few subsystems in harness guests, so load the NIC driver here.
+    # /init loads virtio_net before udevd starts (no udev rename can race the one below); a custom
+    # kernel may lack it there, so load it here too and let udev finish with the new NICs.
     subprocess.run(["modprobe", "virtio_net"], check=False)
+    if os.path.exists("/run/udev/control"):
+        subprocess.run(["udevadm", "settle", "--timeout=30"], check=False)
     wanted = {mac(host, ln) for ln in links}
     deadline = time.monotonic() + 30
     while not wanted <= (by_mac := interfaces_by_mac()).keys() and time.monotonic() < deadline:

@@ -46,6 +46,8 @@ PROJECT = Path(__file__).resolve().parents[2]
 DEFAULT_KVER = "7.3.4+deb13-amd64"
 MHD_DIR = Path(__file__).resolve().parent
 GUEST_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+SECOND_NVDIMM_SIZE = 512 << 20
+"""nvdimm guests get a second device (DAXMODE_TEST_DEV2) for concurrent runs on two devices."""
 
 
 def default_kernel(project: Path = PROJECT) -> Path:
@@ -195,6 +197,7 @@ class Run:
         self.run_dir: Path | None = None
         self.shm_dir: Path | None = None
         self.shared_file: Path | None = None
+        self.second_file: Path | None = None
         self.devices: dict[int, dict] = {}
         self.facts: dict[int, dict] = {}
         self.summary: list[str] = []
@@ -264,9 +267,14 @@ class Run:
                 self.shared_file = self.shm_dir / f"{cfg.backend}-shared.raw"
             else:
                 self.shared_file = cfg.shared_file.resolve()
+            if cfg.backend == "nvdimm":
+                if self.shm_dir is None:
+                    self.shm_dir = Path(tempfile.mkdtemp(prefix="daxmode-mhd-", dir=shm))
+                self.second_file = self.shm_dir / "nvdimm-shared2.raw"
             # A fresh, zeroed device for every run: truncate to 0 first drops old contents.
-            with open(self.shared_file, "wb") as f:
-                f.truncate(cfg.shared_size)
+            for path, size in self.shared_files():
+                with open(path, "wb") as f:
+                    f.truncate(size)
             t0 = time.monotonic()
             if cfg.kvm == "off":
                 self.accel, why = "tcg", "--kvm off"
@@ -293,6 +301,12 @@ class Run:
         )
         log(f"accelerator {self.accel} ({why})")
         log(f"results in {self.results}")
+
+    def shared_files(self) -> list[tuple[Path, int]]:
+        files = [(self.shared_file, self.cfg.shared_size)] if self.shared_file is not None else []
+        if self.second_file is not None:
+            files.append((self.second_file, SECOND_NVDIMM_SIZE))
+        return files
 
     def run_facts(self) -> dict:
         cfg = self.cfg
@@ -369,6 +383,8 @@ class Run:
                 accel=self.accel,
                 shared_file=self.shared_file,
                 shared_size=cfg.shared_size,
+                second_file=self.second_file,
+                second_size=SECOND_NVDIMM_SIZE if self.second_file else 0,
                 net=links[h],
                 hide_hypervisor=cfg.hide_hypervisor,
             )
@@ -415,6 +431,7 @@ class Run:
     def _bring_up_one(self, g: Guest) -> float:
         h = g.spec.host
         args = [str(self.python), str(MHD_DIR / "bringup.py"), "--backend", self.cfg.backend]
+        args += ["--devices", str(len(self.shared_files()))]
         if self.cfg.backend == "nvdimm" and h == 0:
             args.append("--create")
         t0 = time.monotonic()
@@ -425,10 +442,11 @@ class Run:
             why = (info or {}).get("error") or r.describe()
             raise GuestFailure(f"{g.name}: device bring-up failed: {why}")
         self.devices[h] = info
-        g.client.setenv({"DAXMODE_TEST_DEV": info["device"]})
+        g.client.setenv(self.device_env(h))
         dt = time.monotonic() - t0
+        more = f" (and {', '.join(info['devices'][1:])})" if len(info.get("devices", [])) > 1 else ""
         log(
-            f"{g.name}: {info['device']} ({info['size'] >> 20} MiB, align {info['align'] >> 10} KiB) "
+            f"{g.name}: {info['device']} ({info['size'] >> 20} MiB, align {info['align'] >> 10} KiB){more} "
             f"bound to {info['driver']} in {dt:.1f}s"
         )
         return dt
@@ -462,6 +480,13 @@ class Run:
         if not r.ok:
             raise GuestFailure(f"{g.name}: private network setup failed: {r.describe()}")
 
+    def device_env(self, host: int) -> dict[str, str]:
+        info = self.devices[host]
+        env = {"DAXMODE_TEST_DEV": info["device"]}
+        if len(info.get("devices", [])) > 1:
+            env["DAXMODE_TEST_DEV2"] = info["devices"][1]
+        return env
+
     def write_session(self) -> Path:
         assert self.run_dir is not None
         data = {
@@ -472,10 +497,7 @@ class Run:
                     "index": g.spec.host,
                     "agent": str(g.agent_socket),
                     "console": str(g.spec.console_log),
-                    "env": {
-                        **self.guest_env(g.spec.host),
-                        "DAXMODE_TEST_DEV": self.devices[g.spec.host]["device"],
-                    },
+                    "env": {**self.guest_env(g.spec.host), **self.device_env(g.spec.host)},
                 }
                 for g in self.guests
             ],

@@ -92,7 +92,8 @@ def meminfo_available_mb(text: str) -> int:
 
 
 def check_resources(cfg, shm_dir: Path, results: Path) -> None:
-    need_mb = cfg.hosts * (cfg.mem_mb + QEMU_OVERHEAD_MB) + (cfg.shared_size >> 20)
+    second = 512 if cfg.backend == "nvdimm" else 0  # harness.SECOND_NVDIMM_SIZE
+    need_mb = cfg.hosts * (cfg.mem_mb + QEMU_OVERHEAD_MB) + (cfg.shared_size >> 20) + second
     try:
         avail = meminfo_available_mb(Path("/proc/meminfo").read_text())
     except (OSError, ValueError):
@@ -103,7 +104,7 @@ def check_resources(cfg, shm_dir: Path, results: Path) -> None:
             f"needs ~{need_mb}M, {avail}M available (use --mem/--hosts/--shared-size)"
         )
     st = os.statvfs(shm_dir)
-    if cfg.shared_file is None and st.f_bavail * st.f_frsize < cfg.shared_size:
+    if st.f_bavail * st.f_frsize < (0 if cfg.shared_file else cfg.shared_size) + (second << 20):
         raise BadInput(f"not enough space in {shm_dir} for the {cfg.shared_size >> 20}M shared file")
     results.mkdir(parents=True, exist_ok=True)
     st = os.statvfs(results)

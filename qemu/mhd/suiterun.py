@@ -114,7 +114,7 @@ def run_guest_suites(run: Run) -> None:
     assert run.shared_file is not None
     with run.timing.phase("guest suites") as ph:
         if parallel:
-            before = media_digest(run.shared_file)
+            before = [media_digest(f) for f, _ in run.shared_files()]
             with ThreadPoolExecutor(max_workers=len(guests)) as pool:
                 futs = {
                     g.spec.host: pool.submit(guest_stage, run, g, "parallel", f"not {SHARED_MEDIA}")
@@ -122,7 +122,7 @@ def run_guest_suites(run: Run) -> None:
                 }
                 for h, fut in futs.items():
                     results[h].append(fut.result())
-            after = media_digest(run.shared_file)
+            after = [media_digest(f) for f, _ in run.shared_files()]
             if after != before:
                 run.parts.append(
                     Judged(

@@ -500,7 +500,8 @@ def _run_target(launch: Launch) -> None:
     if launch.kind == "module":
         # A fresh interpreter has not imported the module it runs; this one may have (preload), and
         # runpy would then warn on stderr ("found in sys.modules ... prior to execution").
-        sys.modules.pop(launch.target, None)
+        if not hasattr(sys.modules.get(launch.target), "__path__"):  # a package runs its __main__
+            sys.modules.pop(launch.target, None)
         runpy._run_module_as_main(launch.target, alter_argv=True)  # type: ignore[attr-defined]
     elif launch.kind == "path":
         if not os.path.exists(launch.target):

@@ -223,6 +223,15 @@ class ZygotePopen(subprocess.Popen):
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
             sock.connect(self._zpath)
+        except OSError:
+            sock.close()  # no zygote (it died, or never started): nothing is running yet, so exec
+            warm.stats["exec"] += 1
+            return super()._execute_child(
+                args, executable, preexec_fn, close_fds, pass_fds, cwd, env, startupinfo, creationflags,
+                shell, p2cread, p2cwrite, c2pread, c2pwrite, errread, errwrite, restore_signals,
+                gid, gids, uid, umask, start_new_session, process_group,
+            )  # fmt: skip
+        try:
             send_request(sock, req, fds)
             reply = self._zline(sock, None)
         except (OSError, ValueError) as e:
@@ -289,8 +298,55 @@ class ZygotePopen(subprocess.Popen):
         return self.returncode
 
 
+_EXECUTE_CHILD = [
+    "self",
+    "args",
+    "executable",
+    "preexec_fn",
+    "close_fds",
+    "pass_fds",
+    "cwd",
+    "env",
+    "startupinfo",
+    "creationflags",
+    "shell",
+    "p2cread",
+    "p2cwrite",
+    "c2pread",
+    "c2pwrite",
+    "errread",
+    "errwrite",
+    "restore_signals",
+    "gid",
+    "gids",
+    "uid",
+    "umask",
+    "start_new_session",
+    "process_group",
+]
+
+
+def compatible() -> bool:
+    """The Popen internals ZygotePopen relies on are the ones it was written against (CPython 3.11+)."""
+    import inspect
+
+    try:
+        params = list(inspect.signature(subprocess.Popen._execute_child).parameters)
+    except (TypeError, ValueError, AttributeError):
+        return False
+    need = ("_close_pipe_fds", "_handle_exitstatus", "_internal_poll", "_wait", "_waitpid_lock")
+    return params == _EXECUTE_CHILD and all(
+        hasattr(subprocess.Popen, n) or n == "_waitpid_lock" for n in need
+    )
+
+
 def install_popen_hook(path: str = SOCKET) -> contextlib.AbstractContextManager:
-    """Make ``subprocess.Popen`` (hence run, call, check_output) a ZygotePopen until closed."""
+    """Make ``subprocess.Popen`` (hence run, call, check_output) a ZygotePopen until closed.
+
+    On a Python whose Popen internals differ, nothing is installed (every command is exec'd).
+    """
+    if not compatible():
+        return contextlib.ExitStack()
     orig = subprocess.Popen
     ZygotePopen._zpath = path
     subprocess.Popen = ZygotePopen  # type: ignore[misc]
