@@ -1038,7 +1038,6 @@ def test_guest_pytest_argv_and_collect_count() -> None:
         "tests/vm/guest",
     ]
     assert "junit_family=xunit1" in argv and "--junitxml=/run/j.xml" in argv
-    assert suites.count_collected("a.py::t1\na.py::t2[x]\n\n2 tests collected in 0.1s\n") == 2
     assert suiterun.deselected("....s\n22 passed, 3 skipped, 2 deselected in 30.0s\n") == 2
     assert suiterun.deselected("22 passed in 30.0s\n") == 0
 

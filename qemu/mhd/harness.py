@@ -207,7 +207,6 @@ class Run:
         self.guest_paths: list[str] = []
         self.host_paths: list[str] = []
         self.decls: list = []
-        self.shared_media_tests: int | None = None
         self.idents = identity.identities(cfg.hosts)
         self.decoy = identity.identities(1)[0]
         self.planted: list[str] = []
@@ -250,8 +249,7 @@ class Run:
             detail = [f"compile {compile_project(PROJECT):.1f}"]
             self.preload = warm.preload_names("daxmode", warm.imported_names(str(PROJECT / "daxmode")))
             if self.guest_paths:
-                self.shared_media_tests, dt = host_collect(self.python, PROJECT, self.guest_paths)
-                detail.append(f"collect {dt:.1f}")
+                detail.append(f"collect {host_collect(self.python, PROJECT, self.guest_paths):.1f}")
             self.initrd = build_initramfs(self.module_tree, PROJECT / ".cache" / "initramfs")
             self.run_dir = Path(tempfile.mkdtemp(prefix="daxmode-mhd-"))
             if cfg.plant:

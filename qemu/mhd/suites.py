@@ -15,6 +15,7 @@ suite (pytest 8+ validates those by source hash, and reads them on a read-only t
 from __future__ import annotations
 
 import compileall
+import contextlib
 import os
 import subprocess
 import time
@@ -84,28 +85,16 @@ def pytest_argv(python: str, project: str, paths: list[str], junit: str, markexp
     return argv + list(paths)
 
 
-def count_collected(output: str) -> int:
-    """Tests listed by ``pytest --collect-only -q`` (one node id per line)."""
-    return sum(1 for line in output.splitlines() if "::" in line and not line.startswith(("ERROR", "FAILED")))
-
-
-def host_collect(
-    python: Path, project: Path, paths: list[str], timeout: float = 300
-) -> tuple[int | None, float]:
-    """Collect the guest suite on the host: writes the assertion-rewrite caches the guests read,
-    and counts the ``shared_media`` tests (None if collection failed: the guests will tell)."""
+def host_collect(python: Path, project: Path, paths: list[str], timeout: float = 300) -> float:
+    """Collect the guest suite on the host, which writes the assertion-rewrite caches the guests
+    read (~1 s here against seconds per guest run under TCG); returns its seconds.  Whether the
+    collection works is the guests' run to report."""
     t0 = time.monotonic()
-    argv = [str(python), "-m", "pytest", "--collect-only", "-q", "-p", "no:cacheprovider", "-m", SHARED_MEDIA]
+    argv = [str(python), "-m", "pytest", "--collect-only", "-q", "-p", "no:cacheprovider", *paths]
     env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
-    try:
-        p = subprocess.run(
-            [*argv, *paths], cwd=project, env=env, capture_output=True, text=True, timeout=timeout
-        )
-    except (OSError, subprocess.SubprocessError):
-        return None, time.monotonic() - t0
-    if p.returncode not in (0, 5):
-        return None, time.monotonic() - t0
-    return count_collected(p.stdout), time.monotonic() - t0
+    with contextlib.suppress(OSError, subprocess.SubprocessError):
+        subprocess.run(argv, cwd=project, env=env, capture_output=True, timeout=timeout)
+    return time.monotonic() - t0
 
 
 def media_digest(path: Path) -> str:
