@@ -25,6 +25,7 @@ from mhd import (  # noqa: E402
     initramfs,
     kernel,
     qemucmd,
+    shwords,
     suiterun,
     suites,
     timing,
@@ -555,7 +556,7 @@ def test_interpreter_flags_and_python_variables(vbin: Path) -> None:
     ],
 )
 def test_simple_command(cmd: str, words: list[str] | None) -> None:
-    assert warm.simple_command(cmd) == words
+    assert shwords.simple_command(cmd) == words
 
 
 def test_sh_c_of_one_python_command_is_seen_through(vbin: Path) -> None:
@@ -1106,3 +1107,84 @@ def test_without_a_zygote_the_hook_execs(tmp_path: Path) -> None:
             subprocess.run([sys.executable, "-c", "print(1)"], capture_output=True, text=True).stdout == "1\n"
         )
     assert warm.stats["exec"] == e + 1
+
+
+# ---- shell words and the agent's pipelines -----------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("cmd", "stages"),
+    [
+        ("a b | c > f", [(["a", "b"], None, None, False), (["c"], None, "f", False)]),
+        ("a < in | b >> out", [(["a"], "in", None, False), (["b"], None, "out", True)]),
+        ("> f a", [(["a"], None, "f", False)]),
+        (
+            "py -c 'x | y > z' | wc -l",
+            [(["py", "-c", "x | y > z"], None, None, False), (["wc", "-l"], None, None, False)],
+        ),
+        ("a|b", [(["a"], None, None, False), (["b"], None, None, False)]),
+        ("a 2>f", None),
+        ("a>f", None),
+        ("a >&2", None),
+        ("a > f > g", None),
+        ("a || b", None),
+        ("a |& b", None),
+        ("a | ", None),
+        ("| a", None),
+        ("a >", None),
+        ("a << EOF", None),
+        ("X=1 a | b", None),
+        ("a; b | c", None),
+        ("a | b &", None),
+    ],
+)
+def test_pipelines_the_agent_runs_itself(cmd: str, stages) -> None:  # type: ignore[no-untyped-def]
+    got = shwords.parse_pipeline(cmd)
+    if stages is None:
+        assert got is None
+    else:
+        assert [(s.words, s.stdin, s.stdout, s.append) for s in got] == stages
+
+
+def test_agent_runs_sh_c_as_dash_does(tmp_path: Path) -> None:
+    """Each command through the agent (forked warm where it can) and through /bin/sh: same result."""
+    from mhd import agent
+
+    py = sys.executable
+    env = dict(agent.BASE_ENV, PATH=f"{VENV_BIN}:/usr/bin:/bin")
+    out = tmp_path / "out.txt"
+    (tmp_path / "in.txt").write_text("hello\n")
+    cmds = [
+        f"{py} -c 'print(12345)' | wc -c",
+        f"{py} -c 'import sys; sys.stdout.write(sys.stdin.read().upper())' < {tmp_path}/in.txt | tr H J",
+        f"{py} -c 'import os; os.kill(os.getpid(), 9)' | cat",
+        f"{py} -c 'import os; os.kill(os.getpid(), 15)'",
+        f"{py} -c 'import sys; print(\"e\", file=sys.stderr); sys.exit(3)' | cat",
+        f"{py} -c 'import sys; sys.stdout.write(\"x\" * 200000)' | head -c 5",
+        f"yes | {py} -c 'import sys; sys.stdin.read(10)'",
+        f"nosuchprog-t | {py} -c pass",
+        f"{py} -c pass > /nonexistent/dir/x",
+        f"{DAXMODE_SCRIPT} --version | cat",
+    ]
+    warmed = 0
+    for cmd in cmds:
+        got = agent.run_command({"sh": cmd, "timeout": 60}, env)
+        want = subprocess.run(["/bin/sh", "-c", cmd], capture_output=True, text=True, env=env, timeout=60)
+        assert (got["rc"], got["stdout"], got["stderr"]) == (want.returncode, want.stdout, want.stderr), cmd
+        warmed += got["warm"]
+    assert warmed == 8  # a missing program and an unopenable file go to sh, which says so itself
+    r = agent.run_command({"sh": f"{py} -c 'print(1)' > {out}", "timeout": 60}, env)
+    assert r["rc"] == 0 and r["warm"] and out.read_text() == "1\n"
+    r = agent.run_command({"sh": f"{py} -c 'print(2)' >> {out}", "timeout": 60}, env)
+    assert out.read_text() == "1\n2\n"
+    r = agent.run_command({"sh": f"{py} -c 'import time; time.sleep(30)' | cat", "timeout": 0.5}, env)
+    assert r["timed_out"]
+
+
+def test_zygote_reports_sh_c_as_dash_does(zygote_at: str) -> None:
+    cmd = f"{sys.executable} -c 'import os; os.kill(os.getpid(), 15)'"
+    want = cold(["/bin/sh", "-c", cmd])
+    got = hot(zygote_at, ["/bin/sh", "-c", cmd])
+    assert (got.returncode, got.stderr) == (want.returncode, want.stderr) == (143, "Terminated\n")
+    got = hot(zygote_at, ["bash", "-c", cmd])  # bash execs a lone command: the signal shows as such
+    assert got.returncode == cold(["bash", "-c", cmd]).returncode == -15

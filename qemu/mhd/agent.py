@@ -34,7 +34,7 @@ import time
 # forked commands get a sys.path built on it, as a fresh interpreter would have.
 BASE_PATH = list(sys.path[1:])
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from mhd import warm, zygote  # noqa: E402
+from mhd import pipeline, shwords, warm, zygote  # noqa: E402
 
 warm.set_base_path(BASE_PATH)
 
@@ -75,16 +75,27 @@ def run_command(req: dict, env: dict[str, str]) -> dict:
     timeout = req.get("timeout")
     full_env = dict(env)
     full_env.update(req.get("env") or {})
+    cwd = req.get("cwd") or "/"
     start = time.monotonic()
     before = warm.stats["warm"]
     user = {"user": req["user"], "extra_groups": []} if req.get("user") is not None else {}
+    # dash (Debian's sh) waits for its last command and reports a signal death as 128 + N; bash -c
+    # would exec it, so for bash a fork's own status is already what bash gives.
+    shell = len(argv) == 3 and argv[1] == "-c" and os.path.basename(argv[0]) in ("sh", "dash")
+    if shell and warm.enabled() and shwords.simple_command(argv[2]) is None:
+        stages = shwords.parse_pipeline(argv[2])
+        if stages and pipeline.runnable(stages, full_env):
+            stdin = (req.get("stdin") or "").encode()
+            got = pipeline.run(stages, full_env, cwd, timeout, stdin, **user)
+            if got is not None:
+                return {**got, "warm": warm.stats["warm"] > before}
     try:
         proc = warm.popen(
             argv,
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
-            cwd=req.get("cwd") or "/",
+            cwd=cwd,
             env=full_env,
             start_new_session=True,
             **user,
@@ -100,13 +111,15 @@ def run_command(req: dict, env: dict[str, str]) -> dict:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, signal.SIGKILL)
         out, err = proc.communicate()
+    warmed = warm.stats["warm"] > before
+    as_sh = shell and warmed  # sh -c of a command forked warm: report what sh would
     return {
-        "rc": proc.returncode,
+        "rc": pipeline.shell_status(proc.returncode) if as_sh else proc.returncode,
         "stdout": out.decode(errors="replace"),
-        "stderr": err.decode(errors="replace"),
+        "stderr": err.decode(errors="replace") + (pipeline.signal_note(proc.returncode) if as_sh else ""),
         "timed_out": timed_out,
         "seconds": round(time.monotonic() - start, 3),
-        "warm": warm.stats["warm"] > before,
+        "warm": warmed,
     }
 
 

@@ -44,6 +44,8 @@ import types
 import warnings
 from dataclasses import dataclass, field
 
+from mhd.shwords import simple_command
+
 _INTERPRETER = re.compile(r"python(3(\.\d+)?)?")
 _NOARG_FLAGS = set("uBqsP")
 """Interpreter flags a fork can honour (u, B, P) or that change nothing here (q; s in a venv)."""
@@ -193,59 +195,6 @@ def parse_launch(
         pythonpath=tuple(p for p in env.get("PYTHONPATH", "").split(":") if p),
         command=tuple(argv),
     )
-
-
-_SH_SPECIAL = set("|&;<>()$`*?[]{}#~!\n\r")
-
-
-def simple_command(cmd: str) -> list[str] | None:
-    """Words of ``cmd`` when ``sh -c cmd`` would just run one program with them, else None.
-
-    Quotes and backslashes are honoured; anything that makes the shell do more than split words
-    (operators, redirections, expansions, globs, comments, assignments, newlines) gives None.
-    """
-    words: list[str] = []
-    cur: list[str] = []
-    have = False
-    i, n = 0, len(cmd)
-    while i < n:
-        c = cmd[i]
-        if c in " \t":
-            if have:
-                words.append("".join(cur))
-                cur, have = [], False
-            i += 1
-        elif c == "'":
-            j = cmd.find("'", i + 1)
-            if j < 0:
-                return None
-            cur.append(cmd[i + 1 : j])
-            have, i = True, j + 1
-        elif c == '"':
-            j = i + 1
-            while j < n and cmd[j] != '"':
-                if cmd[j] in "$`\\":
-                    return None
-                j += 1
-            if j >= n:
-                return None
-            cur.append(cmd[i + 1 : j])
-            have, i = True, j + 1
-        elif c == "\\":
-            if i + 1 >= n or cmd[i + 1] in "\n\r":
-                return None
-            cur.append(cmd[i + 1])
-            have, i = True, i + 2
-        elif c in _SH_SPECIAL:
-            return None
-        else:
-            cur.append(c)
-            have, i = True, i + 1
-    if have:
-        words.append("".join(cur))
-    if not words or "=" in words[0]:
-        return None
-    return words
 
 
 def launch_for(argv: list[str], env: dict[str, str], **kw) -> tuple[list[str], Launch | None]:

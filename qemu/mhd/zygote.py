@@ -30,7 +30,7 @@ import sys
 from dataclasses import asdict
 from pathlib import Path
 
-from mhd import warm
+from mhd import pipeline, warm
 
 SOCKET = "/run/mhd/warm.sock"
 _MAX_FDS = 64
@@ -100,6 +100,18 @@ def _child(req: dict, fds: list[int]) -> None:
     warm.child_main(launch_from(req["launch"]), req["env"], tuple(req["pass_fds"]), req["close_fds"])
 
 
+def _as_sh(status: int, errfd: int) -> int:
+    """The wait status ``sh -c CMD`` would have: exit 128 + N for death by signal N, and its line."""
+    if not os.WIFSIGNALED(status):
+        return status
+    sig = os.WTERMSIG(status)
+    note = pipeline.signal_note(-sig)
+    if note:
+        with contextlib.suppress(OSError):
+            os.write(errfd, note.encode())
+    return (128 + sig) << 8
+
+
 def _send(conn: socket.socket, msg: dict) -> None:
     with contextlib.suppress(OSError):
         conn.sendall((json.dumps(msg) + "\n").encode())
@@ -129,16 +141,21 @@ def serve(lsock: socket.socket) -> None:
                     continue
                 if pid == 0:
                     _child(req, fds)
+                # For sh -c (seen through), keep the child's stderr: dash's "Killed" line goes there.
+                errfd = os.dup(fds[2]) if req.get("sh") else None
                 for f in fds:
                     os.close(f)
                 pidfd = os.pidfd_open(pid)
-                sel.register(pidfd, selectors.EVENT_READ, (pid, conn))
+                sel.register(pidfd, selectors.EVENT_READ, (pid, conn, errfd))
                 _send(conn, {"pid": pid})
             else:
-                pid, conn = key.data
+                pid, conn, errfd = key.data
                 sel.unregister(key.fd)
                 os.close(key.fd)
                 _, status = os.waitpid(pid, 0)
+                if errfd is not None:
+                    status = _as_sh(status, errfd)
+                    os.close(errfd)
                 _send(conn, {"status": status})
                 conn.close()
 
@@ -183,6 +200,7 @@ class ZygotePopen(subprocess.Popen):
             argv = ["/bin/sh", "-c", *argv]
         launch = None
         child_env = dict(os.environ if env is None else env)
+        shell_seen = False
         if (
             warm.enabled()
             and executable is None
@@ -191,7 +209,8 @@ class ZygotePopen(subprocess.Popen):
             and all(isinstance(a, str) for a in argv)
             and os.path.exists(self._zpath)
         ):
-            _, launch = warm.launch_for(argv, child_env)
+            words, launch = warm.launch_for(argv, child_env)
+            shell_seen = words is not argv and os.path.basename(argv[0]) in ("sh", "dash")
         if launch is None:
             warm.stats["exec"] += 1
             return super()._execute_child(
@@ -219,6 +238,7 @@ class ZygotePopen(subprocess.Popen):
             "start_new_session": bool(start_new_session),
             "close_fds": bool(close_fds),
             "pass_fds": list(pass_fds),
+            "sh": shell_seen,
         }
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
