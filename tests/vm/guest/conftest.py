@@ -50,6 +50,7 @@ def pytest_configure(config: pytest.Config) -> None:
     )
     if in_harness_guest() and warm.enabled() and os.path.exists(zygote.SOCKET):
         config._mhd_warm = zygote.install_popen_hook()  # type: ignore[attr-defined]
+        config._mhd_stats = dict(warm.stats)  # type: ignore[attr-defined]  # (inherited from the agent)
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
@@ -57,9 +58,10 @@ def pytest_unconfigure(config: pytest.Config) -> None:
     if hook is None:
         return
     hook.close()
+    base = getattr(config, "_mhd_stats", {})
     if SHARE.is_dir():
         with open(SHARE / "warm-stats.jsonl", "a") as f:
-            f.write(json.dumps(warm.stats) + "\n")
+            f.write(json.dumps({k: v - base.get(k, 0) for k, v in warm.stats.items()}) + "\n")
 
 
 def pytest_runtest_setup(item: pytest.Item) -> None:
