@@ -1188,3 +1188,16 @@ def test_zygote_reports_sh_c_as_dash_does(zygote_at: str) -> None:
     assert (got.returncode, got.stderr) == (want.returncode, want.stderr) == (143, "Terminated\n")
     got = hot(zygote_at, ["bash", "-c", cmd])  # bash execs a lone command: the signal shows as such
     assert got.returncode == cold(["bash", "-c", cmd]).returncode == -15
+
+
+def test_stage_reports_merge_into_one_guest_junit(tmp_path: Path) -> None:
+    (tmp_path / "junit-parallel.xml").write_text(JUNIT)
+    (tmp_path / "junit-shared_media.xml").write_text(
+        '<testsuites><testsuite name="pytest" tests="1"><testcase classname="tests.vm.guest.test_f" '
+        'name="test_m" file="tests/vm/guest/test_f.py"/></testsuite></testsuites>'
+    )
+    (tmp_path / "junit-broken.xml").write_text("<testsuites")
+    dest = tmp_path / "guest-junit.xml"
+    verdict.merge_junit(sorted(tmp_path.glob("junit-*.xml")), dest)
+    cases = verdict.junit_cases(dest.read_text())
+    assert len(cases) == 7 and cases[-1].nodeid == "tests/vm/guest/test_f.py::test_m"

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING
 
 from mhd.errors import GuestFailure
 from mhd.suites import SHARED_MEDIA, media_digest, pytest_argv
-from mhd.verdict import Case, Judged, judge, junit_cases
+from mhd.verdict import Case, Judged, judge, junit_cases, merge_junit
 
 if TYPE_CHECKING:
     from mhd.harness import Run
@@ -153,6 +153,8 @@ def run_guest_suites(run: Run) -> None:
     for g in guests:
         h = g.spec.host
         stages = results[h]
+        share = run.results / g.name / "share"
+        merge_junit(sorted(share.glob("junit-*.xml")), share / "guest-junit.xml")
         cases = [c for s in stages for c in s.cases]
         j = judge(f"{g.name} guest suite", cases, run.decls, run.facts.get(h, {}))
         for s in stages:

@@ -175,6 +175,19 @@ def junit_cases(xml_text: str) -> list[Case]:
     return cases
 
 
+def merge_junit(sources: list[Path], dest: Path) -> None:
+    """One JUnit file with every testsuite of ``sources`` (the stages of one guest's run), for
+    tools that read one file per guest (qemu/skip_policy.py reads host*/share/guest-junit.xml)."""
+    out = ET.Element("testsuites")
+    for src in sources:
+        try:
+            root = ET.parse(src).getroot()
+        except (OSError, ET.ParseError):
+            continue
+        out.extend([root] if root.tag == "testsuite" else list(root.iter("testsuite")))
+    ET.ElementTree(out).write(dest, encoding="utf-8", xml_declaration=True)
+
+
 @dataclass
 class Judged:
     """One suite part (a guest's suite, or the host-side scenarios) after judging its skips."""
