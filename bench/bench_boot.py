@@ -22,7 +22,7 @@ from pathlib import Path
 PROJECT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(PROJECT / "qemu"))
 
-from mhd import harness  # noqa: E402
+from mhd import harness, preflight, suiterun  # noqa: E402
 from mhd.errors import HarnessError  # noqa: E402
 from mhd.initramfs import build_initramfs  # noqa: E402
 from mhd.kernel import find_module_tree, read_kernel  # noqa: E402
@@ -49,19 +49,10 @@ def bare_boot(qemu: str, kernel: Path, initrd: Path, accel: str, workdir: Path) 
 
 
 def harness_run(accel: str, results: Path) -> dict[str, float]:
-    cfg = harness.parse_args(
-        [
-            "--backend",
-            "cxl",
-            "--hosts",
-            "2",
-            "--kvm",
-            "on" if accel == "kvm" else "off",
-            "--results",
-            str(results),
-        ]
-    )
+    argv = ["--backend", "cxl", "--hosts", "2", "--kvm", "on" if accel == "kvm" else "off"]
+    cfg = harness.parse_args([*argv, "--results", str(results), "--suite", SUITE])
     run = harness.Run(cfg)
+    run.use_suite(SUITE)
     t0 = time.monotonic()
     out: dict[str, float] = {}
     try:
@@ -74,23 +65,25 @@ def harness_run(accel: str, results: Path) -> dict[str, float]:
         tb = time.monotonic()
         run.bring_up()
         out["bringup_s"] = time.monotonic() - tb
-        run.network()
-        run.run_host_suite(harness.split_suite(SUITE)[1])
+        run.gather_facts()
+        suiterun.run_host_suite(run)
     finally:
         run.cleanup(graceful=True)
     out["suite_wall_s"] = time.monotonic() - t0
-    out["passed"], out["failed"] = run.counts.passed, run.counts.failed
+    out["passed"] = sum(p.passed for p in run.parts)
+    out["failed"] = sum(len(p.failed) + len(p.unexpected) + len(p.problems) for p in run.parts)
+    print(run.timing.table())
     return out
 
 
 def main() -> dict[str, float]:
     kernel_path = harness.default_kernel()
     k = read_kernel(kernel_path)
-    tree = find_module_tree(harness.default_modules_for(kernel_path, k.version), k.version)
+    tree = find_module_tree(preflight.default_modules_for(kernel_path, k.version), k.version)
     initrd = build_initramfs(tree, PROJECT / ".cache" / "initramfs")
-    qemu, ver = harness.find_qemu("qemu-system-x86_64", "cxl")
+    qemu, ver = preflight.find_qemu("qemu-system-x86_64", "cxl")
     work = Path(tempfile.mkdtemp(prefix="bench-boot-"))
-    kvm_ok, why = harness.probe_kvm(qemu, kernel_path, initrd, work)
+    kvm_ok, why = preflight.probe_kvm(qemu, kernel_path, initrd, work)
     print(f"bench_boot: QEMU {'.'.join(map(str, ver))}, kernel {k.version}, {os.cpu_count()} host cores")
     print(f"bench_boot: KVM {'works' if kvm_ok else 'unavailable'} ({why})")
     accels = ["kvm", "tcg"] if kvm_ok else ["tcg"]

@@ -1,13 +1,19 @@
 """The guest agent: runs commands for the host, one JSON line in, one JSON line out.
 
-It runs inside each guest (started by /init with the host venv's python; stdlib only, so it works
-before anything else is set up) on the virtio-serial port named ``mhd.agent``.
+It runs inside each guest (started by stage2.sh with the host venv's python; stdlib only, so it
+works before anything else is set up) on the virtio-serial port named ``mhd.agent``.
+
+It is also the guest's warm interpreter (mhd.warm): before serving it imports daxmode, its
+requirements, pytest and pytest's plugins, and every command that launches the venv's Python (the
+guest suite's pytest, bring-up, ``daxmode ...``, ``python -c ...``, also as ``sh -c`` of one such
+simple command) runs as a fork of it instead of a new interpreter.  Other commands are exec'd.
 
 Requests: ``{"id": N, "op": "run", "argv": [...] | "sh": "...", "env": {...}, "cwd": "...",
-"timeout": S, "stdin": "..."}`` -> ``{"id": N, "rc": R, "stdout": "...", "stderr": "...",
-"timed_out": bool, "seconds": S}``; ``{"op": "ping"}`` -> uname and uptime; ``{"op": "setenv",
-"env": {...}}`` adds to the environment of later commands; ``{"op": "poweroff"}`` answers, then
-exits so /init powers the guest off.
+"timeout": S, "stdin": "...", "user": U}`` -> ``{"id": N, "rc": R, "stdout": "...", "stderr":
+"...", "timed_out": bool, "seconds": S, "warm": bool}``; ``{"op": "ping"}`` -> uname, uptime and
+the warm-up report; ``{"op": "setenv", "env": {...}}`` adds to the environment of later commands;
+``{"op": "stats"}`` -> commands forked warm / exec'd so far; ``{"op": "poweroff"}`` answers, then
+exits so the guest powers off.
 
 The host may connect, disconnect and reconnect (the harness, then host-side pytest, then the
 harness again); every answer carries the request's id so a client skips answers meant for an
@@ -23,6 +29,14 @@ import signal
 import subprocess
 import sys
 import time
+
+# The interpreter's own sys.path, before this script's directory and qemu/ (for mhd) are added:
+# forked commands get a sys.path built on it, as a fresh interpreter would have.
+BASE_PATH = list(sys.path[1:])
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from mhd import pipeline, shwords, warm, zygote  # noqa: E402
+
+warm.set_base_path(BASE_PATH)
 
 PORT_NAME = "mhd.agent"
 BASE_ENV = {
@@ -61,16 +75,30 @@ def run_command(req: dict, env: dict[str, str]) -> dict:
     timeout = req.get("timeout")
     full_env = dict(env)
     full_env.update(req.get("env") or {})
+    cwd = req.get("cwd") or "/"
     start = time.monotonic()
+    before = warm.stats["warm"]
+    user = {"user": req["user"], "extra_groups": []} if req.get("user") is not None else {}
+    # dash (Debian's sh) waits for its last command and reports a signal death as 128 + N; bash -c
+    # would exec it, so for bash a fork's own status is already what bash gives.
+    shell = len(argv) == 3 and argv[1] == "-c" and os.path.basename(argv[0]) in ("sh", "dash")
+    if shell and warm.enabled() and shwords.simple_command(argv[2]) is None:
+        stages = shwords.parse_pipeline(argv[2])
+        if stages and pipeline.runnable(stages, full_env):
+            stdin = (req.get("stdin") or "").encode()
+            got = pipeline.run(stages, full_env, cwd, timeout, stdin, **user)
+            if got is not None:
+                return {**got, "warm": warm.stats["warm"] > before}
     try:
-        proc = subprocess.Popen(
+        proc = warm.popen(
             argv,
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
-            cwd=req.get("cwd") or "/",
+            cwd=cwd,
             env=full_env,
             start_new_session=True,
+            **user,
         )
     except OSError as e:
         return {"rc": 127, "stdout": "", "stderr": f"agent: cannot run {argv[0]}: {e}\n", "timed_out": False}
@@ -83,13 +111,19 @@ def run_command(req: dict, env: dict[str, str]) -> dict:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, signal.SIGKILL)
         out, err = proc.communicate()
+    warmed = warm.stats["warm"] > before
+    as_sh = shell and warmed  # sh -c of a command forked warm: report what sh would
     return {
-        "rc": proc.returncode,
+        "rc": pipeline.shell_status(proc.returncode) if as_sh else proc.returncode,
         "stdout": out.decode(errors="replace"),
-        "stderr": err.decode(errors="replace"),
+        "stderr": err.decode(errors="replace") + (pipeline.signal_note(proc.returncode) if as_sh else ""),
         "timed_out": timed_out,
         "seconds": round(time.monotonic() - start, 3),
+        "warm": warmed,
     }
+
+
+WARMUP: dict = {}
 
 
 def handle(req: dict, env: dict[str, str]) -> tuple[dict, bool]:
@@ -103,7 +137,10 @@ def handle(req: dict, env: dict[str, str]) -> tuple[dict, bool]:
             "release": os.uname().release,
             "uptime": uptime,
             "node": os.uname().nodename,
+            "warmup": WARMUP,
         }, False
+    if op == "stats":
+        return {"ok": True, **warm.stats}, False
     if op == "setenv":
         env.update({str(k): str(v) for k, v in (req.get("env") or {}).items()})
         return {"ok": True}, False
@@ -151,8 +188,35 @@ def serve(path: str) -> None:
                 return
 
 
+def mark(name: str) -> None:
+    """Append ``name <uptime>`` to the share's boot.times (the harness's boot timing)."""
+    with contextlib.suppress(OSError), open("/proc/uptime") as f, open(BOOT_TIMES, "a") as out:
+        out.write(f"{name} {f.read().split()[0]}\n")
+
+
+BOOT_TIMES = "/run/mhd/share/boot.times"
+
+
 def main() -> None:
-    serve(find_port())
+    mark("agent")
+    port = find_port()
+    if warm.enabled():
+        # The harness computes the list on the host (mhd.warm.preload_names), where it is cheap.
+        names = os.environ.get("MHD_PRELOAD", "").split() or None
+        WARMUP.update(warm.preload(names))
+        failed = WARMUP["failed"]
+        print(
+            f"agent: warm: {WARMUP['modules']} modules in {WARMUP['seconds']:.1f}s"
+            + (f"; {len(failed)} failed: {'; '.join(failed[:5])}" if failed else ""),
+            file=sys.stderr,
+            flush=True,
+        )
+        # A pristine copy, before this process runs anything: it forks the in-guest tests' commands.
+        WARMUP["zygote"] = zygote.start()
+    else:
+        WARMUP["disabled"] = True
+    mark("warm")
+    serve(port)
 
 
 if __name__ == "__main__":

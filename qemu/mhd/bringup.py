@@ -73,6 +73,11 @@ def wait_for(pred, what: str, timeout: float = 60.0):
 
 
 def modprobe(mods: list[str]) -> None:
+    """One ``modprobe -a`` (one exec under TCG, not one per module), then one by one if that fails."""
+    r = subprocess.run(["modprobe", "-a", *mods], capture_output=True, text=True)
+    if r.returncode == 0:
+        log(f"modprobe -a {' '.join(mods)}")
+        return
     for m in mods:
         r = subprocess.run(["modprobe", m], capture_output=True, text=True)
         if r.returncode != 0 and not os.path.isdir(f"/sys/module/{m}"):
@@ -89,14 +94,20 @@ def dax_devices() -> list[str]:
         return []
 
 
-def sized_dax_device() -> str | None:
+def sized_dax_devices() -> list[str]:
+    out = []
     for d in dax_devices():
         try:
             if int(read(f"{SYS_DAX}/{d}/size")) > 0:
-                return d
+                out.append(d)
         except (OSError, ValueError):
             continue
-    return None
+    return out
+
+
+def sized_dax_device() -> str | None:
+    got = sized_dax_devices()
+    return got[0] if got else None
 
 
 def driver_of(dev: str) -> str | None:
@@ -159,43 +170,56 @@ def create_cxl_ram_region() -> None:
 # ---- nvdimm ----------------------------------------------------------------------------------
 
 
-def nvdimm_namespace(create: bool) -> None:
-    wait_for(lambda: glob.glob("/sys/bus/nd/devices/region*"), "nvdimm region")
-    if sized_dax_device():
+def nvdimm_regions() -> list[str]:
+    return sorted(os.path.basename(r) for r in glob.glob("/sys/bus/nd/devices/region*"))
+
+
+def nvdimm_namespaces(create: bool, want: int) -> None:
+    """One devdax namespace per nvdimm region (host 0 writes them; the others re-probe)."""
+    wait_for(lambda: len(nvdimm_regions()) >= want, f"{want} nvdimm region(s)")
+    if len(sized_dax_devices()) >= want:
         return
     if create:
-        cmd = [
-            "ndctl",
-            "create-namespace",
-            "-f",
-            "-e",
-            "namespace0.0",
-            "-m",
-            "devdax",
-            "-M",
-            "mem",
-            "-a",
-            "2M",
-        ]
+        cmds = [
+            ["ndctl", "create-namespace", "-f", "-e", f"namespace{r.removeprefix('region')}.0",
+             "-m", "devdax", "-M", "mem", "-a", "2M"]
+            for r in nvdimm_regions()
+        ]  # fmt: skip
     else:
-        # The namespace was written by host 0 after this kernel probed the region: re-probe it.
-        cmd = ["sh", "-c", "ndctl disable-region all && ndctl enable-region all"]
-    log(" ".join(cmd))
-    r = subprocess.run(cmd, capture_output=True, text=True)
-    if r.returncode != 0:
-        raise BringupError(f"{cmd[0]} failed: {r.stderr.strip()}")
+        # The namespaces were written by host 0 after this kernel probed the regions: re-probe them.
+        cmds = [["sh", "-c", "ndctl disable-region all && ndctl enable-region all"]]
+    for cmd in cmds:
+        log(" ".join(cmd))
+        r = subprocess.run(cmd, capture_output=True, text=True)
+        if r.returncode != 0:
+            raise BringupError(f"{cmd[0]} failed: {r.stderr.strip()}")
 
 
 # ---- to devdax -------------------------------------------------------------------------------
 
 
 def daxmode_cli() -> str | None:
-    """The project's CLI when it already has `set` (preferred: it checks, verifies and rolls back)."""
+    """The project's CLI (preferred: it checks, verifies and rolls back), if this venv has it."""
     exe = shutil.which("daxmode")
     if not exe:
         return None
-    r = subprocess.run([exe, "set", "--help"], capture_output=True, text=True)
-    return exe if r.returncode == 0 else None
+    try:
+        import daxmode.cli  # noqa: F401 - the fork of the warm agent has it already
+    except ImportError:
+        return None
+    return exe
+
+
+def _run_python(cmd: list[str]) -> subprocess.CompletedProcess[str]:
+    """Run a venv command, as a warm fork of this process when mhd.warm can (see mhd.warm)."""
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    try:
+        from mhd import warm
+    except ImportError:
+        return subprocess.run(cmd, capture_output=True, text=True)
+    finally:
+        sys.path.pop(0)
+    return warm.run(cmd, capture_output=True, text=True)
 
 
 def to_devdax(dev: str) -> None:
@@ -206,7 +230,7 @@ def to_devdax(dev: str) -> None:
     if exe:
         cmd = [exe, "set", dev, "devdax"]
         log(" ".join(cmd))
-        r = subprocess.run(cmd, capture_output=True, text=True)
+        r = _run_python(cmd)
         if r.returncode != 0:
             raise BringupError(f"daxmode set {dev} devdax failed (rc {r.returncode}): {r.stderr.strip()}")
     else:
@@ -225,7 +249,8 @@ def to_devdax(dev: str) -> None:
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--backend", choices=["cxl", "nvdimm"], required=True)
-    ap.add_argument("--create", action="store_true", help="nvdimm: write the namespace (first host only)")
+    ap.add_argument("--create", action="store_true", help="nvdimm: write the namespaces (first host only)")
+    ap.add_argument("--devices", type=int, default=1, help="dax devices to expect (nvdimm: one per nvdimm)")
     args = ap.parse_args()
     try:
         if args.backend == "cxl":
@@ -234,12 +259,17 @@ def main() -> int:
                 create_cxl_ram_region()
         else:
             modprobe(NVDIMM_MODULES)
-            nvdimm_namespace(args.create)
-        dev = wait_for(sized_dax_device, "a dax device", 60)
-        log(f"{dev}: driver {driver_of(dev)}")
-        to_devdax(dev)
+            nvdimm_namespaces(args.create, args.devices)
+        devs = wait_for(
+            lambda: (d := sized_dax_devices()) and len(d) >= args.devices and d, "the dax devices", 60
+        )
+        for d in devs:
+            log(f"{d}: driver {driver_of(d)}")
+            to_devdax(d)
+        dev = devs[0]
         info = {
             "device": dev,
+            "devices": devs,
             "size": int(read(f"{SYS_DAX}/{dev}/size")),
             "align": int(read_or(f"{SYS_DAX}/{dev}/align", "0")),
             "driver": driver_of(dev),

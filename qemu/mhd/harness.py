@@ -1,50 +1,53 @@
-"""The harness proper: check inputs, boot N guests on one shared device, run suites, report, clean up.
+"""The harness proper: check inputs, boot N guests on one shared device, run suites, judge, clean up.
 
 Entry point: ``qemu/cxl-mhd.sh`` (``python -m mhd``).  Exit codes: 0 all passed, 1 a test failed,
-2 usage error, 3 bad input (kernel, modules, QEMU, memory, disk, busy shared file), 4 a guest
-failed to boot or bring its device up, 130 interrupted.
+skipped without a declared reason, or nothing ran, 2 usage error, 3 bad input (kernel, modules,
+QEMU, memory, disk, busy shared file, a malformed expected-skips.toml), 4 a guest failed to boot or
+bring its device up, 130 interrupted.  Every run ends with a per-phase timing table (mhd.timing).
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import os
 import shlex
 import shutil
 import signal
-import subprocess
 import sys
 import tempfile
 import time
-import xml.etree.ElementTree as ET
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from mhd import identity, suiterun, warm
 from mhd.agentclient import Result
 from mhd.errors import BadInput, GuestFailure, HarnessError, Interrupted
 from mhd.initramfs import build_initramfs
 from mhd.kernel import KernelImage, find_module_tree, read_kernel
-from mhd.qemucmd import (
-    QEMU_MIN_CXL,
-    QEMU_MIN_NVDIMM,
-    GuestSpec,
-    check_shared_size,
-    kvm_probe_verdict,
-    net_links,
-    parse_qemu_version,
-    parse_size,
+from mhd.preflight import (  # noqa: F401 - re-exported for bench_boot and tests
+    cached_kvm_probe,
+    check_resources,
+    default_modules_for,
+    find_qemu,
+    kvm_cache_key,
+    meminfo_available_mb,
+    probe_kvm,
+    proc_users,
 )
+from mhd.qemucmd import GuestSpec, check_shared_size, kvm_probe_verdict, net_links, parse_size  # noqa: F401
+from mhd.suites import compile_project, host_collect, split_suite
+from mhd.timing import Timing, boot_detail, boot_marks
+from mhd.verdict import DeclarationError, Judged, load_declarations, run_verdict
 from mhd.vm import Guest
 
 PROJECT = Path(__file__).resolve().parents[2]
 DEFAULT_KVER = "7.3.4+deb13-amd64"
 MHD_DIR = Path(__file__).resolve().parent
 GUEST_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
-QEMU_OVERHEAD_MB = 200
-"""Per-guest host memory beyond guest RAM (QEMU itself, TCG translation cache) used in the memory check."""
+SECOND_NVDIMM_SIZE = 512 << 20
+"""nvdimm guests get a second device (DAXMODE_TEST_DEV2) for concurrent runs on two devices."""
 
 
 def default_kernel(project: Path = PROJECT) -> Path:
@@ -78,6 +81,8 @@ class Config:
     udev: bool = True
     network: bool = True
     hide_hypervisor: bool = True
+    warm: bool = True
+    plant: bool = True
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -115,6 +120,18 @@ def build_parser() -> argparse.ArgumentParser:
         dest="hide_hypervisor",
         action="store_false",
         help="cxl: keep the CPUID hypervisor bit (kernels with CONFIG_CXL_REGION_INVALIDATION_TEST)",
+    )
+    ap.add_argument(
+        "--no-warm",
+        dest="warm",
+        action="store_false",
+        help="start every guest Python command as a new interpreter (no warm forks; for comparison)",
+    )
+    ap.add_argument(
+        "--no-plant",
+        dest="plant",
+        action="store_false",
+        help="do not plant decoy host state (famfs UUID, machine-id, configs) for guests to ignore",
     )
     return ap
 
@@ -160,184 +177,17 @@ def parse_args(argv: list[str]) -> Config:
         udev=a.udev,
         network=a.network,
         hide_hypervisor=a.hide_hypervisor,
+        warm=a.warm,
+        plant=a.plant,
     )
 
 
-# ---- preflight -------------------------------------------------------------------------------
-
-
-def find_qemu(name: str, backend: str) -> tuple[str, tuple[int, int, int]]:
-    exe = shutil.which(name)
-    if not exe:
-        raise BadInput(f"QEMU {name} not found (run `make setup`: it installs QEMU >= 8.1)")
+def _read_host_file(path: str, limit: int = 256) -> str:
     try:
-        out = subprocess.run([exe, "--version"], capture_output=True, text=True, timeout=30).stdout
-        ver = parse_qemu_version(out)
-    except (OSError, subprocess.SubprocessError, ValueError) as e:
-        raise BadInput(f"QEMU {exe}: cannot read its version ({e})") from None
-    need = QEMU_MIN_CXL if backend == "cxl" else QEMU_MIN_NVDIMM
-    if ver[:2] < need:
-        raise BadInput(
-            f"QEMU {exe} is {'.'.join(map(str, ver))}; the {backend} backend needs "
-            f">= {'.'.join(map(str, need))} (run `make setup`)"
-        )
-    return exe, ver
-
-
-def default_modules_for(kernel: Path, version: str) -> Path:
-    """Module tree next to the kernel: Debian keeps vmlinuz inside lib/modules/VER."""
-    if kernel.parent.name == version:
-        return kernel.parent
-    raise BadInput(f"kernel {kernel}: pass --modules with its module tree (lib/modules/{version})")
-
-
-def proc_users(path: Path, proc: Path = Path("/proc")) -> list[tuple[int, str]]:
-    """Processes that have ``path`` open or mapped (a QEMU maps its backing file), without lsof."""
-    target = os.path.realpath(path)
-    users = []
-    for d in proc.iterdir() if proc.is_dir() else []:
-        if not d.name.isdigit():
-            continue
-        hit = False
-        try:
-            for fd in (d / "fd").iterdir():
-                try:
-                    if os.readlink(fd) == target:
-                        hit = True
-                        break
-                except OSError:
-                    continue
-        except OSError:
-            pass
-        if not hit:
-            try:
-                with open(d / "maps", errors="replace") as f:
-                    hit = any(line.rstrip("\n").endswith(" " + target) for line in f)
-            except OSError:
-                pass
-        if hit:
-            try:
-                comm = (d / "comm").read_text().strip()
-            except OSError:
-                comm = "?"
-            users.append((int(d.name), comm))
-    return users
-
-
-def meminfo_available_mb(text: str) -> int:
-    for line in text.splitlines():
-        if line.startswith("MemAvailable:"):
-            return int(line.split()[1]) // 1024
-    raise ValueError("no MemAvailable in /proc/meminfo")
-
-
-def check_resources(cfg: Config, shm_dir: Path, results: Path) -> None:
-    need_mb = cfg.hosts * (cfg.mem_mb + QEMU_OVERHEAD_MB) + (cfg.shared_size >> 20)
-    try:
-        avail = meminfo_available_mb(Path("/proc/meminfo").read_text())
-    except (OSError, ValueError):
-        avail = None
-    if avail is not None and need_mb > avail:
-        raise BadInput(
-            f"not enough memory: {cfg.hosts} guests x {cfg.mem_mb}M + shared {cfg.shared_size >> 20}M "
-            f"needs ~{need_mb}M, {avail}M available (use --mem/--hosts/--shared-size)"
-        )
-    st = os.statvfs(shm_dir)
-    if cfg.shared_file is None and st.f_bavail * st.f_frsize < cfg.shared_size:
-        raise BadInput(f"not enough space in {shm_dir} for the {cfg.shared_size >> 20}M shared file")
-    results.mkdir(parents=True, exist_ok=True)
-    st = os.statvfs(results)
-    if st.f_bavail * st.f_frsize < 64 << 20:
-        raise BadInput(f"not enough disk space in {results} (need 64M for logs)")
-
-
-# ---- KVM -------------------------------------------------------------------------------------
-
-
-def probe_kvm(
-    qemu: str, kernel: Path, initrd: Path, workdir: Path, timeout: float = 20.0
-) -> tuple[bool, str]:
-    if not os.access("/dev/kvm", os.R_OK | os.W_OK):
-        return False, "/dev/kvm not accessible"
-    console = workdir / "kvm-probe.log"
-    argv = [
-        qemu, "-accel", "kvm", "-cpu", "host", "-m", "512M",
-        "-nodefaults", "-no-user-config", "-display", "none",
-        "-kernel", str(kernel), "-initrd", str(initrd), "-no-reboot",
-        "-append", "console=ttyS0 panic=-1 rdinit=/init mhd_probe=1",
-        "-serial", f"file:{console}",
-    ]  # fmt: skip
-    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
-    timed_out = False
-    try:
-        out, _ = proc.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        timed_out = True
-        os.killpg(proc.pid, signal.SIGKILL)
-        out, _ = proc.communicate()
-    text = out.decode(errors="replace")
-    with contextlib.suppress(OSError):
-        text += console.read_text(errors="replace")
-    return kvm_probe_verdict(proc.returncode, text, timed_out)
-
-
-# ---- results ---------------------------------------------------------------------------------
-
-
-@dataclass
-class Counts:
-    passed: int = 0
-    failed: int = 0
-    skipped: int = 0
-
-    def __iadd__(self, other: Counts) -> Counts:
-        self.passed += other.passed
-        self.failed += other.failed
-        self.skipped += other.skipped
-        return self
-
-    def line(self) -> str:
-        s = f"{self.passed} passed, {self.failed} failed"
-        return s + (f", {self.skipped} skipped" if self.skipped else "")
-
-
-def junit_counts(xml_text: str) -> Counts:
-    """Counts from pytest's junit XML (errors count as failures)."""
-    root = ET.fromstring(xml_text)
-    suites = [root] if root.tag == "testsuite" else list(root.iter("testsuite"))
-    c = Counts()
-    for s in suites:
-        total = int(s.get("tests", 0))
-        failed = int(s.get("failures", 0)) + int(s.get("errors", 0))
-        skipped = int(s.get("skipped", 0))
-        c += Counts(total - failed - skipped, failed, skipped)
-    return c
-
-
-def split_suite(suite: str, project: Path = PROJECT) -> tuple[list[str], list[str]]:
-    """A suite path -> (guest test paths, host-side test paths), relative to the project.
-
-    ``tests/vm`` means both: everything under tests/vm/guest runs in each guest, tests/vm/test_*.py
-    runs on the host against the booted guests.  A path inside tests/vm/guest is guest-only; any
-    other file is host-side.
-    """
-    p = (project / suite).resolve() if not os.path.isabs(suite) else Path(suite).resolve()
-    if not p.exists():
-        raise BadInput(f"suite {suite}: no such file or directory")
-    rel = os.path.relpath(p, project)
-    if rel.startswith(".."):
-        raise BadInput(f"suite {suite}: must be inside the project {project}")
-    guest_dir = project / "tests" / "vm" / "guest"
-    if p == guest_dir or guest_dir in p.parents:
-        return [rel], []
-    if p.is_dir():
-        guest = [os.path.relpath(guest_dir, project)] if guest_dir.is_dir() and p in guest_dir.parents else []
-        host = sorted(os.path.relpath(f, project) for f in p.glob("test_*.py"))
-        return guest, host
-    return [], [rel]
-
-
-# ---- the run ---------------------------------------------------------------------------------
+        with open(path, "rb") as f:
+            return f.read(limit).split(b"\0", 1)[0].decode(errors="replace").strip()
+    except OSError:
+        return ""
 
 
 class Run:
@@ -347,51 +197,101 @@ class Run:
         self.run_dir: Path | None = None
         self.shm_dir: Path | None = None
         self.shared_file: Path | None = None
+        self.second_file: Path | None = None
         self.devices: dict[int, dict] = {}
+        self.facts: dict[int, dict] = {}
         self.summary: list[str] = []
-        self.counts = Counts()
+        self.parts: list[Judged] = []
+        self.timing = Timing()
         self.started = time.monotonic()
+        self.guest_paths: list[str] = []
+        self.host_paths: list[str] = []
+        self.decls: list = []
+        self.idents = identity.identities(cfg.hosts)
+        self.decoy = identity.identities(1)[0]
+        self.planted: list[str] = []
+        self.host_ids = {
+            "MHD_HOST_SYSTEM_UUID": _read_host_file("/opt/famfs/system_uuid"),
+            "MHD_HOST_MACHINE_ID": _read_host_file("/etc/machine-id"),
+        }
+        self.cmd_results: list[tuple[str, Result]] = []
+
+    def use_suite(self, suite: str) -> None:
+        """Check the suite and its skip declarations before anything boots (a typo must not cost one)."""
+        self.guest_paths, self.host_paths = split_suite(suite, PROJECT)
+        dirs = sorted({(PROJECT / p).parent if p.endswith(".py") else PROJECT / p for p in self.guest_paths})
+        dirs += sorted({(PROJECT / p).parent for p in self.host_paths})
+        try:
+            self.decls = load_declarations(PROJECT, [d for d in dirs if d.is_dir()])
+        except DeclarationError as e:
+            raise BadInput(f"skip declarations: {e}") from None
 
     # -- setup
     def prepare(self) -> None:
         cfg = self.cfg
-        self.qemu, qver = find_qemu(cfg.qemu, cfg.backend)
-        self.kernel: KernelImage = read_kernel(cfg.kernel)
-        modules = cfg.modules or default_modules_for(cfg.kernel, self.kernel.version)
-        self.module_tree = find_module_tree(modules, self.kernel.version)
-        py = PROJECT / ".venv" / "bin" / "python"
-        if not py.exists():
-            raise BadInput(f"no venv at {PROJECT / '.venv'} (run `make venv`)")
-        self.python = py
-        shm = Path("/dev/shm") if Path("/dev/shm").is_dir() else Path(tempfile.gettempdir())
-        self.results = cfg.results.resolve()
-        check_resources(cfg, shm, self.results)
-        if cfg.shared_file is not None:
-            users = proc_users(cfg.shared_file) if cfg.shared_file.exists() else []
-            if users:
-                who = ", ".join(f"{pid} ({comm})" for pid, comm in users)
-                raise BadInput(f"shared file {cfg.shared_file} is in use by process {who}")
-        self.initrd = build_initramfs(self.module_tree, PROJECT / ".cache" / "initramfs")
-        self.run_dir = Path(tempfile.mkdtemp(prefix="daxmode-mhd-"))
-        if cfg.shared_file is None:
-            self.shm_dir = Path(tempfile.mkdtemp(prefix="daxmode-mhd-", dir=shm))
-            self.shared_file = self.shm_dir / f"{cfg.backend}-shared.raw"
-        else:
-            self.shared_file = cfg.shared_file.resolve()
-        # A fresh, zeroed device for every run: truncate to 0 first drops old contents.
-        with open(self.shared_file, "wb") as f:
-            f.truncate(cfg.shared_size)
-        if cfg.kvm == "off":
-            self.accel, why = "tcg", "--kvm off"
-        else:
-            ok, why = probe_kvm(self.qemu, cfg.kernel, self.initrd, self.run_dir)
-            if cfg.kvm == "on" and not ok:
-                raise BadInput(f"--kvm on: KVM does not work here ({why})")
-            self.accel = "kvm" if ok else "tcg"
-            why = f"KVM probe: {why}"
+        with self.timing.phase("prepare") as ph:
+            self.qemu, self.qver = find_qemu(cfg.qemu, cfg.backend)
+            self.kernel: KernelImage = read_kernel(cfg.kernel)
+            modules = cfg.modules or default_modules_for(cfg.kernel, self.kernel.version)
+            self.module_tree = find_module_tree(modules, self.kernel.version)
+            py = PROJECT / ".venv" / "bin" / "python"
+            if not py.exists():
+                raise BadInput(f"no venv at {PROJECT / '.venv'} (run `make venv`)")
+            self.python = py
+            shm = Path("/dev/shm") if Path("/dev/shm").is_dir() else Path(tempfile.gettempdir())
+            self.results = cfg.results.resolve()
+            check_resources(cfg, shm, self.results)
+            if cfg.shared_file is not None:
+                users = proc_users(cfg.shared_file) if cfg.shared_file.exists() else []
+                if users:
+                    who = ", ".join(f"{pid} ({comm})" for pid, comm in users)
+                    raise BadInput(f"shared file {cfg.shared_file} is in use by process {who}")
+            detail = [f"compile {compile_project(PROJECT):.1f}"]
+            self.preload = warm.preload_names("daxmode", warm.imported_names(str(PROJECT / "daxmode")))
+            if self.guest_paths:
+                detail.append(f"collect {host_collect(self.python, PROJECT, self.guest_paths):.1f}")
+            self.initrd = build_initramfs(self.module_tree, PROJECT / ".cache" / "initramfs")
+            self.run_dir = Path(tempfile.mkdtemp(prefix="daxmode-mhd-"))
+            if cfg.plant:
+                try:
+                    self.planted, note = identity.plant_host_state(
+                        self.run_dir, self.decoy, [PROJECT, self.results, self.run_dir, shm]
+                    )
+                except OSError as e:
+                    self.planted, note = [], f"host state not planted: {e}"
+                log(note)
+            if cfg.shared_file is None:
+                self.shm_dir = Path(tempfile.mkdtemp(prefix="daxmode-mhd-", dir=shm))
+                self.shared_file = self.shm_dir / f"{cfg.backend}-shared.raw"
+            else:
+                self.shared_file = cfg.shared_file.resolve()
+            if cfg.backend == "nvdimm":
+                if self.shm_dir is None:
+                    self.shm_dir = Path(tempfile.mkdtemp(prefix="daxmode-mhd-", dir=shm))
+                self.second_file = self.shm_dir / "nvdimm-shared2.raw"
+            # A fresh, zeroed device for every run: truncate to 0 first drops old contents.
+            for path, size in self.shared_files():
+                with open(path, "wb") as f:
+                    f.truncate(size)
+            t0 = time.monotonic()
+            if cfg.kvm == "off":
+                self.accel, why = "tcg", "--kvm off"
+            else:
+                key = kvm_cache_key(self.qver, self.kernel.banner, _read_host_file("/proc/cpuinfo", 1 << 16))
+                ok, why, cached = cached_kvm_probe(
+                    PROJECT / ".cache" / "kvm-probe.json",
+                    key,
+                    lambda: probe_kvm(self.qemu, cfg.kernel, self.initrd, self.run_dir),
+                )
+                if cfg.kvm == "on" and not ok:
+                    raise BadInput(f"--kvm on: KVM does not work here ({why})")
+                self.accel = "kvm" if ok else "tcg"
+                why = f"KVM probe{' (cached)' if cached else ''}: {why}"
+            detail.append(f"KVM probe {time.monotonic() - t0:.1f}")
+            ph.detail = ", ".join(detail)
         ncpu = os.cpu_count() or 1
         self.smp = cfg.smp or max(1, min(2, ncpu // cfg.hosts))
-        log(f"QEMU {'.'.join(map(str, qver))} ({self.qemu})")
+        log(f"QEMU {'.'.join(map(str, self.qver))} ({self.qemu})")
         log(f"kernel {self.kernel.version} ({cfg.kernel}), modules {self.module_tree}")
         log(
             f"backend {cfg.backend}, {cfg.hosts} host(s), shared {cfg.shared_size >> 20}M "
@@ -400,6 +300,22 @@ class Run:
         log(f"accelerator {self.accel} ({why})")
         log(f"results in {self.results}")
 
+    def shared_files(self) -> list[tuple[Path, int]]:
+        files = [(self.shared_file, self.cfg.shared_size)] if self.shared_file is not None else []
+        if self.second_file is not None:
+            files.append((self.second_file, SECOND_NVDIMM_SIZE))
+        return files
+
+    def run_facts(self) -> dict:
+        cfg = self.cfg
+        return {
+            "backend": cfg.backend,
+            "hosts": cfg.hosts,
+            "accel": getattr(self, "accel", "tcg"),
+            "online_ok": cfg.backend == "nvdimm" and cfg.hosts == 1,
+            "host_state_planted": bool(self.planted),
+        }
+
     def guest_env(self, host: int) -> dict[str, str]:
         cfg = self.cfg
         env = {
@@ -407,10 +323,17 @@ class Run:
             "DAXMODE_VM_HOST": str(host),
             "DAXMODE_VM_HOSTS": str(cfg.hosts),
             "DAXMODE_VM_SHARE": "/run/mhd/share",
+            **self.idents[host].env(),
+            **{k: v for k, v in self.host_ids.items() if v},
+            "MHD_HOST_PLANTED": "1" if self.planted else "0",
         }
+        if self.planted:
+            env["MHD_DECOY_FILES"] = " ".join(self.planted)
+            env["MHD_DECOY_SYSTEM_UUID"] = self.decoy.system_uuid
+            env["MHD_DECOY_MACHINE_ID"] = self.decoy.machine_id
         # Onlining the shared memory as RAM is safe only on plain guest RAM (nvdimm) with no other
         # host using it; never for CXL under QEMU.
-        if cfg.backend == "nvdimm" and cfg.hosts == 1:
+        if self.run_facts()["online_ok"]:
             env["DAXMODE_VM_ONLINE_OK"] = "1"
         return env
 
@@ -418,15 +341,20 @@ class Run:
         cfg = self.cfg
         assert self.run_dir is not None and self.shared_file is not None
         links = net_links(cfg.hosts, self.run_dir) if cfg.network else {h: () for h in range(cfg.hosts)}
+        self.boot_started = time.monotonic()
         for h in range(cfg.hosts):
             hdir = self.results / f"host{h}"
             share = hdir / "share"
             if hdir.exists():
                 shutil.rmtree(hdir)
             share.mkdir(parents=True)
+            ident = self.idents[h]
             envfile = {
                 "MHD_HOST": str(h),
-                "MHD_HOSTNAME": f"daxmode-host{h}",
+                "MHD_HOSTNAME": ident.hostname,
+                "MHD_MACHINE_ID": ident.machine_id,
+                "MHD_SYSTEM_UUID": ident.system_uuid,
+                "MHD_MASK": identity.mask_env(),
                 "MHD_PYTHON": str(self.python),
                 "MHD_AGENT": str(MHD_DIR / "agent.py"),
                 "MHD_STAGE2": str(MHD_DIR / "stage2.sh"),
@@ -434,6 +362,8 @@ class Run:
                 "MHD_PATH": f"{PROJECT / '.venv' / 'bin'}:{GUEST_PATH}",
                 "MHD_UDEV": "1" if cfg.udev else "0",
                 "MHD_SHELL": "1" if cfg.keep else "0",
+                "MHD_WARM": "1" if cfg.warm else "0",
+                "MHD_PRELOAD": " ".join(self.preload),
             }
             (share / "guest.env").write_text("".join(f"{k}={shlex.quote(v)}\n" for k, v in envfile.items()))
             spec = GuestSpec(
@@ -451,6 +381,8 @@ class Run:
                 accel=self.accel,
                 shared_file=self.shared_file,
                 shared_size=cfg.shared_size,
+                second_file=self.second_file,
+                second_size=SECOND_NVDIMM_SIZE if self.second_file else 0,
                 net=links[h],
                 hide_hypervisor=cfg.hide_hypervisor,
             )
@@ -468,10 +400,14 @@ class Run:
                     time.sleep(0.05)
 
     def wait_ready(self) -> None:
+        details = []
         for g in self.guests:
             t = g.wait_ready(self.cfg.boot_timeout)
-            log(f"{g.name}: ready after {t:.1f}s ({g.release})")
+            marks = boot_marks(_read(self.results / g.name / "share" / "boot.times"))
+            log(f"{g.name}: ready after {t:.1f}s ({g.release}; {boot_detail(marks)})")
+            details.append(f"{g.name} {t:.1f} ({boot_detail(marks)})")
             g.client.setenv(self.guest_env(g.spec.host))
+        self.timing.add("boot", time.monotonic() - self.boot_started, "; ".join(details))
 
     def bring_up(self) -> None:
         """Bring every guest's device to devdax.
@@ -479,17 +415,21 @@ class Run:
         CXL decoder state is per guest, so all guests work at once.  The nvdimm namespace is written by
         host 0; the others must probe after that (qemu-cxl.md section 1c), so they follow it.
         """
-        first = self.guests[:1] if self.cfg.backend == "nvdimm" else []
-        rest = [g for g in self.guests if g not in first]
-        for g in first:
-            self._bring_up_one(g)
-        with ThreadPoolExecutor(max_workers=max(1, len(rest))) as pool:
-            for fut in [pool.submit(self._bring_up_one, g) for g in rest]:
-                fut.result()
+        with self.timing.phase("bring-up") as ph:
+            first = self.guests[:1] if self.cfg.backend == "nvdimm" else []
+            rest = [g for g in self.guests if g not in first]
+            times = {g.name: self._bring_up_one(g) for g in first}
+            with ThreadPoolExecutor(max_workers=max(1, len(rest))) as pool:
+                for g, fut in [(g, pool.submit(self._bring_up_one, g)) for g in rest]:
+                    times[g.name] = fut.result()
+            ph.detail = ", ".join(f"{n} {t:.1f}" for n, t in times.items()) + (
+                " (in parallel)" if len(rest) > 1 else ""
+            )
 
-    def _bring_up_one(self, g: Guest) -> None:
+    def _bring_up_one(self, g: Guest) -> float:
         h = g.spec.host
         args = [str(self.python), str(MHD_DIR / "bringup.py"), "--backend", self.cfg.backend]
+        args += ["--devices", str(len(self.shared_files()))]
         if self.cfg.backend == "nvdimm" and h == 0:
             args.append("--create")
         t0 = time.monotonic()
@@ -500,25 +440,50 @@ class Run:
             why = (info or {}).get("error") or r.describe()
             raise GuestFailure(f"{g.name}: device bring-up failed: {why}")
         self.devices[h] = info
-        g.client.setenv({"DAXMODE_TEST_DEV": info["device"]})
+        g.client.setenv(self.device_env(h))
+        dt = time.monotonic() - t0
+        more = f" (and {', '.join(info['devices'][1:])})" if len(info.get("devices", [])) > 1 else ""
         log(
-            f"{g.name}: {info['device']} ({info['size'] >> 20} MiB, align {info['align'] >> 10} KiB) "
-            f"bound to {info['driver']} in {time.monotonic() - t0:.1f}s"
+            f"{g.name}: {info['device']} ({info['size'] >> 20} MiB, align {info['align'] >> 10} KiB){more} "
+            f"bound to {info['driver']} in {dt:.1f}s"
         )
+        return dt
 
-    def network(self) -> None:
+    def gather_facts(self) -> None:
+        """What each guest's kernel and tools can do (for judging skips), and the private network."""
+        with self.timing.phase("facts, network") as ph:
+            with ThreadPoolExecutor(max_workers=len(self.guests)) as pool:
+                list(pool.map(self._facts_and_network, self.guests))
+            (self.results / "facts.json").write_text(json.dumps(self.facts, indent=1))
+            f0 = self.facts[0]
+            ph.detail = (
+                f"kernel {f0['kernel']}, fuse_famfs {f0['fuse_famfs']}, udev {f0['udev']}, "
+                f"host state planted {f0['host_state_planted']} (in parallel)"
+            )
+
+    def _facts_and_network(self, g: Guest) -> None:
+        r = g.run([str(self.python), str(MHD_DIR / "facts.py")], timeout=120)
+        got = _last_json(r.stdout)
+        if not r.ok or got is None:
+            raise GuestFailure(f"{g.name}: cannot read the guest's facts: {r.describe()}")
+        self.facts[g.spec.host] = {**got, **self.run_facts()}
         if not self.cfg.network or self.cfg.hosts < 2:
             return
         assert self.run_dir is not None
-        links = net_links(self.cfg.hosts, self.run_dir)
-        for g in self.guests:
-            h = g.spec.host
-            r = g.run(
-                [str(self.python), str(MHD_DIR / "guestnet.py"), str(h), *[str(ln.link) for ln in links[h]]],
-                60,
-            )
-            if not r.ok:
-                raise GuestFailure(f"{g.name}: private network setup failed: {r.describe()}")
+        h = g.spec.host
+        links = net_links(self.cfg.hosts, self.run_dir)[h]
+        r = g.run(
+            [str(self.python), str(MHD_DIR / "guestnet.py"), str(h), *[str(ln.link) for ln in links]], 60
+        )
+        if not r.ok:
+            raise GuestFailure(f"{g.name}: private network setup failed: {r.describe()}")
+
+    def device_env(self, host: int) -> dict[str, str]:
+        info = self.devices[host]
+        env = {"DAXMODE_TEST_DEV": info["device"]}
+        if len(info.get("devices", [])) > 1:
+            env["DAXMODE_TEST_DEV2"] = info["devices"][1]
+        return env
 
     def write_session(self) -> Path:
         assert self.run_dir is not None
@@ -530,10 +495,7 @@ class Run:
                     "index": g.spec.host,
                     "agent": str(g.agent_socket),
                     "console": str(g.spec.console_log),
-                    "env": {
-                        **self.guest_env(g.spec.host),
-                        "DAXMODE_TEST_DEV": self.devices[g.spec.host]["device"],
-                    },
+                    "env": {**self.guest_env(g.spec.host), **self.device_env(g.spec.host)},
                 }
                 for g in self.guests
             ],
@@ -542,88 +504,6 @@ class Run:
         path.write_text(json.dumps(data, indent=1))
         (self.results / "session.json").write_text(json.dumps(data, indent=1))
         return path
-
-    # -- running things
-    def run_cmd(self, cmd: str) -> None:
-        for g in self.guests:
-            r = g.run(cmd, timeout=self.cfg.timeout)
-            sys.stdout.write(f"--- {g.name}: rc={r.rc}{' (timed out)' if r.timed_out else ''}\n")
-            sys.stdout.write(r.stdout)
-            if r.stderr:
-                sys.stdout.write(r.stderr)
-            self.summary.append(
-                f"{g.name}: command {'ok' if r.ok else 'FAILED'} (rc {r.rc}, {r.seconds:.1f}s)"
-            )
-            if r.ok:
-                self.counts.passed += 1
-            else:
-                self.counts.failed += 1
-
-    def run_guest_suite(self, paths: list[str]) -> None:
-        for g in self.guests:
-            xml_guest = "/run/mhd/share/guest-junit.xml"
-            xml_host = self.results / g.name / "share" / "guest-junit.xml"
-            argv = [
-                str(self.python), "-m", "pytest", "-p", "no:cacheprovider", "-q", "-rfEs",
-                f"--junitxml={xml_guest}", "--rootdir", str(PROJECT), *paths,
-            ]  # fmt: skip
-            log(f"{g.name}: running {' '.join(paths)} in the guest")
-            t0 = time.monotonic()
-            r = g.run(argv, timeout=self.cfg.timeout, cwd=str(PROJECT))
-            dt = time.monotonic() - t0
-            (self.results / g.name / "guest-pytest.log").write_text(r.stdout + r.stderr)
-            if r.timed_out:
-                self.counts.failed += 1
-                self.summary.append(f"{g.name}: guest suite TIMED OUT after {dt:.0f}s")
-                continue
-            if r.rc == 5:  # pytest: no tests collected
-                self.summary.append(f"{g.name}: no guest tests collected in {' '.join(paths)}")
-                continue
-            try:
-                c = junit_counts(xml_host.read_text())
-            except (OSError, ET.ParseError):
-                c = Counts(0, 1, 0)
-                sys.stdout.write(r.stdout[-3000:] + r.stderr[-2000:])
-            if r.rc not in (0, 1) and c.failed == 0:
-                c.failed += 1  # pytest itself failed (internal/usage error)
-            self.counts += c
-            dev = self.devices.get(g.spec.host, {}).get("device", "?")
-            self.summary.append(f"{g.name} ({self.cfg.backend}, {dev}): {c.line()} in {dt:.1f}s")
-            if c.failed:
-                tail = [ln for ln in r.stdout.splitlines() if ln.startswith(("FAILED", "ERROR"))]
-                for ln in tail[:20]:
-                    self.summary.append(f"  {g.name} {ln}")
-
-    def run_host_suite(self, paths: list[str]) -> None:
-        session = self.write_session()
-        for g in self.guests:
-            g.client.close()  # the agent socket takes one client: let pytest's fixture connect
-        xml = self.results / "host-junit.xml"
-        env = dict(os.environ, DAXMODE_VM_SESSION=str(session), PYTHONDONTWRITEBYTECODE="1")
-        argv = [str(self.python), "-m", "pytest", "-q", "-rfEs", f"--junitxml={xml}", *paths]
-        log(f"host-side scenarios: {' '.join(paths)}")
-        t0 = time.monotonic()
-        with open(self.results / "host-pytest.log", "w") as out:
-            p = subprocess.run(
-                argv, cwd=PROJECT, env=env, stdout=out, stderr=subprocess.STDOUT, timeout=self.cfg.timeout
-            )
-        dt = time.monotonic() - t0
-        text = (self.results / "host-pytest.log").read_text()
-        if p.returncode == 5:
-            self.summary.append("host-side: no tests collected")
-            return
-        try:
-            c = junit_counts(xml.read_text())
-        except (OSError, ET.ParseError):
-            c = Counts(0, 1, 0)
-        if p.returncode not in (0, 1) and c.failed == 0:
-            c.failed += 1
-        self.counts += c
-        self.summary.append(f"host-side scenarios ({self.cfg.hosts} hosts): {c.line()} in {dt:.1f}s")
-        if c.failed:
-            for ln in text.splitlines():
-                if ln.startswith(("FAILED", "ERROR")):
-                    self.summary.append(f"  host-side {ln}")
 
     def keep_running(self) -> None:
         session = self.write_session()
@@ -641,7 +521,10 @@ class Run:
         log("a guest exited")
 
     def cleanup(self, graceful: bool) -> None:
-        for g in self.guests:
+        """Power every guest off at once (or kill them), then remove the run's files."""
+        t0 = time.monotonic()
+
+        def one(g: Guest) -> None:
             try:
                 if graceful:
                     g.stop()
@@ -649,10 +532,52 @@ class Run:
                     g.kill()
             except Exception as e:  # keep cleaning the others
                 print(f"mhd: cleanup of {g.name}: {e}", file=sys.stderr)
+
+        if self.guests:
+            with ThreadPoolExecutor(max_workers=len(self.guests)) as pool:
+                list(pool.map(one, self.guests))
         if self.shm_dir is not None:
             shutil.rmtree(self.shm_dir, ignore_errors=True)
         if self.run_dir is not None:
+            if self.planted:
+                identity.detach(self.run_dir / "plant")
             shutil.rmtree(self.run_dir, ignore_errors=True)
+        self.timing.add("teardown", time.monotonic() - t0, "parallel poweroff" if graceful else "killed")
+
+    def report(self) -> int:
+        """Summary lines, the timing table and the verdict; returns the exit code."""
+        for line in self.summary:
+            print(line)
+        if self.cfg.cmd is not None:
+            failed = sum(not r.ok for _, r in self.cmd_results)
+            print(self.timing.table())
+            print(f"{len(self.cmd_results) - failed} passed, {failed} failed")
+            return 1 if failed else 0
+        ok, why = run_verdict(self.parts)
+        print(self.timing.table())
+        (self.results / "timing.json").write_text(self.timing.to_json())
+        passed = sum(p.passed for p in self.parts)
+        failed = sum(len(p.failed) for p in self.parts)
+        skipped = sum(p.skipped for p in self.parts)
+        unexpected = sum(len(p.unexpected) for p in self.parts)
+        line = f"{passed} passed, {failed} failed"
+        if skipped:
+            line += f", {skipped} skipped ({skipped - unexpected} expected, {unexpected} unexpected)"
+        print(line)
+        if not ok:
+            print("verdict: FAIL")
+            for w in why:
+                print(f"  {w}")
+            return 1
+        print("verdict: PASS")
+        return 0
+
+
+def _read(path: Path) -> str:
+    try:
+        return path.read_text(errors="replace")
+    except OSError:
+        return ""
 
 
 def _last_json(text: str) -> dict | None:
@@ -676,25 +601,29 @@ def main(argv: list[str] | None = None) -> int:
         return exec_main(argv[1:])
     for sig in (signal.SIGTERM, signal.SIGHUP):
         signal.signal(sig, _raise_interrupt)
+    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+        # Started in the background by a shell: Ctrl-C was never ours, but a SIGINT still means stop.
+        signal.signal(signal.SIGINT, _raise_interrupt)
     run: Run | None = None
     graceful = True
     try:
         cfg = parse_args(argv)
-        # Check the suite before booting anything: a typo must not cost a boot.
-        guest_paths, host_paths = split_suite(cfg.suite) if cfg.suite is not None else ([], [])
         run = Run(cfg)
+        if cfg.suite is not None:
+            run.use_suite(cfg.suite)
         run.prepare()
         run.start_guests()
         run.wait_ready()
         run.bring_up()
-        run.network()
+        run.gather_facts()
         if cfg.cmd is not None:
-            run.run_cmd(cfg.cmd)
+            suiterun.run_cmd(run, cfg.cmd)
         if cfg.suite is not None:
-            if guest_paths:
-                run.run_guest_suite(guest_paths)
-            if host_paths:
-                run.run_host_suite(host_paths)
+            if run.guest_paths:
+                suiterun.run_guest_suites(run)
+            if run.host_paths:
+                suiterun.run_host_suite(run)
+            suiterun.warm_stats(run)
         if cfg.keep:
             run.keep_running()
     except KeyboardInterrupt:
@@ -708,17 +637,15 @@ def main(argv: list[str] | None = None) -> int:
         print(f"mhd: error: {e}", file=sys.stderr)
         if run is not None:
             run.cleanup(graceful=False)
+            if run.timing.phases:
+                print(run.timing.table(), file=sys.stderr)
         return e.exit_code
     finally:
         if run is not None and graceful:
             run.cleanup(graceful=True)
-    assert run is not None
-    if not (cfg.cmd is None and cfg.suite is None):
-        for line in run.summary:
-            print(line)
-        print(f"wall time {time.monotonic() - run.started:.1f}s")
-        print(run.counts.line())
-    return 1 if run.counts.failed else 0
+    if cfg.cmd is None and cfg.suite is None:
+        return 0
+    return run.report()
 
 
 def exec_main(argv: list[str]) -> int:

@@ -10,6 +10,9 @@ mount -t sysfs sysfs /sys
 mount -t devtmpfs devtmpfs /dev
 
 say() { echo "mhd-init: $*" >/dev/console; }
+# Boot marks (guest uptime at each step) for the harness's timing table; copied to the share later.
+mark() { echo "$1 $(cut -d' ' -f1 /proc/uptime)" >>/mhd/boot.times; }
+mark init
 fail() {
     say "FATAL: $*"
     # isa-debug-exit: QEMU exits with (rc << 1) | 1, so the host sees 2*100+1 = 201.
@@ -57,6 +60,7 @@ mkdir -p /share
 mount -t 9p -o trans=virtio,version=9p2000.L,msize=512000 share /share || fail "mount share"
 [ -f /share/guest.env ] || fail "no guest.env in the share"
 . /share/guest.env
+cat /mhd/boot.times >>/share/boot.times
 # The overlay already keeps every write inside this guest (e.g. famfs's /opt/famfs/system_uuid, which
 # must differ per host); /tmp, /run and /var/tmp start empty as on a fresh boot -- unless the project
 # itself lives there (a CI clone under /tmp), which must stay visible.
@@ -65,8 +69,21 @@ for d in tmp run var/tmp; do
     [ -d "$R/$d" ] && mount -t tmpfs -o mode=0755 tmpfs "$R/$d"
 done
 chmod 1777 $R/tmp $R/var/tmp
-mkdir -p $R/run/mhd/share
+mkdir -p $R/run/mhd/share $R/run/mhd/hostroot
 mount --move /share $R/run/mhd/share || fail "move share"
+# The host's root as the guest's lower layer sees it, read-only, so tests can prove that none of
+# the host's own state (below) reaches this guest.
+mount --bind /lower $R/run/mhd/hostroot || fail "bind hostroot"
+
+# This guest's own identity, whatever the host holds (qemu/mhd/identity.py): host-specific files
+# are removed on the overlay (whiteouts; the host is untouched), then this guest's are written.
+for p in $MHD_MASK; do
+    rm -rf "$R$p"
+done
+echo "$MHD_MACHINE_ID" >$R/etc/machine-id
+echo "$MHD_HOSTNAME" >$R/etc/hostname
+mkdir -p -m 0755 $R/opt/famfs $R/etc/udev/rules.d
+printf '%s\000' "$MHD_SYSTEM_UUID" >$R/opt/famfs/system_uuid && chmod 0444 $R/opt/famfs/system_uuid
 hostname "$MHD_HOSTNAME"
 echo "$MHD_HOST" >$R/run/mhd/host
 ip link set lo up 2>/dev/null

@@ -16,13 +16,17 @@ import subprocess
 from pathlib import Path
 
 from mhd.errors import BadInput
-from mhd.kernel import load_order, parse_modules_dep, read_builtin
+from mhd.kernel import load_order, module_name, parse_modules_dep, read_builtin
 
 INIT_SCRIPT = Path(__file__).with_name("init.sh")
 BUSYBOX_CANDIDATES = ("/bin/busybox", "/usr/bin/busybox")
 # The 9p root needs these; virtio_pci/virtio_console are built into Debian kernels, and are
 # listed so custom kernels that build them as modules get them too.
 BOOT_MODULES = ["virtio_pci", "virtio_console", "netfs", "9pnet", "9pnet_virtio", "9p", "overlay"]
+# Loaded when the kernel has them as modules.  virtio_net before udevd starts, so no udev rule
+# renames the private network's NICs while guestnet.py names them (a rename racing guestnet's
+# "ip link set ... name" failed a run: Cannot find device "mhd1").
+OPTIONAL_MODULES = ["virtio_net"]
 
 
 class CpioWriter:
@@ -99,7 +103,9 @@ def find_busybox() -> Path:
 def build_initramfs(module_tree: Path, dest_dir: Path) -> Path:
     """Write the initramfs for ``module_tree`` into ``dest_dir`` (cached by content) and return it."""
     deps = parse_modules_dep((module_tree / "modules.dep").read_text())
-    order = load_order(deps, BOOT_MODULES, read_builtin(module_tree))
+    have = {module_name(p) for p in deps}
+    wanted = BOOT_MODULES + [m for m in OPTIONAL_MODULES if m in have]
+    order = load_order(deps, wanted, read_builtin(module_tree))
     busybox = find_busybox()
     init = INIT_SCRIPT.read_bytes()
     key = hashlib.sha256()

@@ -52,6 +52,9 @@ class GuestSpec:
     accel: str
     shared_file: Path
     shared_size: int
+    second_file: Path | None = None
+    """nvdimm: a second shared nvdimm, so tests have two dax devices (concurrent runs, issue 13)."""
+    second_size: int = 0
     root_dir: Path = Path("/")
     hide_hypervisor: bool = True
     """cxl: hide CPUID.HYPERVISOR (see cpu_model); False for kernels with CXL_REGION_INVALIDATION_TEST=y."""
@@ -142,14 +145,23 @@ def build_command(spec: GuestSpec) -> list[str]:
             f"cxl-fmw.0.targets.0=cxl.1,cxl-fmw.0.size={CXL_FMW_SIZE}",
         ]
     else:
-        max_mb = spec.mem_mb + spec.shared_size // (1 << 20) + 1024
-        cmd += ["-machine", "q35,nvdimm=on", "-m", f"{spec.mem_mb}M,slots=2,maxmem={max_mb}M"]
+        nvdimms = [(spec.shared_file, spec.shared_size)]
+        if spec.second_file is not None:
+            nvdimms.append((spec.second_file, spec.second_size))
+        max_mb = spec.mem_mb + sum(size for _, size in nvdimms) // (1 << 20) + 1024
         cmd += [
-            "-object",
-            f"memory-backend-file,id=nv0,share=on,mem-path={spec.shared_file},size={spec.shared_size}",
-            "-device",
-            "nvdimm,id=nvdimm0,memdev=nv0",
+            "-machine",
+            "q35,nvdimm=on",
+            "-m",
+            f"{spec.mem_mb}M,slots={len(nvdimms) + 1},maxmem={max_mb}M",
         ]
+        for i, (path, size) in enumerate(nvdimms):
+            cmd += [
+                "-object",
+                f"memory-backend-file,id=nv{i},share=on,mem-path={path},size={size}",
+                "-device",
+                f"nvdimm,id=nvdimm{i},memdev=nv{i}",
+            ]
     cmd += ["-kernel", str(spec.kernel), "-initrd", str(spec.initrd), "-append", kernel_append(spec)]
     cmd += ["-no-reboot"]
     # Console: a unix socket a user can attach to (socat) and, via logfile=, a per-host log kept in the
@@ -221,6 +233,14 @@ def guest_addr(host: int, link: int) -> str:
     return f"10.77.{link}.{1 if host == 0 else 2}"
 
 
+KVM_FAILURES = ("KVM internal error", "failed to set MSR", "emulation failure", "Could not access KVM")
+
+
+def kvm_probe_decided(output: str) -> bool:
+    """True once the probe's output settles the question (userspace reached, or a KVM failure)."""
+    return "MHD-PROBE-OK" in output or any(n in output for n in KVM_FAILURES)
+
+
 def kvm_probe_verdict(returncode: int | None, console: str, timed_out: bool) -> tuple[bool, str]:
     """Decide from a probe boot whether KVM guests work here.
 
@@ -230,7 +250,7 @@ def kvm_probe_verdict(returncode: int | None, console: str, timed_out: bool) -> 
     """
     if "MHD-PROBE-OK" in console:
         return True, "probe guest reached userspace"
-    for needle in ("KVM internal error", "failed to set MSR", "emulation failure", "Could not access KVM"):
+    for needle in KVM_FAILURES:
         if needle in console:
             return False, needle
     if timed_out:

@@ -2,26 +2,81 @@
 
 Outside a harness guest every test here is skipped: the harness marks its guests with
 /run/mhd/host and exports DAXMODE_VM_HOST / DAXMODE_TEST_DEV (qemu/mhd/harness.py).
+
+Inside one, subprocesses that run the venv's Python (``daxmode ...``, ``python -m daxmode.cli``,
+``python -c``) are forked by the guest's pristine warm zygote instead of starting a new interpreter,
+which costs 4-9 s each under TCG (qemu/mhd/zygote.py and warm.py say what the fork resets and when
+a command is exec'd instead, e.g. with ``preexec_fn``).  They are still real processes: own pid,
+exit status, stdout/stderr, signals, ``user=``/``group=``/``extra_groups=``.  A test for which a new
+interpreter is the point carries ``@pytest.mark.real_process``.  Programs started by others
+(udev's RUN, a shell pipeline) are never affected.
+
+Markers: ``shared_media`` -- the test writes the shared device's contents; the harness runs such
+tests one guest at a time, after the rest of the suite ran on all guests at once (and fails the run
+if the device changed during that parallel stage).  Skips must be declared in expected-skips.toml.
 """
 
 from __future__ import annotations
 
+import json
 import os
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+PROJECT = Path(__file__).resolve().parents[3]
+if str(PROJECT / "qemu") not in sys.path:
+    sys.path.append(str(PROJECT / "qemu"))
+
+from mhd import facts as guest_facts  # noqa: E402
+from mhd import warm, zygote  # noqa: E402
+
 AUTO_ONLINE = Path("/sys/devices/system/memory/auto_online_blocks")
+SHARE = Path("/run/mhd/share")
 
 
 def in_harness_guest() -> bool:
     return Path("/run/mhd/host").is_file() and "DAXMODE_VM_HOST" in os.environ
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers", "shared_media: writes the shared device's contents (run one guest at a time)"
+    )
+    config.addinivalue_line(
+        "markers", "real_process: subprocesses start a new interpreter instead of a warm fork"
+    )
+    if in_harness_guest() and warm.enabled() and os.path.exists(zygote.SOCKET):
+        config._mhd_warm = zygote.install_popen_hook()  # type: ignore[attr-defined]
+        config._mhd_stats = dict(warm.stats)  # type: ignore[attr-defined]  # (inherited from the agent)
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    hook = getattr(config, "_mhd_warm", None)
+    if hook is None:
+        return
+    hook.close()
+    base = getattr(config, "_mhd_stats", {})
+    if SHARE.is_dir():
+        with open(SHARE / "warm-stats.jsonl", "a") as f:
+            f.write(json.dumps({k: v - base.get(k, 0) for k, v in warm.stats.items()}) + "\n")
+
+
 def pytest_runtest_setup(item: pytest.Item) -> None:
     if not in_harness_guest():
         pytest.skip("runs only inside a harness guest (qemu/cxl-mhd.sh --suite tests/vm)")
+
+
+@pytest.fixture(autouse=True)
+def _real_process_when_marked(request: pytest.FixtureRequest) -> Iterator[None]:
+    hook = getattr(request.config, "_mhd_warm", None)
+    if hook is None or request.node.get_closest_marker("real_process") is None:
+        yield
+        return
+    with warm.suspended():
+        yield
 
 
 @pytest.fixture(scope="session")
@@ -56,7 +111,11 @@ def online_ok() -> bool:
 
 @pytest.fixture(scope="session")
 def famfs_kernel() -> str:
-    """Skip unless the running kernel can mount famfs (fuse-famfs or famfsv1)."""
+    """Skip unless the running kernel can mount famfs (fuse-famfs or famfsv1).
+
+    The harness judges this skip with the same facts (qemu/mhd/facts.py): declare it in
+    expected-skips.toml with ``when = { fuse_famfs = false, famfsv1 = false }``.
+    """
     release = os.uname().release
     if kernel_has_famfs():
         return release
@@ -67,17 +126,8 @@ def famfs_kernel() -> str:
 
 
 def kernel_has_famfs() -> bool:
-    """fuse-famfs is built into fuse (its symbols start with famfs_); famfsv1 is a module."""
-    try:
-        with open("/proc/kallsyms") as f:
-            if any(" famfs_" in line for line in f):
-                return True
-    except OSError:
-        pass
-    if Path("/sys/module/famfsv1").is_dir():
-        return True
-    release = os.uname().release
-    return any(Path(f"/lib/modules/{release}").rglob("famfsv1.ko*"))
+    f = guest_facts.gather()
+    return bool(f["fuse_famfs"] or f["famfsv1"])
 
 
 @pytest.fixture(autouse=True)

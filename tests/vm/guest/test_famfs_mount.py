@@ -38,6 +38,7 @@ SEED = 20261201
 
 pytestmark = [
     pytest.mark.guest,
+    pytest.mark.shared_media,  # mkfs and writes on the device other hosts share: one host at a time
     pytest.mark.skipif(not DEV or not BUS.is_dir(), reason="runs inside a test guest only"),
 ]
 

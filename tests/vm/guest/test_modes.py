@@ -300,22 +300,12 @@ def test_not_root_exits_5() -> None:
     mode = os.stat("/root").st_mode & 0o7777
     os.chmod("/root", mode | 0o001)  # the venv's python lives under /root; guest-local overlay
 
-    def drop() -> None:
-        os.setgroups([])
-        os.setgid(65534)
-        os.setuid(65534)
-
+    nobody = {"user": 65534, "group": 65534, "extra_groups": []}  # not preexec_fn: see the conftest
     try:
         p = subprocess.run(
-            [*DAXMODE, "set", DEV, "fsdev"],
-            capture_output=True,
-            text=True,
-            preexec_fn=drop,
-            env={"HOME": "/"},
+            [*DAXMODE, "set", DEV, "fsdev"], capture_output=True, text=True, env={"HOME": "/"}, **nobody
         )
-        q = subprocess.run(
-            [*DAXMODE, "list"], capture_output=True, text=True, preexec_fn=drop, env={"HOME": "/"}
-        )
+        q = subprocess.run([*DAXMODE, "list"], capture_output=True, text=True, env={"HOME": "/"}, **nobody)
     finally:
         os.chmod("/root", mode)
     if "No module named" in p.stderr or ("Permission denied" in p.stderr and p.returncode != 5):
