@@ -34,6 +34,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from daxmode.cacheflush import CacheSync, NoSync
+from daxmode.errors import InvalidArgument
 from daxmode.famfs import layout as L
 from daxmode.famfs.namespace import ROOT_ID, Inode, Namespace
 from daxmode.fuse import fmap as F
@@ -51,6 +52,26 @@ MAX_PAGES = 1024
 """Pages per READ reply asked for; the kernel clamps it to fs.fuse.max_pages_limit (256 = 1 MiB by
 default; an administrator who raises it to 1024 gets 4 MiB requests)."""
 STATS_XATTR = b"user.daxmode.stats"
+SIZE_FAULT_ENV = "DAXMODE_FUSE_SIZE_FAULT"
+"""Test-only: ``PATH:DELTA[,PATH:DELTA...]`` makes the attributes of the famfs file PATH report
+its size plus DELTA bytes, while GET_FMAP keeps the log's size.  This is how the VM suite shows
+the famfs kernel's own rule on the real kernel: an inode whose size differs from its fmap's is
+marked bad and its I/O fails (V10 ``famfs_file_bad``: ENXIO, then EIO)."""
+
+
+def parse_size_faults(spec: str) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for item in filter(None, (x.strip() for x in spec.split(","))):
+        path, _, delta = item.rpartition(":")
+        try:
+            out[path.strip("/")] = int(delta, 0)
+        except ValueError:
+            raise InvalidArgument(f"{SIZE_FAULT_ENV}: bad entry {item!r} (want PATH:DELTA)") from None
+        if not path:
+            raise InvalidArgument(f"{SIZE_FAULT_ENV}: bad entry {item!r} (want PATH:DELTA)")
+    return out
+
+
 _O_ACCMODE = 3
 
 _REFUSED = (
@@ -96,6 +117,7 @@ class FamfsFuse:
         self.init_in: P.InitIn | None = None
         self.init_out: P.InitOut | None = None
         self.fmaps_sent: dict[int, int] = {}
+        self.size_faults = parse_size_faults(os.environ.get(SIZE_FAULT_ENV, ""))
 
     # --- INIT -------------------------------------------------------------------------------
     def init(self, req: P.InitIn) -> P.InitOut:
@@ -168,8 +190,11 @@ class FamfsFuse:
     def attr(self, ino: Inode) -> P.Attr:
         s, ns = self.ns.time
         nlink = 2 + ino.nsubdirs if ino.is_dir else 1
+        size = ino.size
+        if self.size_faults and ino.meta is not None:
+            size += self.size_faults.get(ino.meta.path, 0)
         return P.Attr(
-            ino.nodeid, ino.size, -(-ino.allocated // 512), ino.mode, nlink, ino.uid, ino.gid, s, ns,
+            ino.nodeid, size, -(-ino.allocated // 512), ino.mode, nlink, ino.uid, ino.gid, s, ns,
             L.ALLOC_UNIT,
         )  # fmt: skip
 

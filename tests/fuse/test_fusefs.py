@@ -11,6 +11,7 @@ import struct
 import pytest
 from fuseworld import MiB, log_view, populate
 
+from daxmode.errors import InvalidArgument
 from daxmode.famfs import Volume
 from daxmode.famfs.fusefs import COPY, DAX, STATS_XATTR, Device, FamfsFuse
 from daxmode.famfs.namespace import LOG_ID, META_DIR_ID, ROOT_ID, SUPERBLOCK_ID, Namespace
@@ -250,3 +251,21 @@ def test_access_check_without_default_permissions(world) -> None:  # type: ignor
     assert k(P.ACCESS, p, struct.pack("<II", os.R_OK, 0), uid=1000, gid=1000) is None
     assert k.errno_of(P.ACCESS, p, struct.pack("<II", os.R_OK, 0), uid=65534, gid=65534) == errno.EACCES
     assert k(P.ACCESS, p, struct.pack("<II", os.R_OK | os.W_OK, 0), uid=0) is None
+
+
+def test_size_fault_skews_attributes_only(world, monkeypatch: pytest.MonkeyPatch) -> None:  # type: ignore[no-untyped-def]
+    """The test-only knob behind the VM check of the famfs kernel's size rule: attributes lie,
+    GET_FMAP keeps the log's size."""
+    k, data, v = world
+    monkeypatch.setenv("DAXMODE_FUSE_SIZE_FAULT", "/d/a.bin:4096")
+    fs = FamfsFuse(k.fs.ns, DAX, daxdev="/dev/dax0.0")
+    kk = Kernel(fs)
+    d, _ = kk.lookup(ROOT_ID, "d")
+    a, attr = kk.lookup(d, "a.bin")
+    assert attr.size == len(data["d/a.bin"]) + 4096
+    assert F.decode(kk(P.GET_FMAP, a)).file_size == v.lookup_file("d/a.bin").size
+    _il, ilattr = kk.lookup(ROOT_ID, "il.bin")
+    assert ilattr.size == v.lookup_file("il.bin").size  # other files untouched
+    monkeypatch.setenv("DAXMODE_FUSE_SIZE_FAULT", "nonsense")
+    with pytest.raises(InvalidArgument, match="DAXMODE_FUSE_SIZE_FAULT"):
+        FamfsFuse(k.fs.ns, DAX, daxdev="/dev/dax0.0")

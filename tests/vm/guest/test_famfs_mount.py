@@ -229,3 +229,44 @@ def test_bad_mountpoints_sigterm_and_fsdev_start(famfs_on_device: bytes) -> None
     assert mountinfo() is None and driver() == "fsdev_dax"
     assert not Path("/run/daxmode/mounts").exists() or not list(Path("/run/daxmode/mounts").glob("*.json"))
     ok("set", DEV, "devdax")
+
+
+def _fuse_famfs_kernel() -> bool:
+    with open("/proc/kallsyms") as f:
+        return any(line.rstrip().split(" ")[2:3] == ["famfs_fuse_iomap_begin"] for line in f)
+
+
+def test_famfs_kernel_fails_io_on_a_size_change(famfs_on_device: bytes) -> None:
+    """The famfs kernel's own rule (V10 famfs_file_bad): an inode whose size differs from its
+    fmap's is marked bad; its I/O fails with ENXIO, then EIO.  The server is made to report a size
+    2 MiB larger than the log's for one file (DAXMODE_FUSE_SIZE_FAULT, test-only)."""
+    if not _fuse_famfs_kernel():
+        pytest.skip("fuse-famfs: the size rule is the famfs kernel's (a stock kernel has no fmaps)")
+    dmesg0 = subprocess.run(["dmesg"], capture_output=True, text=True).stdout.count("i_size overwritten")
+    env = dict(os.environ, DAXMODE_FUSE_SIZE_FAULT=f"shared/data.bin:{2 << 20}")
+    r = subprocess.run(
+        [sys.executable, "-m", "daxmode", "famfs", "mount", DEV, str(MNT), "--data-path", "dax"],
+        capture_output=True, text=True, timeout=600, env=env,
+    )  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    try:
+        assert driver() == "fsdev_dax"  # the kernel holds the device in fsdev while mounted
+        assert os.stat(MNT / "shared/data.bin").st_size == DATA_SIZE + (2 << 20)
+        with open(MNT / "shared/data.bin", "rb") as f:
+            with pytest.raises(OSError) as e:
+                f.read(4096)
+            assert e.value.errno == errno.ENXIO, e.value
+            with pytest.raises(OSError) as e:
+                f.read(4096)
+            assert e.value.errno == errno.EIO, e.value  # the file stays bad
+        assert len((MNT / "priv/secret").read_bytes()) == 8192  # other files are fine
+        log = subprocess.run(["dmesg"], capture_output=True, text=True).stdout
+        assert log.count("i_size overwritten") > dmesg0, "the kernel did not log the size change"
+        rc, _out, err = dx("set", DEV, "devdax")
+        assert rc == 7 and "mounted on" in err, err  # the mode manager keeps it while mounted
+    finally:
+        rc, out, err = dx("famfs", "umount", str(MNT))
+    assert rc == 0, (out, err)
+    assert mountinfo() is None and driver() == "device_dax"  # umount released it and restored devdax
+    ok("set", DEV, "fsdev")  # and the mode manager can switch it again
+    ok("set", DEV, "devdax")
