@@ -96,9 +96,31 @@ def test_fsdev_and_back_on_both_hosts_keeps_the_data(devdax_on_both) -> None:
     assert guest_io(a, "read", "-")["sha256"] == before
 
 
+NETLINK = """\
+import json
+from pyroute2 import IPRoute
+with IPRoute() as ip:
+    addrs = [
+        (a.get_attr("IFA_LABEL"), a.get_attr("IFA_ADDRESS"), a["prefixlen"]) for a in ip.get_addr(family=2)
+    ]
+    up = {ln.get_attr("IFLA_IFNAME"): ln.get_attr("IFLA_OPERSTATE") for ln in ip.get_links()}
+    default = any(r["dst_len"] == 0 for r in ip.get_routes(family=2, table=254))
+print(json.dumps({"addrs": addrs, "up": up, "default": default}))
+"""
+
+
 def test_private_network_links_the_hosts(two_hosts) -> None:
-    """Host 1 echoes one UDP datagram on the guests' private link; host 0 must get its token back."""
+    """The guests' private link as the kernel has it (netlink, through pyroute2: no parsing of
+    ip(8) output): 10.77.1.1/24 on host 0, 10.77.1.2/24 on host 1, up, no default route; then host
+    1 echoes one UDP datagram on it and host 0 must get its token back."""
     a, b = two_hosts
+    for host, want in ((a, "10.77.1.1"), (b, "10.77.1.2")):
+        r = host.run([PY, "-c", NETLINK], timeout=120)
+        assert r.rc == 0, r.stderr
+        net = json.loads(r.stdout)
+        assert ["mhd1", want, 24] in net["addrs"], net
+        assert net["up"].get("mhd1") in ("UP", "UNKNOWN"), net
+        assert not net["default"], "the private network must not route anywhere else"
     token = secrets.token_hex(8)
     server = (
         "import socket; s=socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.bind(('10.77.1.2', 7777)); "
