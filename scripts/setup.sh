@@ -28,11 +28,16 @@ make_venv() {
         log "creating venv $VENV"
         python3 -m venv "$VENV"
     fi
-    # pip is a no-op when everything is satisfied; the editable install keeps the entry point current.
+    # The editable install's metadata (entry point, requirements, extras) is written from pyproject.toml
+    # at install time: a stamp of that file tells when it is stale (a requirement moved to an extra
+    # still showed as a requirement to importlib.metadata).
+    local stamp="$VENV/.daxmode-pyproject.sha256" want
+    want=$(sha256sum "$ROOT/pyproject.toml" | cut -d' ' -f1)
     if ! "$VENV/bin/python" -c 'import daxmode, pytest, click, pyudev, pyroute2, hypothesis' 2>/dev/null \
-        || [[ ! -x "$VENV/bin/daxmode" ]]; then
+        || [[ ! -x "$VENV/bin/daxmode" ]] || [[ "$(cat "$stamp" 2>/dev/null)" != "$want" ]]; then
         log "installing daxmode[test] into $VENV"
         "$VENV/bin/pip" install -q -e "$ROOT[test]"
+        echo "$want" >"$stamp"
     else
         log "venv ready ($VENV)"
     fi
