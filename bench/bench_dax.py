@@ -8,11 +8,10 @@ says so and measures nothing: a stock kernel has no DAX data path.  It boots QEM
 
 from __future__ import annotations
 
-import json
 import os
-import sys
-import time
 from pathlib import Path
+
+from bench.guestrun import run_guest_bench
 
 PROJECT = Path(__file__).resolve().parents[1]
 
@@ -34,37 +33,14 @@ def main() -> dict[str, float]:
     if kdir is None:
         print("bench_dax: not run: no famfs kernel in .cache/kbuild (make famfs-kernel; docs/kernel.md)")
         return {}
-    if str(PROJECT / "qemu") not in sys.path:
-        sys.path.insert(0, str(PROJECT / "qemu"))
-    from mhd import harness
-
-    cfg = harness.parse_args(
-        [
-            "--backend", "nvdimm", "--hosts", "1", "--shared-size", "2G",
-            "--kernel", str(kdir / "bzImage"), "--modules", str(kdir),
-            "--results", str(PROJECT / "results" / "bench-dax"),
-        ]
-    )  # fmt: skip
-    run = harness.Run(cfg)
-    load0 = os.getloadavg()[0]
-    t0 = time.monotonic()
-    try:
-        run.prepare()
-        run.start_guests()
-        run.wait_ready()
-        run.bring_up()
-        boot = time.monotonic() - t0
-        g = run.guests[0]
-        r = g.run([str(run.python), "-m", "bench.guest_dax", "--json"], timeout=3600, cwd=str(PROJECT))
-    finally:
-        run.cleanup(graceful=True)
-    lines = r.stdout.splitlines()
-    data = json.loads(lines[-1]) if lines and lines[-1].startswith("{") else None
-    if not r.ok or data is None:
-        raise RuntimeError(f"guest_dax failed in the guest: {r.describe()}")
-    print(f"bench_dax: famfs kernel {kdir.name}, nvdimm guest ({run.accel}) ready in {boot:.0f} s")
-    print("\n".join(lines[:-1]))
-    print(f"  (host load average {load0:.1f} at the start, {os.getloadavg()[0]:.1f} at the end)")
+    g = run_guest_bench(
+        "guest_dax",
+        ["--shared-size", "2G", "--kernel", str(kdir / "bzImage"), "--modules", str(kdir)],
+        name="bench-dax",
+    )
+    print(f"bench_dax: famfs kernel {kdir.name}, nvdimm guest ({g.accel}) ready in {g.boot_s:.0f} s")
+    g.print_table()
+    data = g.data
     return {"dax read/memcpy": data["read_vs_memcpy"], "dax mmap/memcpy": data["mmap_vs_memcpy"]}
 
 

@@ -20,18 +20,16 @@ bench``).  ``DAXMODE_BENCH_GUEST=0`` runs part 1 only.
 
 from __future__ import annotations
 
-import json
 import os
-import sys
 import tempfile
 import time
 from pathlib import Path
 
+from bench.guestrun import run_guest_bench
 from daxmode import sim
 from daxmode.modes import Mode, Options, set_mode
 from daxmode.sysfs import Sysfs
 
-PROJECT = Path(__file__).resolve().parents[1]
 BLOCK = 256 << 20
 BLOCKS = 4096
 TARGET_S = 0.25
@@ -71,37 +69,10 @@ def main() -> dict[str, float]:
 
 def in_guest(repeats: int = 3) -> dict[str, float]:
     """Boot one nvdimm guest and run bench.guest_modes in it; its table is printed as it comes."""
-    if str(PROJECT / "qemu") not in sys.path:
-        sys.path.insert(0, str(PROJECT / "qemu"))
-    from mhd import harness
-
-    cfg = harness.parse_args(
-        ["--backend", "nvdimm", "--hosts", "1", "--results", str(PROJECT / "results" / "bench-modes")]
-    )
-    run = harness.Run(cfg)
-    load0 = os.getloadavg()[0]
-    t0 = time.monotonic()
-    try:
-        run.prepare()
-        run.start_guests()
-        run.wait_ready()
-        run.bring_up()
-        boot = time.monotonic() - t0
-        g = run.guests[0]
-        argv = [str(run.python), "-m", "bench.guest_modes", "--repeats", str(repeats), "--json"]
-        r = g.run(argv, timeout=3600, cwd=str(PROJECT))
-    finally:
-        run.cleanup(graceful=True)
-    lines = r.stdout.splitlines()
-    data = json.loads(lines[-1]) if lines and lines[-1].startswith("{") else None
-    if not r.ok or data is None:
-        raise RuntimeError(f"guest_modes failed in the guest: {r.describe()}")
-    print(f"bench_modes: nvdimm guest ({run.accel}) booted and its device brought up in {boot:.0f} s")
-    print("\n".join(lines[:-1]))
-    print(
-        f"  (host load average {load0:.1f} at the start, {os.getloadavg()[0]:.1f} at the end, "
-        f"{os.cpu_count()} host cores)"
-    )
+    g = run_guest_bench("guest_modes", [], ["--repeats", str(repeats)], name="bench-modes")
+    print(f"bench_modes: nvdimm guest ({g.accel}) booted and its device brought up in {g.boot_s:.0f} s")
+    g.print_table()
+    data = g.data
     out: dict[str, float] = {}
     for row in data["guest_modes"]:
         key = str(row["transition"])

@@ -29,6 +29,7 @@ import time
 from collections.abc import Iterator
 
 from daxmode.errors import DeviceBusy, FamfsError
+from daxmode.kernel.locks import flock_until
 from daxmode.kernel.procs import flock_holders
 
 DEFAULT_TIMEOUT = 60.0
@@ -83,20 +84,10 @@ def volume_lock(fd: int, what: str, timeout: float | None = DEFAULT_TIMEOUT) -> 
             f"{what}: another thread of this process keeps its famfs lock (waited {timeout:g} s)"
         )
     try:
-        delay = 0.0005
-        while True:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                if deadline is not None and time.monotonic() >= deadline:
-                    pids = [p for p in flock_holders(st) if p != os.getpid()]
-                    who = f" (held by pid {', '.join(map(str, pids))})" if pids else ""
-                    raise DeviceBusy(
-                        f"{what}: another famfs writer holds the volume lock{who}; waited {timeout:g} s"
-                    ) from None
-                time.sleep(delay)
-                delay = min(delay * 2, 0.02)
+        if not flock_until(fd, deadline, first=0.0005, cap=0.02):
+            pids = [p for p in flock_holders(st) if p != os.getpid()]
+            who = f" (held by pid {', '.join(map(str, pids))})" if pids else ""
+            raise DeviceBusy(f"{what}: another famfs writer holds the volume lock{who}; waited {timeout:g} s")
         with _guard:
             _held[key] = [me, fd, 1]
         try:

@@ -103,6 +103,24 @@ def open_in_run_dir(sysfs: Sysfs, name: str, flags: int, mode: int = 0o600) -> i
         os.close(dfd)
 
 
+def flock_until(fd: int, deadline: float | None, first: float, cap: float) -> bool:
+    """Take an exclusive ``flock`` on ``fd``, polling with a doubling delay (``first`` up to
+    ``cap`` seconds) until the monotonic ``deadline`` (None: for ever); False on timeout.
+
+    Polling rather than a blocking ``flock``: a blocked ``flock`` cannot time out, and a
+    signal arriving while it waits would be deferred until the holder lets go."""
+    delay = first
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return True
+        except BlockingIOError:
+            if deadline is not None and time.monotonic() >= deadline:
+                return False
+            time.sleep(delay)
+            delay = min(delay * 2, cap)
+
+
 @contextlib.contextmanager
 def _flock(sysfs: Sysfs, file: str, what: str, timeout: float | None) -> Iterator[None]:
     key = (sysfs.fspath(f"{RUN_DIR}/{file}"), threading.get_ident())
@@ -122,18 +140,8 @@ def _flock(sysfs: Sysfs, file: str, what: str, timeout: float | None) -> Iterato
         if not stat.S_ISREG(os.fstat(fd).st_mode):
             raise UnsafePath(f"{sysfs.shown(RUN_DIR)}/{file} is not a regular file; remove it")
         deadline = None if timeout is None else time.monotonic() + timeout
-        delay = 0.002
-        while True:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                if deadline is not None and time.monotonic() >= deadline:
-                    raise DeviceBusy(
-                        f"{what}: another daxmode run holds its lock (waited {timeout:g} s)"
-                    ) from None
-                time.sleep(delay)
-                delay = min(delay * 2, 0.05)
+        if not flock_until(fd, deadline, first=0.002, cap=0.05):
+            raise DeviceBusy(f"{what}: another daxmode run holds its lock (waited {timeout:g} s)")
         with _held_guard:
             _held[key] = 1
         try:
