@@ -13,6 +13,7 @@ returning while its server runs on, kill -9 of the server, another user reading 
 
 from __future__ import annotations
 
+import ctypes
 import errno
 import hashlib
 import json
@@ -236,10 +237,23 @@ def _fuse_famfs_kernel() -> bool:
         return any(line.rstrip().split(" ")[2:3] == ["famfs_fuse_iomap_begin"] for line in f)
 
 
+def _statx_size_forced(path: Path) -> int:
+    """st_size from statx(AT_STATX_FORCE_SYNC): FUSE then asks the server (GETATTR) even though
+    the attributes it holds are still valid."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    buf = ctypes.create_string_buffer(256)  # struct statx
+    at_fdcwd, at_statx_force_sync, statx_size = -100, 0x2000, 0x200  # uapi/linux/stat.h, fcntl.h
+    if libc.statx(at_fdcwd, os.fsencode(path), at_statx_force_sync, statx_size, buf) != 0:
+        raise OSError(ctypes.get_errno(), "statx", str(path))
+    return int.from_bytes(buf.raw[40:48], "little")  # stx_size
+
+
 def test_famfs_kernel_fails_io_on_a_size_change(famfs_on_device: bytes) -> None:
     """The famfs kernel's own rule (V10 famfs_file_bad): an inode whose size differs from its
     fmap's is marked bad; its I/O fails with ENXIO, then EIO.  The server is made to report a size
-    2 MiB larger than the log's for one file (DAXMODE_FUSE_SIZE_FAULT, test-only)."""
+    2 MiB larger than the log's for one file (DAXMODE_FUSE_SIZE_FAULT, test-only).  At open the
+    kernel installs the fmap and sets i_size from it (famfs_file_init_dax), so the wrong size
+    reaches the inode only through a later GETATTR: forced here with statx."""
     if not _fuse_famfs_kernel():
         pytest.skip("fuse-famfs: the size rule is the famfs kernel's (a stock kernel has no fmaps)")
     dmesg0 = subprocess.run(["dmesg"], capture_output=True, text=True).stdout.count("i_size overwritten")
@@ -253,6 +267,8 @@ def test_famfs_kernel_fails_io_on_a_size_change(famfs_on_device: bytes) -> None:
         assert driver() == "fsdev_dax"  # the kernel holds the device in fsdev while mounted
         assert os.stat(MNT / "shared/data.bin").st_size == DATA_SIZE + (2 << 20)
         with open(MNT / "shared/data.bin", "rb") as f:
+            assert os.fstat(f.fileno()).st_size == DATA_SIZE  # the fmap's size won at open
+            assert _statx_size_forced(MNT / "shared/data.bin") == DATA_SIZE + (2 << 20)
             with pytest.raises(OSError) as e:
                 f.read(4096)
             assert e.value.errno == errno.ENXIO, e.value
