@@ -2,7 +2,7 @@
 
 Every failure the CLI can meet is one of these; the CLI prints ``str(err)`` as a
 single stderr line and exits with ``err.exit_code``.  Codes are stable API
-(README "Exit codes"): scripts branch on them.
+(docs/modes.md, "Exit codes"): scripts branch on them.
 """
 
 from __future__ import annotations

@@ -33,7 +33,7 @@ ALLOC_UNIT_4K = 4096
 DEFAULT_LOG_LEN = 0x800000
 MIN_LOG_LEN = 0x800000
 FAMFS_MIN_DEVICE = 4 << 30
-"""famfs's mkfs refuses devices below 4 GiB; we only warn (see README)."""
+"""famfs's mkfs refuses devices below 4 GiB; we only warn (docs/famfs.md)."""
 
 VERSION_47 = 47
 VERSION_48 = 48

@@ -1,6 +1,6 @@
 """Desired device modes from files: /etc/daxmode.d/*.toml and daxctl's /etc/daxctl.conf.d/*.conf.
 
-daxmode.d schema (one or more TOML files; README "Configuration")::
+daxmode.d schema (one or more TOML files; docs/operations.md)::
 
     [[device]]                      # one table per rule
     match = { name = "dax0.0" }     # which devices (all given keys must match)

@@ -1,4 +1,4 @@
-"""Harness failures, each with its own exit code (documented in the README's harness section)."""
+"""Harness failures, each with its own exit code (documented in docs/harness.md)."""
 
 from __future__ import annotations
 
