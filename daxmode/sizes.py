@@ -35,3 +35,8 @@ def human(n: int) -> str:
             v = n / (1 << shift)
             return f"{v:.0f} {unit}" if v == int(v) else f"{v:.2f} {unit}"
     return f"{n} B"
+
+
+def count(n: int, noun: str, plural: str = "") -> str:
+    """``1 file``, ``2 files``: counts in messages read as English."""
+    return f"{n} {noun if n == 1 else plural or noun + 's'}"

@@ -20,6 +20,7 @@ from daxmode.famfs import layout as L
 from daxmode.famfs.identity import ensure_system_uuid, read_system_uuid
 from daxmode.famfs.volume import Volume
 from daxmode.fsdev import Mapping, open_medium
+from daxmode.sizes import count
 from daxmode.sysfs import Sysfs
 
 
@@ -131,9 +132,9 @@ def fsck_cmd(ctx: click.Context, target: str, as_json: bool) -> None:
         st = rep.stats
         if st:
             click.echo(
-                f"log: {st['log_entries']} of {st['log_capacity']} entries; {st['files']} files, "
-                f"{st['directories']} directories; {st['allocated_bytes']} bytes allocated, "
-                f"{st['free_bytes']} free"
+                f"log: {st['log_entries']} of {st['log_capacity']} entries; {count(st['files'], 'file')}, "
+                f"{count(st['directories'], 'directory', 'directories')}; "
+                f"{st['allocated_bytes']} bytes allocated, {st['free_bytes']} free"
             )
         for n in rep.notes:
             click.echo(f"note: {n}")
@@ -202,8 +203,9 @@ def logplay_cmd(ctx: click.Context, target: str, as_json: bool) -> None:
         _emit(data)
     else:
         click.echo(
-            f"logplay: {data['entries']} log entries; {data['files']} files; "
-            f"{data['directories']} directories; {len(errors)} errors (this host is {data['role']})"
+            f"logplay: {count(data['entries'], 'log entry', 'log entries')}; {count(data['files'], 'file')}; "
+            f"{count(data['directories'], 'directory', 'directories')}; {count(len(errors), 'error')} "
+            f"(this host is {data['role']})"
         )
         for e in errors:
             click.echo(f"error: {e}")

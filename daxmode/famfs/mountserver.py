@@ -48,6 +48,7 @@ from daxmode.fuse import kernel as K
 from daxmode.fuse.server import FuseError, Server, Stats
 from daxmode.kernel.mounts import mount_at, set_fuse_readahead
 from daxmode.kernel.procs import process_start
+from daxmode.sizes import count
 from daxmode.sysfs import Sysfs
 
 WORKERS = 4
@@ -224,7 +225,8 @@ class Session:
         assert ns is not None
         self.step(
             f"mounted {t.source} at {self.mp} ({FSTYPE}, data path {self.path}: {self.why}); "
-            f"{ns.files} files, {ns.dirs} directories from {ns.played} log entries"
+            f"{count(ns.files, 'file')}, {count(ns.dirs, 'directory', 'directories')} "
+            f"from {count(ns.played, 'log entry', 'log entries')}"
         )
         return MountResult(
             self.mp, t.source, t.device, self.path, self.why, t.mode, self.need, os.getpid(),
