@@ -5,7 +5,8 @@ command once, in turn) so load changes hit them alike; the median of the rounds 
 with the ratio to python's floor (issue 12 goal: <= 3x).  ``daxmode list`` reads an empty --root,
 so it measures imports and start-up, not device discovery.  daxctl 85 (``.cache/daxctl-85``, run
 through sid's loader) is shown for scale when it is there.  A ``-X importtime`` run of
-``daxmode list`` names the modules that cost the most, for whoever cuts them.
+``daxmode list`` names the modules that cost the most, for whoever cuts them; ``python -c
+'import click'`` shows how much of the budget the CLI library takes before daxmode runs at all.
 """
 
 from __future__ import annotations
@@ -54,6 +55,7 @@ def main() -> dict[str, float]:
     with tempfile.TemporaryDirectory(prefix="daxmode-empty-root-") as root:
         cmds = {
             "python -c pass": [py, "-c", "pass"],
+            "python -c 'import click'": [py, "-c", "import click"],
             "daxmode --version": [daxmode, "--version"],
             "daxmode list (no devices)": [daxmode, "--root", root, "list"],
         }
@@ -92,6 +94,13 @@ def main() -> dict[str, float]:
     )
     for c, n in costs:
         print(f"    {c * 1e3:7.1f} ms  {n}")
+    click = med["python -c 'import click'"]
+    click_share = (click - floor) / floor
+    print(
+        f"  click's import alone costs {click_share:.2f}x the floor: the 3x goal leaves daxmode "
+        f"{max(GOAL - 1 - click_share, 0):.2f}x of it for everything else; daxmode --version takes "
+        f"{med['daxmode --version'] / click:.2f}x an import of click"
+    )
     if dctl is None:
         print("  (daxctl 85 not in .cache/daxctl-85: run `make setup` to compare with it)")
     return out
