@@ -57,6 +57,24 @@ def wait_driver(dev: str, want: str, timeout: float = 120.0) -> str | None:
     return driver(dev)
 
 
+def _udev_state() -> str:
+    """What udev knows, for a failure message: is udevd answering, is our rule there, and which
+    RUN programs it would run for the device (udevadm test runs nothing)."""
+    out = []
+    for argv in (
+        ["udevadm", "control", "--ping", "--timeout=5"],
+        ["ls", "-l", str(RULE)],
+        ["udevadm", "test", "--action=add", f"/sys/bus/dax/devices/{DEV}"],
+    ):
+        p = subprocess.run(argv, capture_output=True, text=True, timeout=60)
+        lines = (p.stdout + p.stderr).splitlines()
+        if argv[1] == "test":
+            lines = [x for x in lines if "run" in x.lower() or "daxmode" in x.lower()]
+        keep = lines
+        out.append(f"$ {' '.join(argv)} -> {p.returncode}\n" + "\n".join(keep[-15:]))
+    return "\n".join(out)
+
+
 def _evidence(text: str) -> None:
     """Keep real outputs for the README in the results share (results/<run>/host0/share)."""
     share = Path("/run/mhd/share")
@@ -163,7 +181,7 @@ def test_udev_rule_restores_configured_mode_after_recreate(ops_setup):
         log = LOG.read_text() if LOG.exists() else ""
     print(log)
     _evidence(f"{DEV} after re-creation: driver {got}\n/run/daxmode-apply.log:\n{log}")
-    assert got == "fsdev_dax", f"{DEV} is bound to {got}; /run/daxmode-apply.log:\n{log}"
+    assert got == "fsdev_dax", f"{DEV} is bound to {got}; /run/daxmode-apply.log:\n{log}\n{_udev_state()}"
     assert f"daxmode apply {DEV}: changed" in log, log
     if BACKEND == "nvdimm":
         assert f.namespace in json.dumps(device_facts(Sysfs("/"), DEV).to_json())
