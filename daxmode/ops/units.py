@@ -73,7 +73,7 @@ def systemd_running(sysfs: Sysfs) -> bool:
 
 
 def _base(sysfs: Sysfs, prefix: str | None) -> Path:
-    return Path(prefix) if prefix else sysfs.root
+    return Path(prefix or sysfs.root)
 
 
 def render(flavour: str, executable: str) -> dict[str, str]:
