@@ -58,18 +58,23 @@ def wait_driver(dev: str, want: str, timeout: float = 120.0) -> str | None:
 
 
 def _udev_state() -> str:
-    """What udev knows, for a failure message: is udevd answering, is our rule there, and which
-    RUN programs it would run for the device (udevadm test runs nothing)."""
+    """What udev knows, for a failure message: is udevd answering, is our rule there, which RUN
+    programs it would run for the device (udevadm test runs nothing; Debian's ndctl adds a
+    `daxctl -C` RUN for every dax add event, ahead of ours), and what udevd's workers are running
+    now (a RUN that hangs holds the event until udevd's 180 s event timeout)."""
     out = []
     for argv in (
         ["udevadm", "control", "--ping", "--timeout=5"],
         ["ls", "-l", str(RULE)],
         ["udevadm", "test", "--action=add", f"/sys/bus/dax/devices/{DEV}"],
+        ["ps", "-eo", "pid,ppid,etimes,args"],
     ):
         p = subprocess.run(argv, capture_output=True, text=True, timeout=60)
         lines = (p.stdout + p.stderr).splitlines()
         if argv[1] == "test":
             lines = [x for x in lines if "run" in x.lower() or "daxmode" in x.lower()]
+        if argv[0] == "ps":
+            lines = [x for x in lines if any(w in x for w in ("udev", "daxctl", "daxmode", "sh -c"))]
         keep = lines
         out.append(f"$ {' '.join(argv)} -> {p.returncode}\n" + "\n".join(keep[-15:]))
     return "\n".join(out)
