@@ -69,7 +69,11 @@ def _udev_state() -> str:
         ["udevadm", "test", "--action=add", f"/sys/bus/dax/devices/{DEV}"],
         ["ps", "-eo", "pid,ppid,etimes,args"],
     ):
-        p = subprocess.run(argv, capture_output=True, text=True, timeout=60)
+        try:
+            p = subprocess.run(argv, capture_output=True, text=True, timeout=60)
+        except (OSError, subprocess.TimeoutExpired) as e:
+            out.append(f"$ {' '.join(argv)} -> {e}")
+            continue
         lines = (p.stdout + p.stderr).splitlines()
         if argv[1] == "test":
             lines = [x for x in lines if "run" in x.lower() or "daxmode" in x.lower()]
