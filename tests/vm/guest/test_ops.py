@@ -59,9 +59,9 @@ def wait_driver(dev: str, want: str, timeout: float = 120.0) -> str | None:
 
 def _udev_state() -> str:
     """What udev knows, for a failure message: is udevd answering, is our rule there, which RUN
-    programs it would run for the device (udevadm test runs nothing; Debian's ndctl adds a
-    `daxctl -C` RUN for every dax add event, ahead of ours), and what udevd's workers are running
-    now (a RUN that hangs holds the event until udevd's 180 s event timeout)."""
+    programs it would run for the device (udevadm test runs nothing; ahead of ours come udev's
+    `kmod load` and Debian's `daxctl -C`, which bookworm's daxctl 76.1 rejects at once), and what
+    udevd's workers are running now (a RUN that hangs holds the event up to udevd's 180 s timeout)."""
     out = []
     for argv in (
         ["udevadm", "control", "--ping", "--timeout=5"],
