@@ -5,10 +5,12 @@ from __future__ import annotations
 import json
 import lzma
 import os
+import shutil
 import signal
 import struct
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -102,13 +104,36 @@ def test_read_kernel_reports_missing_and_unreadable(tmp_path: Path) -> None:
     assert kernel.read_kernel(good).version == "6.14.11-famfs"
 
 
-@pytest.mark.skipif(os.geteuid() == 0, reason="root reads everything")
-def test_read_kernel_permission(tmp_path: Path) -> None:
-    p = tmp_path / "bz"
-    p.write_bytes(fake_bzimage("1.2.3"))
-    p.chmod(0)
-    with pytest.raises(BadInput, match="not readable"):
-        kernel.read_kernel(p)
+def test_read_kernel_permission() -> None:
+    """An unreadable kernel image is a clear error.  Root reads everything, so as root the check
+    runs in a child that has dropped to nobody (CI runs as root)."""
+    d = Path(tempfile.mkdtemp(prefix="daxmode-kperm-"))
+    try:
+        d.chmod(0o755)  # nobody must reach the file to be refused by its own mode
+        p = d / "bz"
+        p.write_bytes(fake_bzimage("1.2.3"))
+        p.chmod(0)
+        if os.geteuid() != 0:
+            with pytest.raises(BadInput, match="not readable"):
+                kernel.read_kernel(p)
+            return
+        pid = os.fork()
+        if pid == 0:  # pragma: no cover - the child reports through its exit status
+            code = 3
+            try:
+                os.setgroups([])
+                os.setgid(65534)
+                os.setuid(65534)
+                kernel.read_kernel(p)
+                code = 1  # read it: the permission check did not refuse
+            except BadInput as e:
+                code = 0 if "not readable" in str(e) else 2
+            finally:
+                os._exit(code)
+        _, status = os.waitpid(pid, 0)
+        assert os.waitstatus_to_exitcode(status) == 0, "as nobody: expected BadInput('... not readable')"
+    finally:
+        shutil.rmtree(d)
 
 
 def make_tree(base: Path, version: str) -> Path:
