@@ -22,7 +22,7 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
-from bench.bench_famfs import _best
+from bench.bench_famfs import _best, fill_log
 from daxmode import cacheflush, fsdev
 from daxmode.famfs import Volume, mkfs
 from daxmode.famfs import mount as M
@@ -216,12 +216,7 @@ def _full_log_mount(sysfs: Sysfs, base: Path, me: uuid.UUID, mnt: Path) -> dict[
     with map_image(img) as m:
         mkfs(m, me)
         v = Volume(m, me)
-        while v.next_index < v.capacity:
-            i = v.next_index
-            if i % 8 == 0:
-                v.mkdir(f"d{i}")
-            else:
-                v.creat(f"d{i - i % 8}/f{i}", 4096 + i)
+        fill_log(v)
         v.close()
     t = time.perf_counter()
     res = M.mount(sysfs, str(img), str(mnt))

@@ -35,6 +35,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from tests.vm.guest.sysview import block_ids, block_states, driver
+
 PROJECT = Path(__file__).resolve().parents[1]
 BUS = Path("/sys/bus/dax")
 DRIVERS = BUS / "drivers"
@@ -105,42 +107,11 @@ def chain(online: bool) -> list[Step]:
 # ---------------------------------------------------------------- reading the kernel state
 
 
-def driver(dev: str) -> str | None:
-    try:
-        return os.path.basename(os.readlink(BUS / "devices" / dev / "driver"))
-    except OSError:
-        return None
-
-
-def block_ids(dev: str) -> list[int]:
-    """Whole memory blocks inside the device's mappingN ranges (what kmem hot-adds)."""
-    bs = int((MEM / "block_size_bytes").read_text(), 16)
-    ids: list[int] = []
-    d = BUS / "devices" / dev
-    i = 0
-    while (d / f"mapping{i}").is_dir():
-        start = int((d / f"mapping{i}" / "start").read_text(), 16)
-        end = int((d / f"mapping{i}" / "end").read_text(), 16)
-        ids.extend(range(-(-start // bs), (end + 1) // bs))
-        i += 1
-    return ids
-
-
-def blocks(dev: str, ids: list[int]) -> dict[int, tuple[str, str]]:
-    """(state, valid_zones) of each of the device's blocks that exists."""
-    out = {}
-    for b in ids:
-        d = MEM / f"memory{b}"
-        if d.is_dir():
-            out[b] = ((d / "state").read_text().strip(), (d / "valid_zones").read_text().strip())
-    return out
-
-
 def check(step: Step, dev: str, ids: list[int], who: str) -> None:
     got = driver(dev)
     if got != DRIVER[step.target]:
         raise RuntimeError(f"{who}: {step.name} left {dev} with driver {got}")
-    st = blocks(dev, ids)
+    st = block_states(ids)
     if step.target != "system-ram":
         if st:
             raise RuntimeError(f"{who}: {step.name} left memory blocks present: {sorted(st)[:4]}")

@@ -20,6 +20,8 @@ from typing import Any
 
 import pytest
 
+from .sysview import block_ids, block_states, driver
+
 DEV = os.environ.get("DAXMODE_TEST_DEV", "")
 ONLINE_OK = os.environ.get("DAXMODE_VM_ONLINE_OK") == "1"
 PROJECT = Path(__file__).resolve().parents[3]
@@ -63,35 +65,8 @@ def daxmode(*args: str) -> tuple[int, str, str]:
 # ---------------------------------------------------------------- kernel state, from sysfs
 
 
-def driver() -> str | None:
-    try:
-        return os.path.basename(os.readlink(BUS / "devices" / DEV / "driver"))
-    except OSError:
-        return None
-
-
-def block_ids() -> list[int]:
-    bs = int((MEM / "block_size_bytes").read_text(), 16)
-    ids: list[int] = []
-    d = BUS / "devices" / DEV
-    i = 0
-    while (d / f"mapping{i}").is_dir():
-        start = int((d / f"mapping{i}" / "start").read_text(), 16)
-        end = int((d / f"mapping{i}" / "end").read_text(), 16)
-        ids.extend(range(-(-start // bs), (end + 1) // bs))
-        i += 1
-    return ids
-
-
 def kernel_state() -> dict[str, Any]:
-    blocks = {}
-    for b in block_ids():
-        d = MEM / f"memory{b}"
-        if d.is_dir():
-            blocks[f"memory{b}"] = [
-                (d / "state").read_text().strip(),
-                (d / "valid_zones").read_text().strip(),
-            ]
+    blocks = {f"memory{b}": list(sz) for b, sz in block_states(block_ids()).items()}
     return {"driver": driver(), "blocks": blocks, "auto_online_blocks": POLICY.read_text().strip()}
 
 

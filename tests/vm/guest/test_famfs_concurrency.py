@@ -22,6 +22,8 @@ from pathlib import Path
 
 import pytest
 
+from .sysview import driver
+
 DEV = os.environ.get("DAXMODE_TEST_DEV", "")
 BUS = Path("/sys/bus/dax")
 MiB = 1 << 20
@@ -35,13 +37,6 @@ pytestmark = [
 # famfs on-media facts (famfs-userspace.md 1.1-1.4): log at 2 MiB, 48-byte header, 544-byte entries
 LOG_OFF, HDR, ENTRY, CRC_OFF = 0x200000, 48, 544, 536
 FILE, MKDIR = 0, 1
-
-
-def driver() -> str | None:
-    try:
-        return os.path.basename(os.readlink(BUS / "devices" / DEV / "driver"))
-    except OSError:
-        return None
 
 
 def read_log() -> tuple[dict[str, tuple[int, list[tuple[int, int]]]], set[str], int]:

@@ -31,6 +31,8 @@ from click.testing import CliRunner
 
 from daxmode.cli import main
 
+from .sysview import driver
+
 DEV = os.environ.get("DAXMODE_TEST_DEV", "")
 BUS = Path("/sys/bus/dax")
 MNT = Path("/mnt/daxmode-famfs")
@@ -42,13 +44,6 @@ pytestmark = [
     pytest.mark.shared_media,  # mkfs and writes on the device other hosts share: one host at a time
     pytest.mark.skipif(not DEV or not BUS.is_dir(), reason="runs inside a test guest only"),
 ]
-
-
-def driver() -> str | None:
-    try:
-        return os.path.basename(os.readlink(BUS / "devices" / DEV / "driver"))
-    except OSError:
-        return None
 
 
 def dx(*args: str) -> tuple[int, str, str]:

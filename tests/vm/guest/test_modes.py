@@ -24,6 +24,8 @@ from pathlib import Path
 
 import pytest
 
+from .sysview import block_ids, blocks, driver
+
 DEV = os.environ.get("DAXMODE_TEST_DEV", "")
 ONLINE_OK = os.environ.get("DAXMODE_VM_ONLINE_OK") == "1"
 BACKEND = os.environ.get("DAXMODE_VM_BACKEND", "")
@@ -39,37 +41,6 @@ pytestmark = [
 
 
 # ---------------------------------------------------------------- direct sysfs readers
-
-
-def driver(name: str = DEV) -> str | None:
-    try:
-        return os.path.basename(os.readlink(BUS / "devices" / name / "driver"))
-    except OSError:
-        return None
-
-
-def block_ids(name: str = DEV) -> list[int]:
-    """Whole memory blocks inside each mappingN range of the device (what kmem hot-adds)."""
-    bs = int((MEM / "block_size_bytes").read_text(), 16)
-    ids: list[int] = []
-    i = 0
-    d = BUS / "devices" / name
-    while (d / f"mapping{i}").is_dir():
-        start = int((d / f"mapping{i}" / "start").read_text(), 16)
-        end = int((d / f"mapping{i}" / "end").read_text(), 16)
-        ids.extend(range(-(-start // bs), (end + 1) // bs))
-        i += 1
-    return ids
-
-
-def blocks(name: str = DEV) -> dict[int, str]:
-    """State of each of the device's blocks that exists now."""
-    out = {}
-    for b in block_ids(name):
-        p = MEM / f"memory{b}" / "state"
-        if p.exists():
-            out[b] = p.read_text().strip()
-    return out
 
 
 def zones(name: str = DEV) -> set[str]:

@@ -20,6 +20,8 @@ from pathlib import Path
 
 import pytest
 
+from .sysview import driver
+
 DEV = os.environ.get("DAXMODE_TEST_DEV", "")
 BACKEND = os.environ.get("DAXMODE_VM_BACKEND", "")
 VENV_BIN = Path(sys.executable).parent
@@ -39,13 +41,6 @@ def run(*argv: str, check: bool = True) -> subprocess.CompletedProcess[str]:
     if check and p.returncode != 0:
         raise AssertionError(f"{' '.join(argv)} -> rc {p.returncode}\n{p.stdout}\n{p.stderr}")
     return p
-
-
-def driver(dev: str) -> str | None:
-    try:  # the link may go between two looks while a driver is being changed
-        return os.path.basename(os.readlink(f"/sys/bus/dax/devices/{dev}/driver"))
-    except OSError:
-        return None
 
 
 def wait_driver(dev: str, want: str, timeout: float = 120.0) -> str | None:

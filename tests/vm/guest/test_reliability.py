@@ -20,10 +20,11 @@ from pathlib import Path
 
 import pytest
 
+from .sysview import blocks, driver
+
 DEV = os.environ.get("DAXMODE_TEST_DEV", "")
 DEV2 = os.environ.get("DAXMODE_TEST_DEV2", "")
 ONLINE_OK = os.environ.get("DAXMODE_VM_ONLINE_OK") == "1"
-BUS = Path("/sys/bus/dax")
 MEM = Path("/sys/devices/system/memory")
 POLICY = MEM / "auto_online_blocks"
 RUN = Path("/run/daxmode")
@@ -33,30 +34,6 @@ pytestmark = [
     pytest.mark.guest,
     pytest.mark.skipif(not ONLINE_OK, reason="onlining memory is safe only on the nvdimm guest"),
 ]
-
-
-def driver(name: str) -> str | None:
-    try:
-        return os.path.basename(os.readlink(BUS / "devices" / name / "driver"))
-    except OSError:
-        return None
-
-
-def blocks(name: str) -> dict[int, str]:
-    """State of each of the device's memory blocks that exists (the whole blocks of its ranges)."""
-    bs = int((MEM / "block_size_bytes").read_text(), 16)
-    d = BUS / "devices" / name
-    out = {}
-    i = 0
-    while (d / f"mapping{i}").is_dir():
-        start = int((d / f"mapping{i}" / "start").read_text(), 16)
-        end = int((d / f"mapping{i}" / "end").read_text(), 16)
-        for b in range(-(-start // bs), (end + 1) // bs):
-            st = MEM / f"memory{b}" / "state"
-            if st.exists():
-                out[b] = st.read_text().strip()
-        i += 1
-    return out
 
 
 def run(*args: str, delay: float = 0.0) -> subprocess.Popen[str]:
