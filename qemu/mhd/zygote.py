@@ -195,6 +195,17 @@ class ZygotePopen(subprocess.Popen):
         p2cread, p2cwrite, c2pread, c2pwrite, errread, errwrite, restore_signals,
         gid, gids, uid, umask, start_new_session, process_group,
     ):  # fmt: skip
+        parent = super()._execute_child
+
+        def exec_child() -> None:
+            """The plain fork+exec, counted."""
+            warm.stats["exec"] += 1
+            return parent(
+                args, executable, preexec_fn, close_fds, pass_fds, cwd, env, startupinfo, creationflags,
+                shell, p2cread, p2cwrite, c2pread, c2pwrite, errread, errwrite, restore_signals,
+                gid, gids, uid, umask, start_new_session, process_group,
+            )  # fmt: skip
+
         argv = [args] if isinstance(args, str | bytes | os.PathLike) else list(args)
         if shell:
             argv = ["/bin/sh", "-c", *argv]
@@ -212,12 +223,7 @@ class ZygotePopen(subprocess.Popen):
             words, launch = warm.launch_for(argv, child_env)
             shell_seen = words is not argv and os.path.basename(argv[0]) in ("sh", "dash")
         if launch is None:
-            warm.stats["exec"] += 1
-            return super()._execute_child(
-                args, executable, preexec_fn, close_fds, pass_fds, cwd, env, startupinfo, creationflags,
-                shell, p2cread, p2cwrite, c2pread, c2pwrite, errread, errwrite, restore_signals,
-                gid, gids, uid, umask, start_new_session, process_group,
-            )  # fmt: skip
+            return exec_child()
         where = os.fspath(cwd) if cwd is not None else os.getcwd()
         if not os.path.isdir(where):
             raise FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT), where)
@@ -245,12 +251,7 @@ class ZygotePopen(subprocess.Popen):
             sock.connect(self._zpath)
         except OSError:
             sock.close()  # no zygote (it died, or never started): nothing is running yet, so exec
-            warm.stats["exec"] += 1
-            return super()._execute_child(
-                args, executable, preexec_fn, close_fds, pass_fds, cwd, env, startupinfo, creationflags,
-                shell, p2cread, p2cwrite, c2pread, c2pwrite, errread, errwrite, restore_signals,
-                gid, gids, uid, umask, start_new_session, process_group,
-            )  # fmt: skip
+            return exec_child()
         try:
             send_request(sock, req, fds)
             reply = self._zline(sock, None)
