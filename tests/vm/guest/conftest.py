@@ -144,3 +144,20 @@ def restore_auto_online() -> Iterator[None]:
             AUTO_ONLINE.write_text(saved)
     except OSError:
         pass
+
+
+@pytest.fixture
+def devdax_policy_offline() -> Iterator[None]:
+    """The test device starts in devdax with auto_online_blocks at offline (restore_auto_online
+    puts the policy back) and is put back in devdax after the test if it is not."""
+    from daxmode.modes import Mode, Options, set_mode
+    from daxmode.sysfs import Sysfs
+
+    from .sysview import DEV, driver
+
+    assert driver() == "device_dax", f"{DEV} not in devdax at test start: {driver()}"
+    AUTO_ONLINE.write_text("offline")
+    yield
+    if driver() != "device_dax":
+        set_mode(Sysfs("/"), DEV, Mode.DEVDAX, Options(force=True))
+    assert driver() == "device_dax"

@@ -14,7 +14,6 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -71,17 +70,9 @@ def kernel_state() -> dict[str, Any]:
 
 
 @pytest.fixture(autouse=True)
-def devdax_offline_policy() -> Iterator[None]:
+def daxctl_and_devdax(devdax_policy_offline: None) -> None:
     if not (DAXCTL_DIR / "usr/bin/daxctl").is_file():
         pytest.fail(f"daxctl 85 is missing from {DAXCTL_DIR}: scripts/setup.sh fetch_daxctl85 did not run")
-    assert driver() == "device_dax", f"{DEV} not in devdax at test start: {driver()}"
-    saved = POLICY.read_text().strip()
-    POLICY.write_text("offline")
-    yield
-    POLICY.write_text(saved)
-    if driver() != "device_dax":
-        daxmode("set", DEV, "devdax", "--force")
-    assert driver() == "device_dax"
 
 
 def _save() -> None:

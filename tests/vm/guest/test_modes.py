@@ -19,7 +19,6 @@ import shutil
 import subprocess
 import sys
 import tempfile
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -110,16 +109,8 @@ def assert_mode(mode: str, online: bool | None = None) -> None:
 
 
 @pytest.fixture(autouse=True)
-def back_to_devdax() -> Iterator[None]:
+def back_to_devdax(devdax_policy_offline: None) -> None:
     """Each test starts in devdax with the policy offline and leaves the device so."""
-    saved = POLICY.read_text().strip()
-    assert driver() == "device_dax", f"{DEV} not in devdax at test start: {driver()}"
-    POLICY.write_text("offline")
-    yield
-    POLICY.write_text(saved)
-    if driver() != "device_dax":
-        daxmode("set", DEV, "devdax", "--force")
-    assert driver() == "device_dax"
 
 
 # ---------------------------------------------------------------- the issue-2 sequence
