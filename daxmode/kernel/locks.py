@@ -107,8 +107,7 @@ def flock_until(fd: int, deadline: float | None, first: float, cap: float) -> bo
     """Take an exclusive ``flock`` on ``fd``, polling with a doubling delay (``first`` up to
     ``cap`` seconds) until the monotonic ``deadline`` (None: for ever); False on timeout.
 
-    Polling rather than a blocking ``flock``: a blocked ``flock`` cannot time out, and a
-    signal arriving while it waits would be deferred until the holder lets go."""
+    Polling rather than a blocking ``flock``, which cannot time out."""
     delay = first
     while True:
         try:
