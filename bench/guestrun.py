@@ -10,6 +10,7 @@ import json
 import os
 import sys
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -35,7 +36,9 @@ class GuestRun:
         )
 
 
-def run_guest_bench(module: str, harness_args: list[str], argv: list[str] = (), name: str = "") -> GuestRun:
+def run_guest_bench(
+    module: str, harness_args: list[str], argv: Sequence[str] = (), name: str = ""
+) -> GuestRun:
     """Boot one nvdimm guest with ``harness_args`` added, run ``bench.<module>`` in it."""
     if str(PROJECT / "qemu") not in sys.path:
         sys.path.insert(0, str(PROJECT / "qemu"))
