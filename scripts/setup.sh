@@ -10,6 +10,8 @@
 # Idempotent: every step checks first and is skipped when already done.
 #   scripts/setup.sh              everything
 #   scripts/setup.sh --venv-only  only the venv
+#   scripts/setup.sh --kernel-deps  only the packages a kernel build needs (qemu/kernel-build-deps.txt);
+#                                   the kernel make targets run it, so a fresh machine builds without a manual step
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -66,6 +68,23 @@ apt_update_once() {
         log "apt-get update"
         apt-get "${APT_OPTS[@]}" update >/dev/null
         APT_UPDATED=1
+    fi
+}
+
+# The kernel-build packages of qemu/kernel-build-deps.txt whose probe (a command or an absolute path) is
+# missing; build-kernel.sh checks the same list, so the two cannot disagree about what a build needs.
+install_kernel_deps() {
+    local missing=() pkg probe
+    while read -r pkg probe _; do
+        [[ -z "$pkg" || "$pkg" == \#* ]] && continue
+        if [[ "$probe" == /* ]]; then [[ -e "$probe" ]] || missing+=("$pkg"); else command -v "$probe" >/dev/null || missing+=("$pkg"); fi
+    done <"$ROOT/qemu/kernel-build-deps.txt"
+    if ((${#missing[@]})); then
+        apt_update_once
+        log "installing kernel build packages: ${missing[*]}"
+        apt-get "${APT_OPTS[@]}" install --no-install-recommends "${missing[@]}" >/dev/null
+    else
+        log "kernel build packages present"
     fi
 }
 
@@ -221,6 +240,11 @@ check_modules_visible() {
             || die "module $m missing from $mods"
     done
 }
+
+if [[ "${1:-}" == "--kernel-deps" ]]; then
+    install_kernel_deps
+    exit 0
+fi
 
 make_venv
 install_host_packages
