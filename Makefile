@@ -9,7 +9,7 @@ MODULES ?=
 HOSTS ?= 2
 BACKEND ?= cxl
 
-.PHONY: setup venv unit vm-test qemu-test test bench lint kernel-deps kernel kernel-test famfs-kernel famfs-kernel-test clean
+.PHONY: setup venv unit vm-test qemu-test test bench lint kernel-deps kernel kernel-test famfs-kernel famfs-kernel-test famfs-v1-kernel famfs-v1-kernel-test clean
 
 # Host packages (QEMU >= 8.1, busybox, kmod, ...), the venv, and the default guest kernel.
 setup:
@@ -69,6 +69,20 @@ famfs-kernel: kernel-deps
 famfs-kernel-test: setup kernel-deps
 	bash qemu/kernel-test.sh FAMFS=1 HOSTS="$(HOSTS)" $(if $(VM_LOCK),VM_LOCK="$(VM_LOCK)") $(if $(KSRC),KSRC="$(KSRC)") \
 	  PATCHES="$(or $(PATCHES),$(FAMFS_PATCHES))" $(if $(KCONFIG),KCONFIG="$(KCONFIG)")
+
+# The standalone famfs kernel (famfs "v1": RFC v2 series of April 2024, dev_dax_iomap + fs/famfs; not in
+# this repository, docs/kernel.md section 7 says how to get it) on Debian's linux-source-6.12 with our
+# context adaptations, qemu/patches/famfs-v1-6.12, and the fragment qemu/famfs-v1.config.
+FAMFS_V1_PATCHES ?= $(CACHE)/famfs-v1/famfs-v1.mbox
+famfs-v1-kernel: kernel-deps
+	bash qemu/kernel-test.sh --build-only FAMFS=v1 $(if $(KSRC),KSRC="$(KSRC)") \
+	  PATCHES="$(or $(PATCHES),$(FAMFS_V1_PATCHES))" $(if $(KCONFIG),KCONFIG="$(KCONFIG)")
+
+# That kernel on HOSTS guests sharing one CXL device: module, /proc/filesystems and ioctl checks, then
+# the VM suite (famfs mounts take the famfs-v1 data path; skips judged by qemu/famfs-v1-kernel.skips).
+famfs-v1-kernel-test: setup kernel-deps
+	bash qemu/kernel-test.sh FAMFS=v1 HOSTS="$(HOSTS)" $(if $(VM_LOCK),VM_LOCK="$(VM_LOCK)") $(if $(KSRC),KSRC="$(KSRC)") \
+	  PATCHES="$(or $(PATCHES),$(FAMFS_V1_PATCHES))" $(if $(KCONFIG),KCONFIG="$(KCONFIG)")
 
 clean:
 	rm -rf results build *.egg-info

@@ -27,7 +27,7 @@ import sys
 import tempfile
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from daxmode.famfs.mount import v1abi as A  # noqa: E402
+from daxmode.famfs.mount import v1abi as A
 
 _libc = ctypes.CDLL(None, use_errno=True)
 OFF = 0x200000
@@ -75,7 +75,8 @@ def probe(dev: str, mp: str) -> None:
             got = A.unpack_extents(ext, count)
             if got != m.extents:
                 _fail(f"FAMFSIOC_MAP_GETEXT: {got}; expected {m.extents}")
-            print(f"FAMFSIOC_MAP_GET ({A.MAP_GET:#x}) / MAP_GETEXT ({A.MAP_GETEXT:#x}): size 4096, extents {got}")
+            nums = f"FAMFSIOC_MAP_GET ({A.MAP_GET:#x}) / MAP_GETEXT ({A.MAP_GETEXT:#x})"
+            print(f"{nums}: size 4096, extents {got}")
             data = os.pread(fd, 4096, 0)
         finally:
             os.close(fd)
@@ -99,7 +100,8 @@ def probe(dev: str, mp: str) -> None:
                     raw3 = A.MAP.pack(A.SIMPLE_DAX_EXTENT, A.FILE_REG, 4096, 3, OFF, OFF, 2 * OFF, OFF)
                     _expect_errno(fd, A.MAP_CREATE, raw3, want, "MAP_CREATE with 3 extents")
                 else:
-                    _expect_errno(fd, A.MAP_CREATE, A.pack_map(bad), want, "MAP_CREATE at an unaligned offset")
+                    what = "MAP_CREATE at an unaligned offset"
+                    _expect_errno(fd, A.MAP_CREATE, A.pack_map(bad), want, what)
             finally:
                 os.close(fd)
     finally:

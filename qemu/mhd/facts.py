@@ -49,8 +49,10 @@ def has_fuse_famfs(config: dict[str, str] | None, kallsyms: bytes | None) -> boo
 
 
 def has_famfsv1(release: str, root: str = "/") -> bool:
+    """The standalone famfs module: ``famfs.ko`` in the RFC v2 series of 2024 (fs/famfs/Makefile),
+    ``famfsv1.ko`` in later out-of-tree builds; loaded or installed for this kernel."""
     r = Path(root)
-    if (r / "sys/module/famfsv1").is_dir():
+    if (r / "sys/module/famfsv1").is_dir() or (r / "sys/module/famfs").is_dir():
         return True
     tree = r / f"lib/modules/{release}"
     try:
@@ -58,7 +60,7 @@ def has_famfsv1(release: str, root: str = "/") -> bool:
     except OSError:
         return False
     names = (line.split(":", 1)[0].rsplit("/", 1)[-1] for line in text.splitlines())
-    return any(n.startswith("famfsv1.ko") for n in names)
+    return any(n.startswith(("famfsv1.ko", "famfs.ko")) for n in names)
 
 
 def gather(root: str = "/") -> dict:
