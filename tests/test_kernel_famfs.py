@@ -257,3 +257,16 @@ def test_facts_know_the_rfc_v2_module_name(tmp_path):
     assert facts.has_famfsv1(rel, str(tmp_path))
     (tree / "modules.dep").write_text("kernel/fs/fuse/fuse.ko:\n")
     assert not facts.has_famfsv1(rel, str(tmp_path))
+
+
+def test_facts_tell_a_kernel_without_fsdev(tmp_path):
+    from mhd import facts
+
+    rel = "6.12.117-daxmode"
+    tree = tmp_path / "lib/modules" / rel
+    tree.mkdir(parents=True)
+    (tree / "modules.dep").write_text("kernel/drivers/dax/device_dax.ko:\n")
+    assert not facts.has_fsdev(rel, {"CONFIG_DEV_DAX": "m"}, str(tmp_path))
+    assert facts.has_fsdev(rel, {"CONFIG_DEV_DAX_FSDEV": "m"}, str(tmp_path))
+    (tree / "modules.dep").write_text("kernel/drivers/dax/fsdev_dax.ko.xz: kernel/drivers/dax/dax.ko.xz\n")
+    assert facts.has_fsdev(rel, None, str(tmp_path))
