@@ -89,10 +89,9 @@ def test_fsdev_and_back_on_both_hosts_keeps_the_data(devdax_on_both) -> None:
     facts = PROJECT / "qemu/mhd/facts.py"
     r = a.run(f"{PY} {facts}", timeout=120)
     assert r.rc == 0, r.stderr
-    if not json.loads(r.stdout)["fsdev"]:
-        pytest.skip(
-            f"kernel {json.loads(r.stdout)['kernel']} has no fsdev_dax driver: fsdev mode does not exist on it"
-        )
+    got = json.loads(r.stdout)
+    if not got["fsdev"]:
+        pytest.skip(f"kernel {got['kernel']} has no fsdev_dax driver: fsdev mode does not exist on it")
     before = guest_io(a, "read", "-")["sha256"]
     for h in (a, b):
         daxmode_set(h, "fsdev")
