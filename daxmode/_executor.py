@@ -6,7 +6,7 @@ back like a failed step, exit 130.  Any exception rolls back, not only daxmode's
 rollback undoes the step that failed (its partial work) and then the completed steps in
 reverse, verifies the starting state from sysfs, and otherwise names exactly what is left.
 
-While it runs, ``run/daxmode/<dev>.journal`` records where it is (kernel.journal); a run that
+While it runs, ``run/daxmode/<dev>.journal`` records where it is (runstate.journal); a run that
 dies without clearing it (SIGKILL) is repaired by :func:`recover` at the next ``set``.
 """
 
@@ -19,9 +19,10 @@ from typing import TYPE_CHECKING, NamedTuple
 from daxmode import signals
 from daxmode._steps import Bind, Ctx, Options, Step, Unbind
 from daxmode.errors import DaxmodeError, KernelRefused, LeftPartial, RolledBack
-from daxmode.kernel import drivers, journal, locks, memory
+from daxmode.kernel import drivers, memory
 from daxmode.kernel.devices import DaxDevice, Mode, driver_of, get_device, read_device
 from daxmode.kernel.memory import compress_blocks
+from daxmode.runstate import journal, locks
 from daxmode.signals import Interrupted
 from daxmode.sysfs import Sysfs
 

@@ -17,10 +17,11 @@ from typing import NamedTuple
 
 from daxmode import signals
 from daxmode.errors import DaxmodeError, KernelRefused, SysfsError
-from daxmode.kernel import drivers, journal, locks, memory, paths
+from daxmode.kernel import drivers, memory, paths
 from daxmode.kernel.devices import DaxDevice, driver_of, get_device
 from daxmode.kernel.drivers import Action
 from daxmode.kernel.memory import MemoryBlock, compress_blocks
+from daxmode.runstate import journal, locks
 from daxmode.sysfs import Sysfs
 
 

@@ -184,7 +184,7 @@ def map_device(sysfs: Sysfs, name: str, *, writable: bool = True) -> Iterator[Ma
     mapped; an fsdev device keeps it for the whole session, through the switch and back.  While
     daxmode's FUSE server has the device mounted, a devdax device (copy data path) is mapped as
     usual and an fsdev one (dax data path) is reached through the mount (famfs.viamount)."""
-    from daxmode.kernel.locks import device_lock
+    from daxmode.runstate.locks import device_lock
 
     name = resolve_name(sysfs, name)
     with contextlib.ExitStack() as held:

@@ -29,11 +29,12 @@ from daxmode import signals
 from daxmode._executor import execute, recover
 from daxmode._steps import STEP_OF, Ctx, Offline, Options, PlanState, Progress, Step
 from daxmode.errors import BadMode, DaxmodeError, DeviceBusy, KernelRefused, LegacyDeviceModel, NotRoot
-from daxmode.kernel import drivers, journal, locks, memory
+from daxmode.kernel import drivers, memory
 from daxmode.kernel.devices import DRIVERS, DaxDevice, Mode, get_device
 from daxmode.kernel.drivers import Action
 from daxmode.kernel.memory import MemoryBlock, compress_blocks
 from daxmode.kernel.mounts import mounts_using
+from daxmode.runstate import journal, locks
 from daxmode.sysfs import Sysfs
 
 __all__ = [

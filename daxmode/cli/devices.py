@@ -8,9 +8,9 @@ import click
 
 from daxmode.cli._common import TIMEOUT, State, complete_devices, echo_json, progress_bar, table, warn
 from daxmode.errors import InvalidArgument
-from daxmode.kernel import journal
 from daxmode.kernel.devices import DaxDevice, Mode, find_devices
 from daxmode.kernel.memory import device_memory
+from daxmode.runstate import journal
 from daxmode.sizes import human
 from daxmode.sysfs import Sysfs
 

@@ -131,7 +131,7 @@ class BindResult(NamedTuple):
 def bind(sysfs: Sysfs, write: Write, name: str, driver: str, timeout: float = 10.0) -> BindResult:
     """Load the module if needed, ``new_id``, ``bind`` if still unbound, wait for the link.
 
-    Call it under the bus lock (kernel.locks.bus_lock): the side-effect accounting compares the
+    Call it under the bus lock (daxmode.runstate.locks.bus_lock): the side-effect accounting compares the
     unbound devices before and after, which another run binding at the same time would falsify.
     On failure the id entry is left for the caller's cleanup (:func:`remove_id`)."""
     if not loaded(sysfs, driver):

@@ -17,10 +17,6 @@ AUTO_ONLINE = f"{MEMORY}/auto_online_blocks"
 BLOCK_SIZE = f"{MEMORY}/block_size_bytes"
 CXL_DEVICES = "sys/bus/cxl/devices"
 MOUNTINFO = "proc/self/mountinfo"
-RUN_DIR = "run/daxmode"  # locks, journals, mount records: root-owned 0700 (kernel.locks)
-RUN_MOUNTS = f"{RUN_DIR}/mounts"  # a record per famfs mount of daxmode's server
-RUN_FAMFS = f"{RUN_DIR}/famfs"  # the mode `famfs up` replaced, per mount point
-RUN_PROBE = f"{RUN_DIR}/probe"  # the mount point of the FUSE INIT probe
 PROC_LOCKS = "/proc/locks"  # the real system's, never under a moved root
 UDEV_CONTROL = "run/udev/control"
 

@@ -40,13 +40,12 @@ from daxmode.famfs.mount.handlers import COPY, DATA_PATHS, DAX
 from daxmode.famfs.mount.spec import AUTO, FSTYPE, MountResult, Target, error_from
 from daxmode.fsdev import dax_info, looks_like_device
 from daxmode.fuse import kernel as K
-from daxmode.kernel import paths
 from daxmode.kernel.devices import resolve_name
 from daxmode.kernel.features import detect_kernel
 from daxmode.kernel.mounts import mount_at, mounts_using
 from daxmode.sysfs import Sysfs
 
-PROBE_DIR = paths.RUN_PROBE
+PROBE_DIR = "probe"  # in the run directory: the mount point of the FUSE INIT probe
 UMOUNT_WAIT = 180.0
 """Seconds ``umount`` waits for the server to restore the mode (a TCG guest switches slowly)."""
 
@@ -130,11 +129,10 @@ def choose_data_path(sysfs: Sysfs, t: Target, requested: str) -> tuple[str, str]
         if requested == DAX:
             raise FamfsError("--data-path dax: the fsdev_dax driver is not available (modprobe fsdev_dax)")
         return COPY, "famfs kernel without the fsdev_dax driver"
-    from daxmode.kernel import locks
+    from daxmode import runstate
 
-    os.close(locks.open_run_dir(sysfs))  # run/daxmode: 0700, checked; the probe mount point goes inside
-    try:
-        probe = K.probe_init(str(sysfs.path(PROBE_DIR)))
+    try:  # the probe's mount point goes inside the checked run/daxmode
+        probe = K.probe_init(os.path.join(runstate.run_dir(sysfs), PROBE_DIR))
     except OSError as e:
         raise KernelRefused(f"probing the kernel's FUSE INIT flags failed: {e}") from None
     if not probe.dax_fmap:
@@ -296,8 +294,8 @@ def _detach(mp: str, lazy: bool) -> str:
 
 def restore_mode(sysfs: Sysfs, rec: S.MountRecord) -> str | None:
     """Put the device back in the mode it had before the mount, if it is not; a line saying so."""
-    from daxmode.kernel.locks import device_lock
     from daxmode.modes import Mode, Options, set_mode
+    from daxmode.runstate.locks import device_lock
 
     if rec.device is None or rec.previous_mode is None:
         return None

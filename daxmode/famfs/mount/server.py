@@ -193,7 +193,7 @@ class Session:
         self.step(f"{self.t.device}: {cur or 'devdax'} -> {mode}")
 
     def _setup(self) -> MountResult:
-        from daxmode.kernel.locks import device_lock
+        from daxmode.runstate.locks import device_lock
 
         t = self.t
         self.rec = S.MountRecord(
@@ -397,8 +397,8 @@ class Session:
             self.step(f"unmounted {self.mp}" + (" lazily" if lazy else ""))
 
     def _teardown(self) -> None:
-        from daxmode.kernel.locks import device_lock
         from daxmode.modes import Mode, Options, set_mode
+        from daxmode.runstate.locks import device_lock
 
         self._drop_meta()
         if self.conn is not None:
