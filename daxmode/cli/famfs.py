@@ -18,8 +18,8 @@ from daxmode.cli._common import ID, OCTAL, OFFSET, SIZE, echo_json, existing_fil
 from daxmode.errors import FamfsError
 from daxmode.famfs.media import layout as L
 from daxmode.famfs.media.identity import ensure_system_uuid, read_system_uuid
-from daxmode.famfs.media.volume import Volume
-from daxmode.fsdev import Mapping, open_medium
+from daxmode.famfs.media.volume import Medium, Volume
+from daxmode.famfs.medium import open_medium
 from daxmode.sizes import count
 from daxmode.sysfs import Sysfs
 
@@ -33,7 +33,7 @@ def _emit(data: object) -> None:
 
 
 @contextlib.contextmanager
-def _medium(ctx: click.Context, target: str, *, writable: bool) -> Iterator[Mapping]:
+def _medium(ctx: click.Context, target: str, *, writable: bool) -> Iterator[Medium]:
     with open_medium(_sysfs(ctx), target, writable=writable) as m:
         try:
             yield m

@@ -14,8 +14,9 @@ from daxmode.errors import DaxmodeError
 from daxmode.famfs.media import layout as L
 from daxmode.famfs.media.identity import read_system_uuid
 from daxmode.famfs.media.volume import has_superblock
+from daxmode.famfs.medium import open_device
 from daxmode.famfs.mount.command import mounts
-from daxmode.fsdev import map_device, mounted_at
+from daxmode.fsdev import mounted_at
 from daxmode.fuse.kernel import DEV_FUSE
 from daxmode.kernel.features import KernelSupport, detect_kernel, find_tools
 from daxmode.sysfs import Sysfs
@@ -79,7 +80,7 @@ def status(sysfs: Sysfs) -> dict[str, object]:
 
 def _peek(sysfs: Sysfs, name: str) -> str:
     try:
-        with map_device(sysfs, name, writable=False) as m:
+        with open_device(sysfs, name, writable=False) as m:
             if not has_superblock(m.buf):
                 return "no famfs superblock"
             sb = L.unpack_superblock(memoryview(m.buf)[: L.SB_SIZE])

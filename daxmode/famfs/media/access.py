@@ -5,7 +5,7 @@ On a stock kernel a famfs file's bytes are still plain memory on the device: ope
 mapping.  A file with one simple extent is one ``memoryview`` (NumPy: ``np.frombuffer(view)``,
 Arrow: ``pa.py_buffer(view)``); multi-extent and interleaved files get a reader over their runs.
 
-    with open_famfs("dax0.0") as fs:
+    with open_famfs("dax0.0") as fs:            # daxmode.famfs.medium.open_famfs
         f = fs.open("data/matrix.bin")
         arr = numpy.frombuffer(f.view(), dtype=numpy.float32)
 
@@ -15,16 +15,12 @@ shared by hosts that are not cache-coherent, files are invalidated when opened (
 
 from __future__ import annotations
 
-import contextlib
 import io
 from collections.abc import Iterator
 
 from daxmode.errors import FamfsError
 from daxmode.famfs.media import layout as L
-from daxmode.famfs.media.identity import read_system_uuid
 from daxmode.famfs.media.volume import Volume
-from daxmode.fsdev import open_medium
-from daxmode.sysfs import Sysfs
 
 
 class FamfsFile:
@@ -125,17 +121,3 @@ class FamfsSession:
         if node is None or isinstance(node, L.FileMeta):
             raise FamfsError(f"{path}: not a famfs directory")
         return sorted(node.children)
-
-
-@contextlib.contextmanager
-def open_famfs(target: str, sysfs: Sysfs | None = None, *, writable: bool = False) -> Iterator[FamfsSession]:
-    """Map ``target`` (dax device or image file), play its log, and yield a session.
-
-    Read-only by default; ``writable=True`` maps it writable (file data writes stay master-only)."""
-    sysfs = sysfs or Sysfs("/")
-    with open_medium(sysfs, target, writable=writable) as medium:
-        vol = Volume(medium, read_system_uuid(sysfs))
-        try:
-            yield FamfsSession(vol)
-        finally:
-            vol.close()

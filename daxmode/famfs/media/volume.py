@@ -1,8 +1,8 @@
 """famfs operations on a mapped device or image: mkfs, logplay, mkdir, creat, cp, read, getmap.
 
 A *medium* is anything that exposes the whole device as one writable buffer (an ``mmap`` of a
-devdax device or of an image file) plus a cache syncer and the volume lock; see
-:mod:`daxmode.fsdev` and :mod:`daxmode.famfs.media.lock`.  All metadata goes through
+devdax device or of an image file) plus a cache syncer and the file the volume lock is taken
+on (:class:`Medium`; :mod:`daxmode.famfs.media.lock`).  All metadata goes through
 :mod:`daxmode.famfs.media.layout`; this module adds the rules around it:
 
 * only the master (this host's system UUID equals the superblock's) may mutate;
@@ -23,6 +23,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import io
+import mmap
 import struct
 import threading
 import uuid
@@ -35,23 +36,59 @@ from daxmode.errors import FamfsError, InvalidArgument
 from daxmode.famfs.media import layout as L
 from daxmode.famfs.media.alloc import Allocator, build_bitmap
 from daxmode.famfs.media.lock import DEFAULT_TIMEOUT as DEFAULT_LOCK_TIMEOUT
+from daxmode.famfs.media.lock import volume_lock
 from daxmode.famfs.media.log import LogScan, Tree, play, scan_entries, scan_log, tail_written
 
 _counters = struct.Struct("<2Q")  # next_seqnum, next_index: written together
 
 
 class Medium(Protocol):
-    buf: object
-    """A writable buffer of ``size`` bytes (mmap, bytearray)."""
-    size: int
-    daxdev: str
-    """The name recorded in the superblock's dd_daxdev (e.g. /dev/dax0.0)."""
-    sync: CacheSync
+    """What famfs needs from the memory a volume lives on.  The device-access layer's mapping of a
+    dax device or image file (:class:`daxmode.fsdev.Mapping`) is one; so is a volume reached
+    through its DAX mount (:class:`daxmode.famfs.mount.metamap.MountMapping`).  Which one to open
+    is famfs's choice (:func:`daxmode.famfs.medium.open_medium`)."""
 
-    def lock(self, timeout: float | None = ...) -> contextlib.AbstractContextManager[None]:
-        """The volume lock (:mod:`daxmode.famfs.media.lock`): exclusive across this host's processes,
-        DeviceBusy after ``timeout`` seconds."""
+    @property
+    def buf(self) -> mmap.mmap:
+        """``size`` bytes laid out like the device, writable unless opened read-only."""
         ...
+
+    @property
+    def size(self) -> int: ...
+
+    @property
+    def daxdev(self) -> str:
+        """The name recorded in the superblock's dd_daxdev (e.g. /dev/dax0.0)."""
+        ...
+
+    @property
+    def sync(self) -> CacheSync: ...
+
+    @property
+    def lock_fd(self) -> int:
+        """The open file whose inode the volume lock is taken on (:mod:`daxmode.famfs.media.lock`)."""
+        ...
+
+    @property
+    def lock_name(self) -> str:
+        """What that file is, for messages."""
+        ...
+
+    @property
+    def notes(self) -> list[str]:
+        """What the user should be told about how the medium was reached."""
+        ...
+
+    def prepare_file(self, meta: L.FileMeta) -> None:
+        """Make ``meta``'s data reachable in ``buf`` (nothing to do where the device is mapped whole)."""
+        ...
+
+
+def lock(
+    medium: Medium, timeout: float | None = DEFAULT_LOCK_TIMEOUT
+) -> contextlib.AbstractContextManager[None]:
+    """The volume lock: exclusive across this host's processes, DeviceBusy after ``timeout`` s."""
+    return volume_lock(medium.lock_fd, medium.lock_name, timeout)
 
 
 class NotMaster(FamfsError):
@@ -96,14 +133,14 @@ def mkfs(
     L.check_version(version)
     if kill and not force:
         raise InvalidArgument("--kill needs --force")
-    with medium.lock():
+    with lock(medium):
         return _mkfs(medium, system_uuid, log_len, version, force, kill)
 
 
 def _mkfs(
     medium: Medium, system_uuid: uuid.UUID, log_len: int, version: int, force: bool, kill: bool
 ) -> MkfsResult:
-    mv = memoryview(medium.buf)  # type: ignore[arg-type]
+    mv = memoryview(medium.buf)
     try:
         existing = has_superblock(mv)
         if existing and not force:
@@ -175,7 +212,7 @@ class Volume:
         lock_timeout: float | None = DEFAULT_LOCK_TIMEOUT,
     ) -> None:
         self.medium = medium
-        self.mv = memoryview(medium.buf)  # type: ignore[arg-type]
+        self.mv = memoryview(medium.buf)
         self.system_uuid = system_uuid
         self.lock_timeout = lock_timeout
         """Seconds a session waits for another writer's (None: forever)."""
@@ -314,10 +351,8 @@ class Volume:
     def segments(self, meta: L.FileMeta, off: int = 0, length: int | None = None) -> list[tuple[int, int]]:
         """Device runs for file bytes, refusing extents that lie outside the device.
 
-        A medium that reaches file data through a mount (famfs.viamount) maps the file first."""
-        prepare = getattr(self.medium, "prepare_file", None)
-        if prepare is not None:
-            prepare(meta)
+        A medium that reaches file data through a mount (famfs.mount.metamap) maps the file first."""
+        self.medium.prepare_file(meta)
         segs = L.file_segments(meta, off, length)
         for dev, n in segs:
             if dev <= 0 or dev + n > self.medium.size:
@@ -334,7 +369,7 @@ class Volume:
         if self._session_thread == me:
             yield self
             return
-        with self.medium.lock(timeout=self.lock_timeout):
+        with lock(self.medium, timeout=self.lock_timeout):
             self._session_thread = me
             try:
                 self.refresh()

@@ -15,7 +15,6 @@ reservation read as zeros and are never handed out.
 
 from __future__ import annotations
 
-import contextlib
 import ctypes
 import mmap
 import os
@@ -109,12 +108,15 @@ class MountMapping:
                 pos += ln
         self._mapped.add(meta.index)
 
-    def lock(self, timeout: float | None = 60.0) -> contextlib.AbstractContextManager[None]:
-        """The volume lock on .meta/.log's inode (famfs's tools flock that file too): every process
-        on this host reaching the volume through the mount shares it."""
-        from daxmode.famfs.media.lock import volume_lock
+    @property
+    def lock_fd(self) -> int:
+        """.meta/.log (famfs's tools flock that file too): every process on this host reaching the
+        volume through the mount shares its inode."""
+        return self.fd
 
-        return volume_lock(self.fd, f"{self.mountpoint}/.meta/.log", timeout)
+    @property
+    def lock_name(self) -> str:
+        return f"{self.mountpoint}/.meta/.log"
 
     def close(self) -> None:
         try:

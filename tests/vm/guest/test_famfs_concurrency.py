@@ -96,7 +96,7 @@ def run_writers(nproc: int, nfiles: int, tag: str, barrier: bool) -> list[str]:
     each logs ``nfiles`` files and one directory; returns their "kind path size" reports."""
     from daxmode.famfs import Volume
     from daxmode.famfs.media.identity import read_system_uuid
-    from daxmode.fsdev import open_medium
+    from daxmode.famfs.medium import open_medium
     from daxmode.sysfs import Sysfs
 
     go_r, go_w = os.pipe()
@@ -161,7 +161,7 @@ def check(lines: list[str], before: tuple[dict, set]) -> None:
         assert a1 <= b0, f"{pa} and {pb} overlap"
     assert all(off >= LOG_OFF + (8 << 20) and off % (2 * MiB) == 0 for off, _e, _p in spans)
     from daxmode.famfs import fsck
-    from daxmode.fsdev import open_medium
+    from daxmode.famfs.medium import open_medium
     from daxmode.sysfs import Sysfs
 
     with open_medium(Sysfs("/"), DEV, writable=False) as m:
@@ -175,7 +175,7 @@ def formatted() -> Iterator[None]:
     """A fresh famfs on the device (this host is its master); the superblock is invalidated after."""
     from daxmode.famfs import mkfs
     from daxmode.famfs.media.identity import ensure_system_uuid
-    from daxmode.fsdev import open_medium
+    from daxmode.famfs.medium import open_medium
     from daxmode.modes import Mode, Options, set_mode
     from daxmode.sysfs import Sysfs
 
