@@ -70,7 +70,7 @@ class DaxmodeGroup(click.Group):
                 _fail("interrupted", 130)
             _fail("aborted", 1)
         except DaxmodeError as e:
-            for w in getattr(e, "warnings", []):  # e.g. what was repaired of an interrupted run
+            for w in e.warnings:  # e.g. what was repaired of an interrupted run
                 click.echo(f"daxmode: warning: {w}", err=True)
             _fail(str(e), e.exit_code)
         except KeyboardInterrupt:

@@ -48,15 +48,12 @@ from daxmode.fuse import kernel as K
 from daxmode.fuse.server import FuseError, Server, Stats
 from daxmode.kernel.mounts import mount_at, set_fuse_readahead
 from daxmode.kernel.procs import process_start
+from daxmode.signals import Interrupted
 from daxmode.sizes import count
 from daxmode.sysfs import Sysfs
 
 WORKERS = 4
 READ_AHEAD_KB = 8192
-
-
-class Interrupted(DaxmodeError):
-    """A signal asked the server to stop while it was mounting."""
 
 
 def control_path(sysfs: Sysfs, mountpoint: str) -> str:
@@ -126,7 +123,8 @@ class Session:
 
     def _check(self) -> None:
         if self.stop_signal:
-            raise Interrupted(f"interrupted by {signal.Signals(self.stop_signal).name} while mounting")
+            sig = self.stop_signal
+            raise Interrupted(sig, f"interrupted by {signal.Signals(sig).name} while mounting")
 
     # --- the whole life ----------------------------------------------------------------------------
     def run(
@@ -164,7 +162,7 @@ class Session:
     def _failed(self, e: BaseException) -> DaxmodeError:
         """Undo everything after a failed set-up; the error to report says what state is left."""
         if isinstance(e, KeyboardInterrupt):
-            e = Interrupted("interrupted while mounting")
+            e = Interrupted(signal.SIGINT, "interrupted while mounting")
         elif not isinstance(e, DaxmodeError):
             if isinstance(e, OSError):
                 e = KernelRefused(str(e))
