@@ -129,6 +129,8 @@ def set_cmd(
             progress=bar,
         )
         out = set_mode(st.sysfs, device, target, opts)
+    for w in out.warnings:  # on stderr whatever the format; --json carries them too
+        warn(w)
     if as_json:
         echo_json(out.to_json())
         return
@@ -136,7 +138,5 @@ def set_cmd(
         for line in out.plan.render():
             click.echo(line)
         return
-    for w in out.warnings:
-        warn(w)
     if not st.quiet:
         click.echo(out.summary())

@@ -11,7 +11,7 @@ replaced is remembered under /run/daxmode/bringup so ``down --restore-mode`` can
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 
 from daxmode import runstate
 from daxmode.errors import BadMode, DeviceBusy, FamfsError
@@ -30,6 +30,8 @@ _STORE = runstate.Records("bringup")
 
 @dataclass
 class UpResult:
+    """What ``famfs up`` did (docs/json.md)."""
+
     device: str
     mountpoint: str
     previous_mode: str
@@ -37,6 +39,12 @@ class UpResult:
     mounted: bool
     data_path: str | None = None
     steps: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, object]:
+        d = asdict(self)
+        d["chardev"] = d.pop("device")
+        return d
 
 
 def up(
@@ -103,7 +111,7 @@ def down(sysfs: Sysfs, mountpoint: str, *, restore_mode: bool = False) -> list[s
 
     mp = os.path.abspath(mountpoint)
     if mountstate.load(sysfs, mp) is not None or M.mount_at(sysfs, mp) is not None:
-        return M.umount(sysfs, mp)
+        return M.umount(sysfs, mp).lines()
     state = _STORE.load(sysfs, mp)
     device, prev = (state or {}).get("device"), (state or {}).get("previous_mode")
     if not isinstance(device, str) or not isinstance(prev, str):

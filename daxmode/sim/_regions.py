@@ -51,6 +51,7 @@ class _World(Protocol):
 
     def size_of(self, name: str) -> int: ...
 
+
 SUBSECTION = 2 * MiB  # memremap_compat_align() on x86 (mm/memremap.c)
 VALID_ALIGNS = (4096, 2 * MiB, 1 << 30)  # PAGE_SIZE, PMD, PUD (dax_align_valid)
 _REGION_ATTR = re.compile(r"^(.*)/dax_region/(create|delete)$")

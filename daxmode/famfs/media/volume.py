@@ -101,9 +101,30 @@ class LogFull(FamfsError):
 
 @dataclass
 class MkfsResult:
+    """What ``mkfs`` did (docs/json.md)."""
+
     superblock: L.Superblock
     warnings: list[str] = field(default_factory=list)
     killed: bool = False
+    source: str = ""
+    """The medium formatted (its dd_daxdev: /dev/daxX.Y or the image file)."""
+
+    def summary(self) -> str:
+        sb = self.superblock
+        if self.killed:
+            return f"{self.source}: famfs superblock invalidated"
+        return (
+            f"{self.source}: famfs v{sb.version} uuid {sb.uuid}, {sb.dd_size} bytes, "
+            f"log {sb.log_len >> 20} MiB ({L.log_capacity(sb.log_len)} entries), master {sb.system_uuid}"
+        )
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "source": self.source,
+            "killed": self.killed,
+            "superblock": self.superblock.to_dict(),
+            "warnings": self.warnings,
+        }
 
 
 def has_superblock(buf: object) -> bool:
@@ -156,7 +177,7 @@ def _mkfs(
         if kill:
             struct.pack_into("<Q", mv, 0, 0)
             medium.sync.writeback(mv, 0, 8)
-            return MkfsResult(L.unpack_superblock(mv), killed=True)
+            return MkfsResult(L.unpack_superblock(mv), killed=True, source=medium.daxdev)
         if not L.is_pow2(log_len) or log_len < L.MIN_LOG_LEN:
             raise InvalidArgument(f"log length {log_len:#x}: must be a power of 2 and at least 8 MiB")
         size = medium.size
@@ -186,7 +207,7 @@ def _mkfs(
         mv[L.SB_SIZE : 4096] = bytes(4096 - L.SB_SIZE)
         mv[0 : L.SB_SIZE] = raw
         medium.sync.writeback(mv, 0, 4096)
-        return MkfsResult(L.unpack_superblock(mv), warnings)
+        return MkfsResult(L.unpack_superblock(mv), warnings, source=medium.daxdev)
     finally:
         mv.release()
 

@@ -23,6 +23,7 @@ import os
 import signal
 import sys
 import time
+from dataclasses import asdict, dataclass
 
 from daxmode import errors as E
 from daxmode.errors import (
@@ -37,7 +38,7 @@ from daxmode.errors import (
 )
 from daxmode.famfs.mount import records as S
 from daxmode.famfs.mount.handlers import COPY, DATA_PATHS, DAX
-from daxmode.famfs.mount.spec import AUTO, FSTYPE, MountResult, Target, error_from
+from daxmode.famfs.mount.spec import AUTO, FSTYPE, MountResult, Target, UmountResult, error_from
 from daxmode.fsdev import dax_info, looks_like_device
 from daxmode.fuse import kernel as K
 from daxmode.kernel.devices import resolve_name
@@ -333,8 +334,10 @@ def recover(sysfs: Sysfs, mountpoint: str) -> list[str]:
     return steps or ["nothing was changed"]
 
 
-def umount(sysfs: Sysfs, mountpoint: str, *, lazy: bool = False, timeout: float = UMOUNT_WAIT) -> list[str]:
-    """Unmount a daxmode famfs mount and restore its device's mode; lines saying what was done."""
+def umount(
+    sysfs: Sysfs, mountpoint: str, *, lazy: bool = False, timeout: float = UMOUNT_WAIT
+) -> UmountResult:
+    """Unmount a daxmode famfs mount and restore its device's mode; what was done."""
     from daxmode.famfs.mount.server import request_umount
 
     if sysfs.is_real and os.geteuid() != 0:
@@ -347,8 +350,10 @@ def umount(sysfs: Sysfs, mountpoint: str, *, lazy: bool = False, timeout: float 
             raise InvalidArgument(f"{mp} is not mounted")
         if m.fstype != FSTYPE:
             raise FamfsError(f"{mp} is not a famfs mount ({m.fstype} from {m.source})")
-        return [_detach(mp, lazy), "no daxmode record for this mount: the device's mode was left as is"]
-    steps: list[str] = []
+        steps = [_detach(mp, lazy), "no daxmode record for this mount: the device's mode was left as is"]
+        return UmountResult(mp, m.source, None, None, steps)
+    res = UmountResult(mp, rec.source, rec.device, rec.pid)
+    steps = res.steps
     what = rec.device or rec.source
     alive = S.server_alive(rec)
     if alive:
@@ -360,7 +365,8 @@ def umount(sysfs: Sysfs, mountpoint: str, *, lazy: bool = False, timeout: float 
                 raise error_from(final)
             if final.get("pending"):
                 steps.append(f"the server (pid {rec.pid}) serves the open files, then restores {what}")
-                return steps
+                res.lazy = True
+                return res
             if not _wait_gone(rec, 30):
                 raise LeftPartial(f"{mp} was unmounted but its server (pid {rec.pid}) is still running")
             steps.append(f"server (pid {rec.pid}) stopped")
@@ -380,28 +386,56 @@ def umount(sysfs: Sysfs, mountpoint: str, *, lazy: bool = False, timeout: float 
     elif rec.device and not alive:
         steps.append(f"{rec.device} is in {rec.previous_mode} mode, as before the mount")
     S.remove(sysfs, mp)
-    return steps
+    return res
 
 
 # --- what is mounted ------------------------------------------------------------------------------
-def mounts(sysfs: Sysfs) -> list[dict[str, object]]:
+@dataclass
+class MountStatus:
+    """One daxmode famfs mount as ``famfs status`` shows it."""
+
+    mountpoint: str
+    source: str
+    device: str | None
+    data_path: str
+    mode: str | None
+    previous_mode: str | None
+    server_pid: int
+    server_running: bool
+    mounted: bool
+    """The kernel still has the mount (fuse.famfs at the mount point)."""
+    phase: str
+
+    @property
+    def state(self) -> str:
+        if self.server_running and self.mounted:
+            return "live"
+        return "server not running" if self.mounted else "stale"
+
+    def to_json(self) -> dict[str, object]:
+        d = asdict(self)
+        d["chardev"] = d.pop("device")
+        return d
+
+
+def mounts(sysfs: Sysfs) -> list[MountStatus]:
     """daxmode's famfs mounts: record, server liveness and whether the kernel still has the mount."""
     out = []
     for r in S.records(sysfs):
         m = mount_at(sysfs, r.mountpoint)
         out.append(
-            {
-                "mountpoint": r.mountpoint,
-                "source": r.source,
-                "device": r.device,
-                "data_path": r.data_path,
-                "mode": r.mode,
-                "previous_mode": r.previous_mode,
-                "server_pid": r.pid,
-                "server_running": S.server_alive(r),
-                "mounted": m is not None and m.fstype == FSTYPE,
-                "phase": r.phase,
-            }
+            MountStatus(
+                mountpoint=r.mountpoint,
+                source=r.source,
+                device=r.device,
+                data_path=r.data_path,
+                mode=r.mode,
+                previous_mode=r.previous_mode,
+                server_pid=r.pid,
+                server_running=S.server_alive(r),
+                mounted=m is not None and m.fstype == FSTYPE,
+                phase=r.phase,
+            )
         )
     return out
 

@@ -227,7 +227,7 @@ class Session:
             f"from {count(ns.played, 'log entry', 'log entries')}"
         )
         return MountResult(
-            self.mp, t.source, t.device, self.path, self.why, t.mode, self.need, os.getpid(),
+            self.mp, t.source, t.device, self.path, self.why, t.mode, self.need, server_pid=os.getpid(),
             steps=list(self.steps), files=ns.files, directories=ns.dirs, entries=ns.played,
         )  # fmt: skip
 
