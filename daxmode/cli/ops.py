@@ -96,14 +96,8 @@ def _print_units(report: Any, as_json: bool, quiet: bool) -> None:
         return
     if quiet:
         return
-    for p in report.installed:
-        click.echo(f"installed {p}")
-    for p in report.removed:
-        click.echo(f"removed {p}")
-    for c in report.reloaded:
-        click.echo(f"ran {c}")
-    for n in report.notes:
-        click.echo(f"note: {n}")
+    for line in report.lines():
+        click.echo(line)
 
 
 @click.command("install-units")
