@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from daxmode._steps import STEP_OF, Ctx, Offline, Options, PlanState, Step
-from daxmode.errors import BadMode, DeviceBusy, KernelRefused, LegacyDeviceModel
+from daxmode.errors import BadMode, DeviceBusy, InvalidArgument, KernelRefused, LegacyDeviceModel
 from daxmode.kernel import drivers, memory
 from daxmode.kernel.devices import DRIVERS, DaxDevice, Mode
 from daxmode.kernel.drivers import Action
@@ -83,6 +83,25 @@ def check_device(dev: DaxDevice) -> None:
         raise DeviceBusy(f"{dev.name} is bound to driver {dev.driver}, which daxmode does not manage")
 
 
+def _refuse_unmet_options(sysfs: Sysfs, name: str, online: list[int], opts: Options) -> None:
+    """A system-ram device asked for system-ram again with an option its online memory does not
+    meet: refused, never reported as done (online memory is not offlined or re-zoned in place:
+    that is a transition out of system-ram and back, which --force makes explicit)."""
+    if not online:
+        return
+    again = f"daxmode set {name} devdax --force, then system-ram"
+    if not opts.online:
+        raise InvalidArgument(
+            f"{name} is already system-ram with {len(online)} memory block(s) online; --no-online does "
+            f"not offline them ({again} --no-online)"
+        )
+    if not opts.movable and all(z == "Movable" for z in memory.read_zones(sysfs, online).values()):
+        raise InvalidArgument(
+            f"{name} is already system-ram, online in ZONE_MOVABLE; --no-movable does not re-zone "
+            f"online memory ({again} --no-movable)"
+        )
+
+
 def plan(sysfs: Sysfs, dev: DaxDevice, target: Mode, opts: Options) -> Plan:
     """Check preconditions and lay out the steps and writes; touches nothing.
 
@@ -121,6 +140,8 @@ def plan(sysfs: Sysfs, dev: DaxDevice, target: Mode, opts: Options) -> Plan:
             raise BadMode(
                 f"{name} holds no whole {ctx.bsize >> 20} MiB memory block; kmem cannot use it as system-ram"
             )
+    if start is Mode.SYSTEM_RAM and target is Mode.SYSTEM_RAM:
+        _refuse_unmet_options(sysfs, name, online, opts)
     specs = TRANSITIONS[(start, target)]
     if start is Mode.SYSTEM_RAM and target is Mode.SYSTEM_RAM and not (opts.online and offline):
         specs = ()
