@@ -60,7 +60,8 @@ class DaxmodeGroup(click.Group):
         try:
             rv = super().main(args, prog_name or "daxmode", *a, standalone_mode=False, **kw)
         except click.UsageError as e:
-            where = f"{e.ctx.command_path.removeprefix('daxmode').strip()}: " if e.ctx else ""
+            cmd = e.ctx.command_path.removeprefix("daxmode").strip() if e.ctx else ""
+            where = f"{cmd}: " if cmd else ""
             hint = f" (see {e.ctx.command_path} --help)" if e.ctx else ""
             _fail(f"{where}{e.format_message()}{hint}", 2)
         except click.ClickException as e:
@@ -88,7 +89,7 @@ class DaxmodeGroup(click.Group):
 @click.group(cls=DaxmodeGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option(
     "--root",
-    type=click.Path(file_okay=False),
+    metavar="DIR",  # checked when first used (cli._common.make_sysfs): it must be a directory
     default=None,
     help="Act on the tree under DIR instead of / (tests). Default: $DAXMODE_ROOT or /.",
 )
