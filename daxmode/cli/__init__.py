@@ -15,6 +15,7 @@ from __future__ import annotations
 import importlib
 import os
 import sys
+from collections.abc import Sequence
 from typing import Any
 
 import click
@@ -51,14 +52,21 @@ class DaxmodeGroup(click.Group):
         if cmd_name not in COMMANDS:
             return None
         module, attr = COMMANDS[cmd_name]
-        return getattr(importlib.import_module(module), attr)  # type: ignore[no-any-return]
+        return getattr(importlib.import_module(module), attr)
 
-    def main(self, args: Any = None, prog_name: str | None = None, *a: Any, **kw: Any) -> Any:  # type: ignore[override]
-        standalone = kw.pop("standalone_mode", True)
-        if not standalone:
-            return super().main(args, prog_name or "daxmode", *a, standalone_mode=False, **kw)
+    def main(  # click's overloads say standalone main never returns; ours may
+        self,
+        args: Sequence[str] | None = None,
+        prog_name: str | None = None,
+        complete_var: str | None = None,
+        standalone_mode: bool = True,
+        **extra: Any,
+    ) -> Any:
+        name = prog_name or "daxmode"
+        if not standalone_mode:
+            return super().main(args, name, complete_var, standalone_mode=False, **extra)
         try:
-            rv = super().main(args, prog_name or "daxmode", *a, standalone_mode=False, **kw)
+            rv = super().main(args, name, complete_var, standalone_mode=False, **extra)
         except click.UsageError as e:
             cmd = e.ctx.command_path.removeprefix("daxmode").strip() if e.ctx else ""
             where = f"{cmd}: " if cmd else ""

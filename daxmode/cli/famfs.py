@@ -162,7 +162,10 @@ def _ls_rows(vol: Volume, path: str) -> list[dict[str, object]]:
     rows = []
     for name in sorted(node.children):
         child = node.children[name]
-        rows.append(child.to_dict() if isinstance(child, L.FileMeta) else child.meta.to_dict())  # type: ignore[union-attr]
+        if isinstance(child, L.FileMeta):
+            rows.append(child.to_dict())
+        elif child.meta is not None:  # only the root has no entry of its own
+            rows.append(child.meta.to_dict())
     return rows
 
 

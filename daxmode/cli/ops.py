@@ -32,10 +32,10 @@ def setup_logging(st: State) -> None:
     if st.verbose > 1:
         level = logging.DEBUG
     root = logging.getLogger("daxmode")
-    if not any(getattr(h, "_daxmode", False) for h in root.handlers):
+    if not any(h.get_name() == "daxmode-cli" for h in root.handlers):
         h = logging.StreamHandler(sys.stderr)
         h.setFormatter(logging.Formatter("daxmode: %(message)s"))
-        h._daxmode = True  # type: ignore[attr-defined]
+        h.set_name("daxmode-cli")  # added once per process
         root.addHandler(h)
     root.setLevel(level)
 

@@ -18,6 +18,7 @@ EXE = "/opt/daxmode/bin/daxmode"
 
 
 def cli(root, *args: str):
+    os.makedirs(root, exist_ok=True)  # --root must be a directory
     return CliRunner().invoke(main, ["--root", str(root), *args])
 
 

@@ -17,10 +17,14 @@ from __future__ import annotations
 
 import io
 from collections.abc import Iterator
+from typing import TYPE_CHECKING
 
 from daxmode.errors import FamfsError
 from daxmode.famfs.media import layout as L
 from daxmode.famfs.media.volume import Volume
+
+if TYPE_CHECKING:
+    from _typeshed import WriteableBuffer  # the type checker's name for any writable buffer
 
 
 class FamfsFile:
@@ -61,7 +65,7 @@ class FamfsFile:
         for dev, n in self.runs:
             yield self.vol.mv[dev : dev + n]
 
-    def readinto(self, buf: memoryview | bytearray, offset: int = 0) -> int:
+    def readinto(self, buf: WriteableBuffer, offset: int = 0) -> int:
         """Copy file bytes starting at ``offset`` into ``buf``; returns bytes copied."""
         out = memoryview(buf).cast("B")
         want = min(len(out), max(self.size - offset, 0))
@@ -93,7 +97,7 @@ class _Raw(io.RawIOBase):
     def seekable(self) -> bool:
         return True
 
-    def readinto(self, b: memoryview | bytearray) -> int:  # type: ignore[override]
+    def readinto(self, b: WriteableBuffer, /) -> int:
         n = self.f.readinto(b, self.pos)
         self.pos += n
         return n

@@ -12,12 +12,14 @@ naming the field that is wrong.
 
 from __future__ import annotations
 
+import mmap
 import re
 import struct
 import uuid
 import zlib
 from dataclasses import dataclass, field
-from typing import NamedTuple
+from typing import NamedTuple, cast
+from uuid import UUID
 
 from daxmode.errors import FamfsError, InvalidArgument
 
@@ -187,9 +189,9 @@ def check_relpath(path: str, terminated: bool) -> str | None:
 class Superblock:
     version: int
     log_len: int
-    uuid: uuid.UUID
-    dev_uuid: uuid.UUID
-    system_uuid: uuid.UUID
+    uuid: UUID  # (the field shadows the module inside the class body: hence UUID)
+    dev_uuid: UUID
+    system_uuid: UUID
     dd_size: int
     daxdev: str
     magic: int = SUPERBLOCK_MAGIC
@@ -199,7 +201,7 @@ class Superblock:
     omf_minor: int = 2
     crc: int = 0
     sb_flags: int = 0
-    dd_uuid: uuid.UUID = field(default=uuid.UUID(int=0))
+    dd_uuid: UUID = field(default=UUID(int=0))
 
     def to_dict(self) -> dict[str, object]:
         return {
@@ -449,6 +451,8 @@ def log_capacity(log_len: int) -> int:
 
 # --- log entries ----------------------------------------------------------------------------
 Extent = tuple[int, int, int]
+Bytes = bytes | bytearray | memoryview | mmap.mmap
+"""What the medium's metadata is read from: a whole device or image mapping, or a copy of part."""
 """(devindex, offset, length) of one simple extent, in bytes."""
 
 
@@ -538,7 +542,7 @@ class FileMeta(NamedTuple):
     A NamedTuple, not a dataclass: playing a full log builds 15,420 of these, and tuples are
     several times cheaper to construct than frozen dataclasses."""
 
-    index: int
+    index: int  # type: ignore[assignment]  # famfs's log index: shadows tuple.index, never called
     path: str
     size: int
     flags: int
@@ -582,7 +586,7 @@ class FileMeta(NamedTuple):
 
 
 class DirMeta(NamedTuple):
-    index: int
+    index: int  # type: ignore[assignment]  # famfs's log index: shadows tuple.index, never called
     path: str
     uid: int
     gid: int
@@ -601,7 +605,7 @@ class DirMeta(NamedTuple):
 
 
 class DaxdevMeta(NamedTuple):
-    index: int
+    index: int  # type: ignore[assignment]  # famfs's log index: shadows tuple.index, never called
     dd_size: int
     dd_uuid: uuid.UUID
     dd_index: int
@@ -625,7 +629,7 @@ _EXTS = [struct.Struct("<" + "3Q" * n).unpack_from for n in range(MAX_STRIPS + 1
 def _extents(buf: bytes | bytearray | memoryview, off: int, n: int) -> tuple[Extent, ...]:
     flat = _EXTS[n](buf, off)
     if n == 1:
-        return (flat,)  # type: ignore[return-value]
+        return (cast(Extent, flat),)  # one strip: unpack_from's 3-tuple is the extent itself
     it = iter(flat)
     return tuple(zip(it, it, it, strict=True))
 

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import io
 import mmap
 import struct
@@ -29,7 +30,7 @@ import threading
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import BinaryIO, Protocol
+from typing import Protocol
 
 from daxmode.cacheflush import CacheSync
 from daxmode.errors import FamfsError, InvalidArgument
@@ -91,6 +92,12 @@ def lock(
     return volume_lock(medium.lock_fd, medium.lock_name, timeout)
 
 
+class ReadsInto(Protocol):
+    """A binary stream that fills a buffer (a file opened "rb", ``io.BytesIO``)."""
+
+    def readinto(self, buffer: memoryview, /) -> int | None: ...
+
+
 class NotMaster(FamfsError):
     """A client tried to change the filesystem."""
 
@@ -127,9 +134,9 @@ class MkfsResult:
         }
 
 
-def has_superblock(buf: object) -> bool:
+def has_superblock(buf: L.Bytes) -> bool:
     """True if ``buf`` starts with a famfs superblock whose magic and CRC are good (any version)."""
-    mv = memoryview(buf)  # type: ignore[arg-type]
+    mv = memoryview(buf)
     if len(mv) < L.SB_SIZE:
         return False
     sb = L.unpack_superblock(mv)
@@ -494,7 +501,9 @@ class Volume:
                     f"the log has {self.capacity - self.next_index} free entries; {len(todo)} needed"
                 )
             for p in todo:
-                idx = self._append(lambda s, p=p: L.pack_mkdir_entry(s, p, mode=mode, uid=uid, gid=gid))
+                idx = self._append(
+                    functools.partial(L.pack_mkdir_entry, relpath=p, mode=mode, uid=uid, gid=gid)
+                )
                 self._record(L.DirMeta(idx, p, uid, gid, mode))
         return todo
 
@@ -577,7 +586,7 @@ class Volume:
             self._record(L.DaxdevMeta(idx, dd_size, dd_uuid, dd_index))
         return idx
 
-    def write(self, meta: L.FileMeta, src: bytes | BinaryIO, off: int = 0) -> int:
+    def write(self, meta: L.FileMeta, src: bytes | ReadsInto, off: int = 0) -> int:
         """Write data into the file's extents through the mapping (writes stop at fm_size, as famfs);
         each run is written back afterwards.  Returns bytes written.  No lock: the extents belong
         to the file once its entry is in the log."""
@@ -589,7 +598,7 @@ class Volume:
             pos = 0
             while pos < n:
                 step = min(n - pos, 8 << 20)
-                got = stream.readinto(self.mv[dev + pos : dev + pos + step])  # type: ignore[attr-defined]
+                got = stream.readinto(self.mv[dev + pos : dev + pos + step])
                 if not got:
                     self.medium.sync.writeback(self.mv, dev, pos)
                     return total

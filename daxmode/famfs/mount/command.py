@@ -23,6 +23,7 @@ import os
 import signal
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
 from daxmode import errors as E
@@ -172,7 +173,7 @@ def mount(
     *,
     data_path: str = AUTO,
     foreground: bool = False,
-    on_ready: object = None,
+    on_ready: Callable[[MountResult], None] | None = None,
 ) -> MountResult:
     """Mount the famfs on ``target`` (dax device or image) at ``mountpoint``; see the module docstring.
 
@@ -183,7 +184,7 @@ def mount(
     t, mp, path, why = precheck(sysfs, target, mountpoint, data_path)
     if foreground:
         sess = Session(sysfs, t, mp, path, why)
-        res = sess.run(on_ready)  # type: ignore[arg-type]
+        res = sess.run(on_ready)
         return res
     return _spawn(sysfs, t, mp, path, why)
 
@@ -245,7 +246,7 @@ def _daemon_stdio(logfile: str) -> None:
     sys.stderr = open(2, "w", buffering=1, closefd=False)  # noqa: SIM115
 
 
-def _pipe_ready(wfd: int):  # type: ignore[no-untyped-def]
+def _pipe_ready(wfd: int):
     def ready(res: MountResult) -> None:
         os.write(wfd, (json.dumps({"ok": True, "result": res.to_dict()}) + "\n").encode())
         os.close(wfd)

@@ -31,7 +31,7 @@ MAP_NORESERVE = getattr(mmap, "MAP_NORESERVE", 0x4000)
 _MAP_FAILED = ctypes.c_void_p(-1).value
 
 
-def _libc_mmap():  # type: ignore[no-untyped-def]
+def _libc_mmap():
     from daxmode.fuse.kernel import libc
 
     fn = libc().mmap
@@ -79,8 +79,7 @@ class MountMapping:
             prot = mmap.PROT_READ | (mmap.PROT_WRITE if self.writable else 0)
             addr = _libc_mmap()(self._base + dev_off, length, prot, mmap.MAP_SHARED | MAP_FIXED, fd, file_off)
             if addr in (None, _MAP_FAILED):
-                e = ctypes.get_errno()
-                raise FamfsError(f"mmap of {path} failed: {os.strerror(e)}")
+                raise FamfsError(f"mmap of {path} failed: {os.strerror(ctypes.get_errno())}")
         finally:
             os.close(fd)
 

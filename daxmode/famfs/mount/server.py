@@ -231,7 +231,7 @@ class Session:
             steps=list(self.steps), files=ns.files, directories=ns.dirs, entries=ns.played,
         )  # fmt: skip
 
-    def _fsck(self, buf: object, size: int) -> L.Superblock:
+    def _fsck(self, buf: L.Bytes, size: int) -> L.Superblock:
         rep = fsck(buf, size)
         if rep.problems:
             more = f" (and {len(rep.problems) - 1} more)" if len(rep.problems) > 1 else ""
