@@ -7,9 +7,10 @@ so ``../devices/dax0.0`` or ``/tmp/x/dax0.0`` never switch dax0.0.
 
 A device's mode is the driver its ``driver`` link points at.  Its memory is described by its
 real ranges (every ``mappingN``, else ``resource`` + ``size``), not daxctl's
-``[resource, resource+size)`` span, which miscounts discontiguous devices (daxctl.md 1.6).
-Topology (nvdimm namespace, CXL region) is what configuration matches on, because device
-names change when namespaces or regions are re-created (daxctl.md 1.1, 1.3).
+``[resource, resource+size)`` span, which miscounts discontiguous devices (ndctl v81
+``daxctl/lib/libdaxctl.c`` ``memblock_in_dev()``).  Topology (nvdimm namespace, CXL region) is
+what configuration matches on, because device names change when namespaces or regions are
+re-created (the region is the parent of the device's real sysfs directory, drivers/dax/bus.c).
 """
 
 from __future__ import annotations

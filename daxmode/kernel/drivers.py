@@ -1,6 +1,8 @@
 """Binding dax devices to drivers: the writes, their quirks, and their side effects.
 
-Facts this module is built on (drivers/dax/bus.c, drivers/base/dd.c; daxctl.md 1.4, 3.1):
+Facts this module is built on (drivers/dax/bus.c ``new_id``/``remove_id``/``do_id_store``,
+drivers/base/dd.c; the fsdev_dax driver is drivers/dax/fsdev.c of the "dax: add fsdev.c driver
+for fs-dax on character dax" patch, V10 3/8, 2026-03):
 
 * unbind is ``remove_id`` then ``unbind`` on the current driver: without ``remove_id`` a later
   ``new_id`` of another device would bind this one again;

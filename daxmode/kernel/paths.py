@@ -1,8 +1,9 @@
 """Every kernel path daxmode touches, relative to the Sysfs root.
 
 The kernel layer is the only code that names these; everything above it asks the layer
-for devices, blocks and drivers.  Sources: Documentation/ABI/testing/sysfs-bus-dax and
-sysfs-devices-memory, drivers/dax/bus.c, drivers/base/memory.c (daxctl.md sections 1.2-1.5).
+for devices, blocks and drivers.  Sources: the kernel's Documentation/ABI/testing/sysfs-bus-dax
+and sysfs-devices-memory, drivers/dax/bus.c (``dev_dax_attributes[]``, the region's
+``dax_region/`` group, the drivers' ``new_id``/``remove_id``), drivers/base/memory.c.
 """
 
 from __future__ import annotations

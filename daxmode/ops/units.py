@@ -4,7 +4,8 @@ Two flavours (daxmode/data/):
 
 * ``systemd``: ``90-daxmode.rules`` tags the device for systemd and wants
   ``daxmode-apply@<dev>.service`` (a oneshot running ``daxmode apply <dev>``), the way
-  daxctl's ``90-daxctl-device.rules`` + ``daxdev-reconfigure@.service`` work (daxctl.md 2.9).
+  daxctl's ``90-daxctl-device.rules`` + ``daxdev-reconfigure@.service`` work (ndctl v81,
+  ``daxctl/90-daxctl-device.rules`` and ``daxctl/daxdev-reconfigure@.service``).
 * ``run``: without systemd as PID 1, ``90-daxmode-run.rules`` has udev start
   ``daxmode apply <dev>`` itself, detached, logging to /run/daxmode-apply.log.
 

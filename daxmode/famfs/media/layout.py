@@ -2,8 +2,9 @@
 
 Byte compatibility with famfs's C tools is the point of this module, so every offset is spelled
 out with explicit little-endian ``struct`` formats instead of being derived from a C ABI.  Facts
-(offsets, magics, CRC coverage) come from famfs ``src/famfs_meta.h`` and ``src/famfs_lib.c`` as
-summarised in the team's reference notes (famfs-userspace.md §1); the code is our own.
+(offsets, magics, CRC coverage) come from famfs (github.com/cxl-micron-reskit/famfs at 5d0919f)
+``src/famfs_meta.h`` (constants :27-59, ``struct famfs_superblock`` :77-91, ``struct famfs_log_entry``
+:218-227, ``struct famfs_log`` :243-251) and ``src/famfs_lib.c``; the code is our own.
 
 Nothing here touches a file: callers pass ``bytes``/``bytearray``/``memoryview``/``mmap`` and get
 plain values back.  Decoders never raise on garbage except :class:`FormatError`, a FamfsError

@@ -110,7 +110,8 @@ def check_device(sysfs: Sysfs, t: Target) -> None:
 def choose_data_path(sysfs: Sysfs, t: Target, requested: str) -> tuple[str, str]:
     """(data path, why).  ``dax`` needs a famfs kernel that offers FUSE_DAX_FMAP to us at INIT:
     kallsyms tells a famfs kernel from a fuse-iomap one (both use INIT bit 43), and a throw-away
-    probe mount shows whether the flag is really offered (CAP_SYS_RAWIO, famfs-fuse.md 1.4)."""
+    probe mount shows whether the flag is really offered (the famfs fuse series V10 02/10 offers it only
+    to a mounter with CAP_SYS_RAWIO)."""
     if requested not in (AUTO, *DATA_PATHS):
         raise InvalidArgument(f"--data-path {requested}: choose auto, dax or copy")
     if requested == COPY:

@@ -34,7 +34,8 @@ pytestmark = [
     pytest.mark.skipif(not DEV or not BUS.is_dir(), reason="runs inside a test guest only"),
 ]
 
-# famfs on-media facts (famfs-userspace.md 1.1-1.4): log at 2 MiB, 48-byte header, 544-byte entries
+# famfs on-media facts (famfs 5d0919f src/famfs_meta.h: struct famfs_log :243-251, struct famfs_log_entry
+# :218-227): log at 2 MiB, 48-byte header, 544-byte entries
 LOG_OFF, HDR, ENTRY, CRC_OFF = 0x200000, 48, 544, 536
 FILE, MKDIR = 0, 1
 
