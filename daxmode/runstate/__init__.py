@@ -24,11 +24,9 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import json
 import os
 import stat
 import threading
-import urllib.parse
 from typing import Any
 
 from daxmode.errors import InvalidArgument, UnsafePath
@@ -139,9 +137,16 @@ def _open_at(dfd: int, name: str, flags: int, mode: int, shown: str) -> int:
         raise
 
 
+_SAFE = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_.-~")
+
+
 def key(text: str) -> str:
     """The one file-name encoding of a free-form key: every byte but ``[A-Za-z0-9_.~-]`` %-quoted
     (``/`` and ``%`` included, so it is injective), a leading ``.`` too (no hidden or dot names)."""
+    if text and text[0] != "." and len(text) <= 240 and _SAFE.issuperset(text):
+        return text  # a device name: what quote() would give, without importing urllib at start-up
+    import urllib.parse
+
     if not text:
         raise InvalidArgument("an empty key names no run-state record")
     out = urllib.parse.quote(text, safe="")
@@ -153,6 +158,8 @@ def key(text: str) -> str:
 
 
 def unkey(name: str) -> str:
+    import urllib.parse
+
     return urllib.parse.unquote(name)
 
 
@@ -199,6 +206,8 @@ def remove_at(dfd: int, name: str) -> None:
 
 def decode(raw: bytes) -> dict[str, Any] | None:
     """A record's JSON object; None for anything else (a record is never trusted beyond that)."""
+    import json
+
     try:
         data = json.loads(raw)
     except ValueError:
@@ -207,6 +216,8 @@ def decode(raw: bytes) -> dict[str, Any] | None:
 
 
 def encode(data: dict[str, Any]) -> bytes:
+    import json
+
     return json.dumps(data, sort_keys=True, indent=1).encode()
 
 
