@@ -19,7 +19,7 @@ from daxmode.famfs.media import layout as L
 from daxmode.famfs.media.identity import ensure_system_uuid
 from daxmode.famfs.media.volume import has_superblock, mkfs
 from daxmode.famfs.mount import command as M
-from daxmode.famfs.mount import records as mountstate
+from daxmode.famfs.mount import records
 from daxmode.fsdev import dax_info, map_device, mounted_at
 from daxmode.kernel.devices import resolve_name
 from daxmode.sysfs import Sysfs
@@ -110,7 +110,7 @@ def down(sysfs: Sysfs, mountpoint: str, *, restore_mode: bool = False) -> list[s
     from daxmode.modes import Mode, Options, set_mode
 
     mp = os.path.abspath(mountpoint)
-    if mountstate.load(sysfs, mp) is not None or M.mount_at(sysfs, mp) is not None:
+    if records.load(sysfs, mp) is not None or M.mount_at(sysfs, mp) is not None:
         return M.umount(sysfs, mp).lines()
     state = _STORE.load(sysfs, mp)
     device, prev = (state or {}).get("device"), (state or {}).get("previous_mode")

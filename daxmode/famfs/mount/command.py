@@ -9,7 +9,7 @@ that fails fsck, mounts, answers INIT, and only then reports success; it puts th
 the file system is unmounted, on any failure and on SIGTERM (which unmounts cleanly).
 
 :func:`umount` unmounts and waits for the server to restore the mode; if the server is gone
-(``kill -9``) it restores the mode itself from the server's record (:mod:`.mountstate`) and says
+(``kill -9``) it restores the mode itself from the server's record (:mod:`.records`) and says
 so.  The mount line in /proc/self/mountinfo names the device as its source and has fstype
 ``fuse.famfs``, which is what the mode manager checks before it lets a device leave its mode.
 """
