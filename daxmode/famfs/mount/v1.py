@@ -249,8 +249,8 @@ command module imports this one)."""
 
 def mount(sysfs: Sysfs, t: Target, mp: str, why: str, restore: Restore) -> MountResult:
     """Mount ``t`` (a dax device) at ``mp`` on the famfs module; see the module docstring."""
-    from daxmode.kernel.locks import device_lock
     from daxmode.modes import Mode, Options, set_mode
+    from daxmode.runstate.locks import device_lock
 
     assert t.device is not None
     steps: list[str] = []
