@@ -98,7 +98,7 @@ def getext_buffer(count: int) -> bytearray:
 
 
 def unpack_extents(buf: bytes | bytearray, count: int) -> tuple[tuple[int, int], ...]:
-    return tuple(EXTENT.unpack_from(buf, i * EXTENT.size) for i in range(count))  # type: ignore[misc]
+    return tuple(EXTENT.unpack_from(buf, i * EXTENT.size) for i in range(count))
 
 
 def map_problems(m: V1Map) -> list[str]:
