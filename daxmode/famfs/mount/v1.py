@@ -141,17 +141,9 @@ def read_device(sysfs: Sysfs, device: str, size: int) -> tuple[L.Superblock, byt
 def read_mounted(mp: str, device_size: int) -> tuple[L.Superblock, bytearray]:
     """Superblock and log read through the mount's meta files (the module maps them by DAX)."""
     from daxmode import cacheflush
-    from daxmode.famfs.mount.metamap import MountLog
+    from daxmode.famfs.mount.metamap import MountLog, read_superblock_via_mount
 
-    try:
-        with open(os.path.join(mp, META, ".superblock"), "rb") as f:
-            head = f.read(L.SB_SIZE)
-    except OSError as e:
-        raise FamfsError(f"{mp}/{META}/.superblock: {e.strerror}") from None
-    problems = L.superblock_problems(head, device_size)
-    if problems:
-        raise FamfsError(f"{mp}/{META}/.superblock: {problems[0]}")
-    sb = L.unpack_superblock(head)
+    head, sb = read_superblock_via_mount(mp, device_size)
     try:
         log = MountLog(os.path.join(mp, META, ".log"), sb.log_len, cacheflush.get())
     except OSError as e:

@@ -20,11 +20,10 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner
-
-from daxmode.cli import main
 
 from .sysview import driver
+from .test_famfs_mount import as_nobody, dx, ok
+from .test_famfs_mount import mountinfo as mountinfo_at
 
 DEV = os.environ.get("DAXMODE_TEST_DEV", "")
 BUS = Path("/sys/bus/dax")
@@ -41,23 +40,8 @@ pytestmark = [
 ]
 
 
-def dx(*args: str) -> tuple[int, str, str]:
-    r = CliRunner().invoke(main, list(args))
-    return r.exit_code, r.stdout, r.stderr
-
-
-def ok(*args: str) -> str:
-    rc, out, err = dx(*args)
-    assert rc == 0, f"daxmode {' '.join(args)}: rc {rc}\n{out}\n{err}"
-    return out
-
-
 def mountinfo() -> list[str] | None:
-    for line in Path("/proc/self/mountinfo").read_text().splitlines():
-        f = line.split()
-        if f[4] == str(MNT):
-            return f[f.index("-") + 1 :]
-    return None
+    return mountinfo_at(MNT)
 
 
 def device_bytes(off: int, n: int) -> bytes:
@@ -68,15 +52,6 @@ def device_bytes(off: int, n: int) -> bytes:
             return m[off - base : off - base + n]
     finally:
         os.close(fd)
-
-
-def as_nobody(cmd: str) -> subprocess.CompletedProcess[str]:
-    def drop() -> None:
-        os.setgroups([])
-        os.setgid(65534)
-        os.setuid(65534)
-
-    return subprocess.run(["sh", "-c", cmd], capture_output=True, text=True, preexec_fn=drop, timeout=300)
 
 
 @pytest.fixture(scope="module")
