@@ -57,6 +57,26 @@ if [[ "${1:-}" == "--venv-only" ]]; then
     exit 0
 fi
 
+# The kernel-build packages of qemu/kernel-build-deps.txt whose probe (a command or an absolute path) is
+# missing; build-kernel.sh checks the same list, so the two cannot disagree about what a build needs.
+# Nothing missing: nothing to do, as any user; something missing: apt-get, which needs root.
+if [[ "${1:-}" == "--kernel-deps" ]]; then
+    missing=()
+    while read -r pkg probe _; do
+        [[ -z "$pkg" || "$pkg" == \#* ]] && continue
+        if [[ "$probe" == /* ]]; then [[ -e "$probe" ]] || missing+=("$pkg"); else command -v "$probe" >/dev/null || missing+=("$pkg"); fi
+    done <"$ROOT/qemu/kernel-build-deps.txt"
+    if ((${#missing[@]} == 0)); then
+        log "kernel build packages present"
+        exit 0
+    fi
+    [[ $(id -u) -eq 0 ]] || die "kernel build packages missing: ${missing[*]}; run as root, or: apt-get install ${missing[*]}"
+    log "installing kernel build packages: ${missing[*]}"
+    DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 -y -q update >/dev/null
+    DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 -y -q install --no-install-recommends "${missing[@]}" >/dev/null
+    exit 0
+fi
+
 [[ $(id -u) -eq 0 ]] || die "the full setup installs host packages: run it as root (or use --venv-only)"
 command -v apt-get >/dev/null || die "apt-get not found: the full setup supports Debian (bookworm) hosts only"
 
@@ -68,23 +88,6 @@ apt_update_once() {
         log "apt-get update"
         apt-get "${APT_OPTS[@]}" update >/dev/null
         APT_UPDATED=1
-    fi
-}
-
-# The kernel-build packages of qemu/kernel-build-deps.txt whose probe (a command or an absolute path) is
-# missing; build-kernel.sh checks the same list, so the two cannot disagree about what a build needs.
-install_kernel_deps() {
-    local missing=() pkg probe
-    while read -r pkg probe _; do
-        [[ -z "$pkg" || "$pkg" == \#* ]] && continue
-        if [[ "$probe" == /* ]]; then [[ -e "$probe" ]] || missing+=("$pkg"); else command -v "$probe" >/dev/null || missing+=("$pkg"); fi
-    done <"$ROOT/qemu/kernel-build-deps.txt"
-    if ((${#missing[@]})); then
-        apt_update_once
-        log "installing kernel build packages: ${missing[*]}"
-        apt-get "${APT_OPTS[@]}" install --no-install-recommends "${missing[@]}" >/dev/null
-    else
-        log "kernel build packages present"
     fi
 }
 
@@ -240,11 +243,6 @@ check_modules_visible() {
             || die "module $m missing from $mods"
     done
 }
-
-if [[ "${1:-}" == "--kernel-deps" ]]; then
-    install_kernel_deps
-    exit 0
-fi
 
 make_venv
 install_host_packages
