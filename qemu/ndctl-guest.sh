@@ -1,0 +1,71 @@
+#!/usr/bin/env bash
+# In a guest booted by qemu/ndctl-test.sh: run ndctl's own tests (meson test, so each script gets
+# the environment test/meson.build gives it: NDCTL, DAXCTL, CXL, TEST_PATH, DATA_PATH) and leave
+# meson's per-test log where the host reads it. The host judges; this only runs and collects.
+#
+#   ndctl-guest.sh [--stock-modules] <ndctl meson build dir> <test name>...
+#
+# Before any test it checks that the unit-test modules replace the in-tree ones (modinfo resolves
+# each to lib/modules/<release>/updates/): ndctl's tests would otherwise run against the production
+# drivers, or fail to find nfit_test/cxl_test, and the run would not test what it claims.
+# --stock-modules (a kernel no unit-test modules can be built for) only records where they resolve.
+# Writes to $DAXMODE_VM_SHARE (default /run/mhd/share): modules.txt, ndctl-test.json (meson's
+# JSON-lines test log), ndctl-test.txt, meson.out, dmesg.txt.
+# Exit: 0 the tests ran (their verdicts are in ndctl-test.json); 2 usage; 3 the test modules are
+# not in place; 4 meson produced no test log.
+set -uo pipefail
+
+say() { printf 'ndctl-guest: %s\n' "$*"; }
+stock=0
+[[ "${1:-}" != --stock-modules ]] || {
+    stock=1
+    shift
+}
+[[ $# -ge 2 && -f "$1/build.ninja" ]] || {
+    echo "usage: ndctl-guest.sh <ndctl meson build dir> <test name>..." >&2
+    exit 2
+}
+build="$1"
+shift
+share="${DAXMODE_VM_SHARE:-/run/mhd/share}"
+mkdir -p "$share"
+
+# The modules ndctl's dax and cxl tests load, each of which must be the tools/testing build.
+test_modules=(nfit_test nfit_test_iomap cxl_test cxl_mock cxl_mock_mem nfit libnvdimm nd_pmem
+    device_dax dax_pmem cxl_core cxl_acpi cxl_port cxl_mem cxl_pmem dax_hmem)
+bad=0
+: >"$share/modules.txt"
+for m in "${test_modules[@]}"; do
+    path="$(modinfo -n "$m" 2>/dev/null)" || path="(not found)"
+    printf '%s %s\n' "$m" "$path" >>"$share/modules.txt"
+    [[ "$path" == */lib/modules/"$(uname -r)"/updates/* ]] || {
+        ((stock)) || say "module $m resolves to $path, not to the unit-test build under updates/"
+        bad=1
+    }
+done
+if ((stock)); then
+    say "kernel $(uname -r) without unit-test modules, as asked (where each resolves: modules.txt)"
+else
+    ((bad == 0)) || exit 3
+    say "kernel $(uname -r); ${#test_modules[@]} unit-test modules under updates/ (modules.txt)"
+fi
+
+# Modules the harness's nvdimm bring-up loaded stay: daxctl-devices.sh and daxctl-famfs.sh use the
+# ACPI.NFIT bus it probed. Timeouts: test/meson.build gives each test 600 s on real hardware; TCG
+# is several times slower.
+mult="${NDCTL_TIMEOUT_MULT:-3}"
+rm -f "$build/meson-logs/ndctl-test.json" "$build/meson-logs/ndctl-test.txt"
+say "meson test: $*"
+meson test -C "$build" --no-rebuild --num-processes 1 --timeout-multiplier "$mult" \
+    --logbase ndctl-test "$@" >"$share/meson.out" 2>&1
+rc=$?
+say "meson test exited $rc"
+dmesg >"$share/dmesg.txt" 2>&1 || true
+cp "$build/meson-logs/ndctl-test.txt" "$share/" 2>/dev/null || true
+cp "$build/meson-logs/ndctl-test.json" "$share/" 2>/dev/null || {
+    say "meson wrote no test log (see meson.out)"
+    tail -n 20 "$share/meson.out"
+    exit 4
+}
+grep -E '^ *[0-9]+/[0-9]+ ' "$share/meson.out" || true
+exit 0
