@@ -12,7 +12,7 @@
 # Writes to $DAXMODE_VM_SHARE (default /run/mhd/share): modules.txt, ndctl-test.json (meson's
 # JSON-lines test log), ndctl-test.txt, meson.out, dmesg.txt.
 # Exit: 0 the tests ran (their verdicts are in ndctl-test.json); 2 usage; 3 the test modules are
-# not in place; 4 meson produced no test log.
+# not in place; 4 meson produced no test log; 5 the ACPI.NFIT bus could not be emptied.
 set -uo pipefail
 
 say() { printf 'ndctl-guest: %s\n' "$*"; }
@@ -50,8 +50,19 @@ else
     say "kernel $(uname -r); ${#test_modules[@]} unit-test modules under updates/ (modules.txt)"
 fi
 
-# Modules the harness's nvdimm bring-up loaded stay: daxctl-devices.sh and daxctl-famfs.sh use the
-# ACPI.NFIT bus it probed. Timeouts: test/meson.build gives each test 600 s on real hardware; TCG
+# The ACPI.NFIT bus as ndctl's dax tests expect it: daxctl-devices.sh takes the first namespace that
+# `ndctl list -b ACPI.NFIT -Ni` shows and recreates it as 4 GiB devdax, so the region must have the
+# room: drop the namespace the harness's bring-up wrote over the whole region (the labelled region
+# then offers one idle seed namespace and all its capacity, as a fresh labelled nvdimm does).
+"$build/ndctl/ndctl" destroy-namespace -f -b ACPI.NFIT all >"$share/prepare.txt" 2>&1 || {
+    say "could not empty the ACPI.NFIT bus for the tests:"
+    cat "$share/prepare.txt"
+    exit 5
+}
+"$build/ndctl/ndctl" list -b ACPI.NFIT -RNi >>"$share/prepare.txt" 2>&1 || true
+say "ACPI.NFIT emptied for the tests (prepare.txt)"
+
+# Timeouts: test/meson.build gives each test 600 s on real hardware; TCG
 # is several times slower.
 mult="${NDCTL_TIMEOUT_MULT:-3}"
 rm -f "$build/meson-logs/ndctl-test.json" "$build/meson-logs/ndctl-test.txt"

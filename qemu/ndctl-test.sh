@@ -16,6 +16,9 @@
 #      KERNEL=debian  Debian's own 7.3.4+deb13-amd64 from make setup, without unit-test modules: only
 #                 the tests that need none run; qemu/ndctl-skips/debian-stock.skips declares the
 #                 others `!not-run` with the reason below
+#      UNIT_MODULES=none KERNEL=<dir> [FAMFS=v10]  the same for any kernel built without them (e.g.
+#                 make famfs-kernel's, whose qemu/famfs.config has CXL_BUS=y); skips file
+#                 qemu/ndctl-skips/<kernel>-stock.skips
 #    Debian's own 7.3.4+deb13-amd64 cannot be used: its config has CXL_BUS=y and lacks
 #    CXL_REGION_INVALIDATION_TEST and NVDIMM_SECURITY_TEST (cxl_test's config_check fails), and its
 #    headers want gcc-14 options (-fmin-function-alignment) that the build machines' gcc-12 rejects.
@@ -51,20 +54,24 @@ fail() {
 }
 
 FAMFS="" KERNEL="" MODULES="" KSRC="" TESTS="" SKIPS="" CACHE="" VM_LOCK="${VM_LOCK:-}" NDCTL_SRC="${NDCTL_SRC:-}"
+UNIT_MODULES=""
 for arg in "$@"; do
     case "$arg" in
-    FAMFS=* | KERNEL=* | MODULES=* | KSRC=* | TESTS=* | SKIPS=* | CACHE=* | VM_LOCK=* | NDCTL_SRC=*)
+    FAMFS=* | KERNEL=* | MODULES=* | KSRC=* | TESTS=* | SKIPS=* | CACHE=* | VM_LOCK=* | NDCTL_SRC=* | UNIT_MODULES=*)
         printf -v "${arg%%=*}" '%s' "${arg#*=}"
         ;;
     -h | --help)
         sed -n '2,/^set -euo/{/^set -euo/d;s/^# \{0,1\}//;p}' "${BASH_SOURCE[0]}" >&2
         exit 0
         ;;
-    *) fail 2 "unknown argument '$arg' (expected FAMFS=, KERNEL=, MODULES=, KSRC=, TESTS=, SKIPS=, CACHE=, VM_LOCK=, NDCTL_SRC=)" ;;
+    *) fail 2 "unknown argument '$arg' (expected FAMFS=, KERNEL=, MODULES=, KSRC=, TESTS=, SKIPS=, CACHE=, VM_LOCK=, NDCTL_SRC=, UNIT_MODULES=none)" ;;
     esac
 done
 [[ -z "$FAMFS" || "$FAMFS" == v10 || "$FAMFS" == v1 ]] || fail 2 "FAMFS must be v10 or v1, not '$FAMFS'"
-[[ -z "$FAMFS" || -z "$KERNEL" ]] || fail 2 "give FAMFS= or KERNEL=, not both"
+[[ -z "$UNIT_MODULES" || "$UNIT_MODULES" == none ]] || fail 2 "UNIT_MODULES can only be 'none'"
+[[ -z "$UNIT_MODULES" || -n "$KERNEL" ]] || fail 2 "UNIT_MODULES=none needs KERNEL=<a built kernel>"
+[[ -z "$FAMFS" || -z "$KERNEL" || -n "$UNIT_MODULES" ]] ||
+    fail 2 "give FAMFS= or KERNEL=, not both (FAMFS= with KERNEL= only names the kernel for UNIT_MODULES=none)"
 [[ "$FAMFS" != v1 || -n "$KSRC" ]] ||
     fail 2 "FAMFS=v1 needs KSRC=<a famfs v1 kernel tree>: no famfs v1 tree is packaged or fetched here"
 CACHE="$(mkdir -p "${CACHE:-$ROOT/.cache}" && cd "${CACHE:-$ROOT/.cache}" && pwd -P)"
@@ -160,7 +167,13 @@ kernel_build() { # sets BZIMAGE, MODDIR, LABEL, KIND (and STOCK, RELEASE for KER
             BZIMAGE="$KERNEL" MODDIR="$MODULES"
         fi
         [[ -f "$BZIMAGE" ]] || fail 2 "no kernel image at $BZIMAGE"
-        KIND=debian-7.3 LABEL="$BZIMAGE"
+        KIND="${FAMFS:+famfs-$FAMFS}" LABEL="$BZIMAGE"
+        KIND="${KIND:-debian-7.3}"
+        if [[ -n "$UNIT_MODULES" ]]; then
+            STOCK=1 KIND="$KIND-stock" LABEL="$BZIMAGE, no unit-test modules"
+            RELEASE="$(sed -n 's/^release=//p' "$MODDIR/build-info" 2>/dev/null)"
+            [[ -n "$RELEASE" ]] || RELEASE="$(basename "$(find "$MODDIR/lib/modules" -mindepth 1 -maxdepth 1 -type d | head -n1)")"
+        fi
         return 0
     fi
     [[ -n "$KSRC" ]] || KSRC="$(bash "$ROOT/qemu/kernel-test.sh" --fetch-only CACHE="$CACHE")"
