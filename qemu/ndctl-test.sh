@@ -162,6 +162,8 @@ kernel_build() { # sets BZIMAGE, MODDIR, LABEL, KIND (and STOCK, RELEASE for KER
     if [[ -n "$KERNEL" ]]; then
         if [[ -d "$KERNEL" ]]; then
             BZIMAGE="$KERNEL/bzImage" MODDIR="$KERNEL"
+        elif [[ ! -e "$KERNEL" ]]; then
+            fail 2 "KERNEL=$KERNEL does not exist (a build-kernel.sh product directory, a bzImage, or 'debian')"
         else
             [[ -n "$MODULES" ]] || fail 2 "KERNEL=$KERNEL is a file: give MODULES=<its module tree> too"
             BZIMAGE="$KERNEL" MODDIR="$MODULES"
