@@ -11,7 +11,9 @@ emulated hardware, so each must be declared for this kernel in a skips file (qem
 with a comment above saying why. A `!not-run` test is not started (qemu/ndctl-test.sh leaves it
 out: e.g. it needs cxl_test and no cxl_test can be built for that kernel) and shows as "not run".
 Every other skip, every failure or timeout, a requested test missing from the log, and a declared
-skip that did not happen (a stale claim) fail the run.
+skip that did not happen (a stale claim) fail the run. So does a kernel "Call Trace" logged while a
+test ran (dmesg-<test>.txt): ndctl's own check_dmesg looks for it with `journalctl -k`, which finds
+no journal in the harness's guest, so the check is made here.
 
     ndctl_verdict.py --skips FILE --kernel LABEL --expect NAME... --known NAME... -- RESULTS_DIR
 
@@ -116,6 +118,29 @@ def parse_skips(text: str) -> list[Declared]:
 Row = tuple[Outcome, str]
 
 
+def kernel_trace(log: str) -> str:
+    """The first line of a WARN/BUG report in a test's kernel log, or '' (ndctl: test/common check_dmesg)."""
+    lines = log.splitlines()
+    for i, line in enumerate(lines):
+        if "Call Trace" in line:
+            head = next((x for x in lines[max(0, i - 40) : i] if re.search(r"WARNING:|BUG:|Oops", x)), line)
+            return head.strip()[:200]
+    return ""
+
+
+def add_kernel_traces(outcomes: dict[str, Outcome], share: Path) -> dict[str, Outcome]:
+    """A test that passed or skipped while the kernel logged a Call Trace fails, with that line."""
+    out = dict(outcomes)
+    for name, o in outcomes.items():
+        f = share / f"dmesg-{name}.txt"
+        if o.result == "fail" or not f.is_file() or f.stat().st_size > MAX_LOG:
+            continue
+        trace = kernel_trace(f.read_text(errors="replace"))
+        if trace:
+            out[name] = Outcome(name, "fail", o.seconds, f"kernel Call Trace during the test: {trace}")
+    return out
+
+
 def judge(outcomes: dict[str, Outcome], expect: list[str], decls: list[Declared]) -> list[Row]:
     """(outcome, verdict note) per expected test; a note starting with 'FAIL' fails the run."""
     rows = []
@@ -178,6 +203,8 @@ def main(argv: list[str]) -> int:
             raise BadInput(f"{logs[0]} is larger than {MAX_LOG >> 20} MiB")
         # No log at all (the guest never got to run meson): every test shows as missing.
         outcomes = parse_log(logs[0].read_text(errors="replace")) if logs else {}
+        if logs:
+            outcomes = add_kernel_traces(outcomes, logs[0].parent)
         decls = parse_skips(a.skips.read_text())
         unknown = sorted({d.test for d in decls} - set(a.known))
         if unknown:

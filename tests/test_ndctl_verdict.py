@@ -28,7 +28,7 @@ FAIL_OUT = "+ false\n++ err 42\ntest/cxl-elc.sh: failed at line 42\n+ exit 1\n"
 
 def run(tmp_path: Path, lines: list[str], skips: str, expect: list[str]) -> tuple[int, str]:
     share = tmp_path / "res" / "host0" / "share"
-    share.mkdir(parents=True)
+    share.mkdir(parents=True, exist_ok=True)
     (share / nv.LOG_NAME).write_text("\n".join(lines) + "\n")
     (tmp_path / "k.skips").write_text(skips)
     known = ["a.sh", "b.sh", "c.sh", "cxl-elc.sh", "cxl-translate.sh"]
@@ -102,3 +102,18 @@ def test_bad_input_is_one_line_and_exit_2(
     assert nv.main([*argv, "--", str(tmp_path / "res")]) == 2
     err = capsys.readouterr().err
     assert err.startswith("daxmode: ndctl_verdict:") and match in err and err.count("\n") == 1
+
+
+def test_a_kernel_call_trace_during_a_test_fails_it(tmp_path: Path) -> None:
+    """ndctl's check_dmesg reads journalctl, which has no journal in the guest; the verdict checks."""
+    share = tmp_path / "res" / "host0" / "share"
+    share.mkdir(parents=True)
+    (share / "dmesg-b.sh.txt").write_text(
+        "[  10.1] cxl_region region0: bind\n[  10.2] WARNING: CPU: 1 PID: 7 at drivers/cxl/core/region.c:99\n"
+        "[  10.3] Modules linked in: cxl_test\n[  10.4] Call Trace:\n[  10.5]  <TASK>\n"
+    )
+    (share / "dmesg-a.sh.txt").write_text("[   9.0] nd_pmem namespace0.0: unable to guarantee persistence\n")
+    rc, table = run(tmp_path, [rec("a.sh", "OK"), rec("b.sh", "OK")], "", ["a.sh", "b.sh"])
+    assert rc == 1
+    assert "| a.sh | pass |" in table
+    assert "| b.sh | fail | 2 | kernel Call Trace during the test: [  10.2] WARNING: CPU: 1" in table
