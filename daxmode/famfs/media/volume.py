@@ -34,6 +34,7 @@ from daxmode.cacheflush import CacheSync
 from daxmode.errors import FamfsError, InvalidArgument
 from daxmode.famfs.media import layout as L
 from daxmode.famfs.media.alloc import Allocator, build_bitmap
+from daxmode.famfs.media.extents import validator_for
 from daxmode.famfs.media.lock import DEFAULT_TIMEOUT as DEFAULT_LOCK_TIMEOUT
 from daxmode.famfs.media.log import LogScan, Tree, play, scan_entries, scan_log, tail_written
 
@@ -229,7 +230,7 @@ class Volume:
         used = min(L.LOG_HDR_SIZE + (n + 1) * L.ENTRY_SIZE, self.sb.log_len)
         sync.invalidate(self.log_mv, 0, used)
         self.scan = scan_log(self.log_mv, self.sb.log_len)
-        self.tree = play(self.scan.records)
+        self.tree = play(self.scan.records, validator_for(self.sb, self.medium.size))
         self._alloc = None
         self._stale = False
 
