@@ -504,6 +504,8 @@ def status_cmd(ctx: click.Context, as_json: bool) -> None:
             f"mount {m['mountpoint']}: {m['source']}, data path {m['data_path']}, "
             f"server pid {m['server_pid']} ({how})"
         )
+        for why in m.get("skipped_entries") or []:
+            click.echo(f"  skipped: {why}")
     missing = st["missing_for_mount"]
     if missing:
         click.echo("cannot mount famfs here:")

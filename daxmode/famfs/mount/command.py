@@ -391,6 +391,12 @@ def mounts(sysfs: Sysfs) -> list[dict[str, object]]:
     out = []
     for r in S.records(sysfs):
         m = mount_at(sysfs, r.mountpoint)
+        alive = S.server_alive(r)
+        mounted = m is not None and m.fstype == FSTYPE
+        skipped: list[str] = []
+        if alive and mounted:  # the entries the server refused or skipped, each named once
+            with contextlib.suppress(FamfsError, ValueError, TypeError):
+                skipped = list(server_stats(r.mountpoint)["namespace"]["errors"])  # type: ignore[index]
         out.append(
             {
                 "mountpoint": r.mountpoint,
@@ -400,9 +406,10 @@ def mounts(sysfs: Sysfs) -> list[dict[str, object]]:
                 "mode": r.mode,
                 "previous_mode": r.previous_mode,
                 "server_pid": r.pid,
-                "server_running": S.server_alive(r),
-                "mounted": m is not None and m.fstype == FSTYPE,
+                "server_running": alive,
+                "mounted": mounted,
                 "phase": r.phase,
+                "skipped_entries": skipped,
             }
         )
     return out
