@@ -8,6 +8,7 @@ one handler in :mod:`daxmode.cli`.
 from __future__ import annotations
 
 import contextlib
+import os
 import sys
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -15,9 +16,10 @@ from typing import Any
 import click
 
 from daxmode.cli._common import ID, OCTAL, OFFSET, SIZE, echo_json, existing_file, output_file, state
-from daxmode.errors import FamfsError
+from daxmode.errors import FamfsError, FamfsNotFound
 from daxmode.famfs.media import layout as L
 from daxmode.famfs.media.identity import ensure_system_uuid, read_system_uuid
+from daxmode.famfs.media.names import escape
 from daxmode.famfs.media.volume import Volume
 from daxmode.fsdev import Mapping, open_medium
 from daxmode.sizes import count
@@ -137,7 +139,7 @@ def fsck_cmd(ctx: click.Context, target: str, as_json: bool) -> None:
                 f"{st['allocated_bytes']} bytes allocated, {st['free_bytes']} free"
             )
         for n in rep.notes:
-            click.echo(f"note: {n}")
+            click.echo(f"note: {n}")  # paths in fsck lines are repr()s: escaped
         for p in rep.problems:
             click.echo(f"problem: {p}")
     if rep.problems:
@@ -147,7 +149,7 @@ def fsck_cmd(ctx: click.Context, target: str, as_json: bool) -> None:
 def _ls_rows(vol: Volume, path: str) -> list[dict[str, object]]:
     node = vol.tree.lookup(path)
     if node is None:
-        raise FamfsError(f"{path}: no such file or directory in the log")
+        raise FamfsNotFound(f"{escape(path)}: no such file or directory in the log")
     if isinstance(node, L.FileMeta):
         return [node.to_dict()]
     rows = []
@@ -171,7 +173,7 @@ def ls_cmd(ctx: click.Context, target: str, path: str, long_: bool, as_json: boo
         _emit(rows)
         return
     for r in rows:
-        name = str(r["path"]).rpartition("/")[2] + ("/" if r["type"] == "dir" else "")
+        name = escape(str(r["path"]).rpartition("/")[2]) + ("/" if r["type"] == "dir" else "")
         if long_:
             kind = "d" if r["type"] == "dir" else "-"
             size = r.get("size", 0)
@@ -226,7 +228,7 @@ def mkdir_cmd(
     with _volume(ctx, target, writable=True) as vol:
         made = vol.mkdir(path, mode=0o755 if mode is None else mode, uid=uid, gid=gid, parents=parents)
     for d in made:
-        click.echo(f"created directory {d}")
+        click.echo(f"created directory {escape(d)}")
 
 
 @famfs.command("creat")
@@ -247,6 +249,14 @@ def mkdir_cmd(
     is_flag=True,
     help="Allow buckets under 1 GiB (famfs requires 1 GiB; small test devices need this).",
 )
+@click.option(
+    "-r",
+    "--random",
+    "randomize",
+    is_flag=True,
+    help="Fill the file with pseudo-random bytes from --seed before logging it (famfs creat -r).",
+)
+@click.option("-S", "--seed", type=click.IntRange(0), default=None, help="Seed for -r (default: random).")
 @_with_owner
 @_json
 @click.pass_context
@@ -259,12 +269,23 @@ def creat_cmd(
     chunk: int,
     nbuckets: int | None,
     small_buckets: bool,
+    randomize: bool,
+    seed: int | None,
     mode: int | None,
     uid: int,
     gid: int,
     as_json: bool,
 ) -> None:
-    """Allocate and log a file (master only); an existing file of the same size is kept."""
+    """Allocate and log a file (master only); an existing file of the same size is kept.
+
+    With -r the data is written before the entry is logged: killed at any point, the volume has
+    no such file or the whole file."""
+    from daxmode.famfs.media.copy import SeededBytes
+
+    if seed is not None and not randomize:
+        raise click.UsageError("--seed needs -r")
+    if randomize and seed is None:
+        seed = int.from_bytes(os.urandom(4), "little")
     with _volume(ctx, target, writable=True) as vol:
         meta, created = vol.creat(
             path,
@@ -276,28 +297,41 @@ def creat_cmd(
             chunk=chunk if nstrips else 0,
             nbuckets=nbuckets,
             min_bucket=L.ALLOC_UNIT if small_buckets else None,
+            data=SeededBytes(size, seed) if randomize and seed is not None else None,
         )
     if as_json:
-        _emit(meta.to_dict() | {"created": created})
+        _emit(meta.to_dict() | {"created": created} | ({"seed": seed} if randomize else {}))
     elif not created:
-        click.echo(f"{meta.path} exists with the same size; unchanged")
+        click.echo(f"{escape(meta.path)} exists with the same size; unchanged")
+    elif randomize:
+        click.echo(f"{escape(meta.path)}: {size} random bytes, seed {seed}")
 
 
 @famfs.command("cp")
 @_target
 @click.argument("sources", nargs=-1, required=True, type=existing_file(), metavar="SRC...")
 @click.argument("dest", metavar="DEST")
+@click.option("--overwrite", is_flag=True, help="Rewrite an existing famfs file of the same size in place.")
 @_with_owner
 @click.pass_context
 def cp_cmd(
-    ctx: click.Context, target: str, sources: tuple[str, ...], dest: str, mode: int | None, uid: int, gid: int
+    ctx: click.Context,
+    target: str,
+    sources: tuple[str, ...],
+    dest: str,
+    overwrite: bool,
+    mode: int | None,
+    uid: int,
+    gid: int,
 ) -> None:
-    """Copy local files into famfs (master only); data is written through the device."""
+    """Copy local files into famfs (master only); each new file's data is on the device before its
+    log entry, so an interrupted copy leaves no file or the whole file.  Existing names need
+    --overwrite (exit 15 without it)."""
     from daxmode.famfs.media.copy import copy_in
 
     with _volume(ctx, target, writable=True) as vol:
-        for c in copy_in(vol, list(sources), dest, mode=mode, uid=uid, gid=gid):
-            click.echo(f"{c.source} -> {c.path} ({c.size} bytes)")
+        for c in copy_in(vol, list(sources), dest, mode=mode, uid=uid, gid=gid, overwrite=overwrite):
+            click.echo(f"{escape(c.source)} -> {escape(c.path)} ({c.size} bytes)")
 
 
 @famfs.command("cat")
@@ -348,7 +382,7 @@ def getmap_cmd(ctx: click.Context, target: str, path: str, as_json: bool) -> Non
     if as_json:
         _emit(meta.to_dict())
         return
-    click.echo(f"File: {meta.path}\n\tsize: {meta.size}")
+    click.echo(f"File: {escape(meta.path)}\n\tsize: {meta.size}")
     if meta.interleaved:
         click.echo(f"\tinterleaved: {meta.nstrips} strips, chunk {meta.chunk_size:#x}")
     else:

@@ -84,7 +84,9 @@ def geometry_problems(meta: L.FileMeta, geo: Geometry) -> list[str]:
         elif ns != len(meta.extents):
             out.append(f"{ns} strips declared, {len(meta.extents)} present")
         else:
-            for j, (need, (_d, _o, ln)) in enumerate(zip(strip_need(meta.size, ns, cs), meta.extents, strict=True)):
+            for j, (need, (_d, _o, ln)) in enumerate(
+                zip(strip_need(meta.size, ns, cs), meta.extents, strict=True)
+            ):
                 if ln < need:
                     out.append(
                         f"strip {j} holds {ln:#x} bytes but a {meta.size}-byte file puts {need // cs} "

@@ -31,12 +31,20 @@ from dataclasses import dataclass, field
 from typing import BinaryIO, Protocol
 
 from daxmode.cacheflush import CacheSync
-from daxmode.errors import FamfsError, InvalidArgument
+from daxmode.errors import (
+    FamfsClientHost,
+    FamfsError,
+    FamfsExists,
+    FamfsNoSpace,
+    FamfsNotFound,
+    InvalidArgument,
+)
 from daxmode.famfs.media import layout as L
 from daxmode.famfs.media.alloc import Allocator, build_bitmap
 from daxmode.famfs.media.extents import validator_for
 from daxmode.famfs.media.lock import DEFAULT_TIMEOUT as DEFAULT_LOCK_TIMEOUT
 from daxmode.famfs.media.log import LogScan, Tree, play, scan_entries, scan_log, tail_written
+from daxmode.famfs.media.names import check_new_name
 
 _counters = struct.Struct("<2Q")  # next_seqnum, next_index: written together
 
@@ -55,11 +63,11 @@ class Medium(Protocol):
         ...
 
 
-class NotMaster(FamfsError):
+class NotMaster(FamfsClientHost):
     """A client tried to change the filesystem."""
 
 
-class LogFull(FamfsError):
+class LogFull(FamfsNoSpace):
     """Every slot of the log is used."""
 
 
@@ -114,7 +122,7 @@ def _mkfs(
                 if sb.system_uuid == system_uuid
                 else f"another host (system UUID {sb.system_uuid})"
             )
-            raise FamfsError(
+            raise FamfsExists(
                 f"{medium.daxdev} already has a famfs superblock owned by {owner}; use --force to overwrite"
             )
         if kill:
@@ -298,7 +306,7 @@ class Volume:
         f = self.tree.files.get(rel)
         if f is None:
             what = "a directory" if rel in self.tree.dirs else "not in the log"
-            raise FamfsError(f"{path}: {what}; no such famfs file")
+            raise FamfsNotFound(f"{path}: {what}; no such famfs file")
         return f
 
     def read(
@@ -414,24 +422,25 @@ class Volume:
         Returns the directories created."""
         rel = path.strip("/")
         L.encode_relpath(rel)
+        check_new_name(rel)
         with self._mutation():
             self._require_writable()
             if rel in self.tree.files:
-                raise FamfsError(f"{path}: a file of that name exists")
+                raise FamfsExists(f"{path}: a file of that name exists")
             if rel in self.tree.dirs:
                 if parents:
                     return []
-                raise FamfsError(f"{path}: directory exists")
+                raise FamfsExists(f"{path}: directory exists")
             parts = rel.split("/")
             todo = []
             for i in range(1, len(parts) + 1):
                 p = "/".join(parts[:i])
                 if p in self.tree.files:
-                    raise FamfsError(f"{p}: is a file, not a directory")
+                    raise FamfsExists(f"{p}: is a file, not a directory")
                 if p not in self.tree.dirs:
                     todo.append(p)
             if len(todo) > 1 and not parents:
-                raise FamfsError(f"{path}: parent directory {todo[0]!r} does not exist (use -p)")
+                raise FamfsNotFound(f"{path}: parent directory {todo[0]!r} does not exist (use -p)")
             if self.next_index >= self.capacity:
                 raise LogFull(f"the log is full: all {self.capacity} entries are used")
             if self.next_index + len(todo) > self.capacity:
@@ -455,25 +464,37 @@ class Volume:
         chunk: int = 0,
         nbuckets: int | None = None,
         min_bucket: int | None = None,
+        data: BinaryIO | None = None,
+        exist_ok: bool = True,
     ) -> tuple[L.FileMeta, bool]:
-        """Allocate and log a file.  An existing file of the same size is returned as is
-        (restartable, like famfs); returns (meta, created)."""
+        """Allocate and log a file; returns (meta, created).  An existing file of the same size is
+        returned as is (restartable, like famfs) if ``exist_ok``, else FamfsExists.
+
+        With ``data`` (a stream of exactly ``size`` bytes) the file is crash-consistent: its bytes
+        are written into the allocation and written back *before* the entry is appended, all
+        under the volume lock, so a writer killed at any point leaves no entry (and, since the
+        bitmap is rebuilt from the log, no used space) or the whole file.  A medium reached only
+        through a mount (:mod:`daxmode.famfs.mount.metamap`) has no way to the data but the file
+        itself, so there the entry comes first (docs/famfs-concurrency.md)."""
         rel = path.strip("/")
         L.encode_relpath(rel)
+        check_new_name(rel)
         if size <= 0:
             raise InvalidArgument(f"{path}: size must be positive (famfs has no empty files)")
         with self._mutation():
             self._require_writable()
             have = self.tree.files.get(rel)
             if have is not None:
+                if not exist_ok:
+                    raise FamfsExists(f"{path}: exists ({have.size} bytes); not overwritten")
                 if have.size == size:
                     return have, False
-                raise FamfsError(f"{path}: exists with size {have.size}, not {size}")
+                raise FamfsExists(f"{path}: exists with size {have.size}, not {size}")
             if rel in self.tree.dirs:
-                raise FamfsError(f"{path}: is a directory")
+                raise FamfsExists(f"{path}: is a directory")
             parent = rel.rpartition("/")[0]
             if parent and parent not in self.tree.dirs:
-                raise FamfsError(f"{path}: parent directory {parent!r} does not exist")
+                raise FamfsNotFound(f"{path}: parent directory {parent!r} does not exist")
             if self.next_index > self.scan.header.last_index:
                 raise LogFull(f"the log is full: all {self.capacity} entries are used")
             alloc = self.allocator
@@ -482,10 +503,8 @@ class Volume:
                 cs, exts = alloc.interleaved(size, nstrips, chunk, nbuckets, **kw)
             else:
                 cs, exts = 0, [alloc.contiguous(size)]
+            idx = self.next_index
             if cs:
-                idx = self._append(
-                    lambda s: L.pack_interleaved_entry(s, rel, size, cs, exts, mode=mode, uid=uid, gid=gid)
-                )
                 meta = L.FileMeta(
                     idx,
                     rel,
@@ -500,15 +519,34 @@ class Volume:
                     cs,
                 )
             else:
-                idx = self._append(
-                    lambda s: L.pack_file_entry(s, rel, size, exts, mode=mode, uid=uid, gid=gid)
-                )
                 meta = L.FileMeta(
                     idx, rel, size, L.FM_ALL_HOSTS_RW, uid, gid, mode, L.EXT_SIMPLE, tuple(exts)
                 )
+            direct = getattr(self.medium, "prepare_file", None) is None
+            if data is not None and direct:
+                self._fill(meta, data)
+            if cs:
+                got = self._append(
+                    lambda s: L.pack_interleaved_entry(s, rel, size, cs, exts, mode=mode, uid=uid, gid=gid)
+                )
+            else:
+                got = self._append(
+                    lambda s: L.pack_file_entry(s, rel, size, exts, mode=mode, uid=uid, gid=gid)
+                )
+            assert got == idx
             self.scan.records.append(meta)  # its extents are already marked by the allocation
             self.tree.add(meta)
+            if data is not None and not direct:
+                self._fill(meta, data)
         return meta, True
+
+    def _fill(self, meta: L.FileMeta, data: BinaryIO) -> None:
+        """Write exactly ``meta.size`` bytes of ``data`` into the file's extents (written back)."""
+        n = self.write(meta, data)
+        if n != meta.size:
+            raise FamfsError(
+                f"{meta.path}: the source gave {n} of {meta.size} bytes (changed while copying?)"
+            )
 
     def add_daxdev(self, dd_size: int, dd_uuid: uuid.UUID, dd_index: int) -> int:
         """Log an ADD_DAXDEV entry (version 48 only, as famfs)."""

@@ -261,7 +261,7 @@ class Namespace:
                 return got[0]
             if bad:
                 why = bad[0][1]
-            if seen is not None and raw != seen or not any(raw):
+            if (seen is not None and raw != seen) or not any(raw):
                 return None
             seen = raw
         now = time.monotonic()
