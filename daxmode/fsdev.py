@@ -248,3 +248,29 @@ def open_medium(sysfs: Sysfs, target: str, *, writable: bool = True) -> Iterator
         raise InvalidArgument(f"{target}: neither a dax device (daxX.Y) nor an image file")
     with map_device(sysfs, target, writable=writable) as m:
         yield m
+
+
+def mounts_of(sysfs: Sysfs, m: Mapping) -> list[str]:
+    """Mount points on this host that serve the medium ``m`` (mkfs refuses them, --force or not).
+
+    A device: every mount whose source or options name it (daxmode's FUSE mount, famfs's own, the
+    famfs kernel's).  An image file: every mount whose source is the same file (daxmode's mount
+    shows the image's path as its source), and every daxmode mount record naming it, since the
+    record outlives a server that died mounted."""
+    if getattr(m, "kind", "") != "image":
+        return mounted_at(sysfs, os.path.basename(m.daxdev))
+    from daxmode.famfs.mount import records as mountstate
+    from daxmode.kernel.mounts import mounts as all_mounts
+
+    me = os.fstat(m.fd)
+
+    def same(path: str) -> bool:
+        try:
+            st = os.stat(path)
+        except (OSError, ValueError):
+            return False
+        return (st.st_dev, st.st_ino) == (me.st_dev, me.st_ino)
+
+    found = [x.mount_point for x in all_mounts(sysfs) if x.source.startswith("/") and same(x.source)]
+    found += [r.mountpoint for r in mountstate.records(sysfs) if same(r.source) and r.mountpoint not in found]
+    return found

@@ -16,7 +16,7 @@ from typing import Any
 import click
 
 from daxmode.cli._common import ID, OCTAL, OFFSET, SIZE, echo_json, existing_file, output_file, state
-from daxmode.errors import FamfsError, FamfsNotFound
+from daxmode.errors import DeviceBusy, FamfsError, FamfsNotFound
 from daxmode.famfs.media import layout as L
 from daxmode.famfs.media.identity import ensure_system_uuid, read_system_uuid
 from daxmode.famfs.media.names import escape
@@ -92,7 +92,14 @@ def mkfs_cmd(
     me = ensure_system_uuid(sysfs)
     with _medium(ctx, target, writable=True) as m:
         from daxmode.famfs.media.volume import mkfs
+        from daxmode.fsdev import mounts_of
 
+        busy = mounts_of(sysfs, m)
+        if busy:
+            raise DeviceBusy(
+                f"{m.daxdev} is mounted at {', '.join(busy)}; unmount it before formatting "
+                "(--force does not override this: the mount would keep old names over reused space)"
+            )
         res = mkfs(m, me, log_len=log_len, version=int(version), force=force, kill=kill)
         for w in res.warnings:
             click.echo(f"warning: {w}", err=True)

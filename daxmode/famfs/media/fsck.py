@@ -30,9 +30,14 @@ class FsckReport:
 
     @property
     def fatal(self) -> list[str]:
-        """Problems that make the whole volume unusable (superblock, log header); the others name
-        entries that a mount skips while serving the rest."""
-        return [p for p in self.problems if p.startswith(("superblock", "log header", "log:"))]
+        """Problems that make the whole volume unusable (superblock; log header magic, CRC, length);
+        the others name entries a mount skips while serving the rest, or counters it reads past
+        (it plays only the slots that check)."""
+        return [
+            p
+            for p in self.problems
+            if p.startswith(("superblock", "log:")) or (p.startswith("log header") and "next_" not in p)
+        ]
 
     @property
     def ok(self) -> bool:
