@@ -78,8 +78,16 @@ def build_base(buf: object) -> None:
     log = log_of(buf)
     put(log, 0, L.pack_mkdir_entry(0, "priv", mode=0o700, uid=1000, gid=1000))
     put(log, 1, L.pack_file_entry(1, "pub", 2 * MiB, [(0, 10 * MiB, 2 * MiB)]))
-    put(log, 2, L.pack_file_entry(2, "priv/secret", 4 * MiB, [(0, *SECRET_EXT)], mode=0o600, uid=1000, gid=1000))
-    put(log, 3, L.pack_interleaved_entry(3, "il", 4 * MiB, 2 * MiB, [(0, 18 * MiB, 2 * MiB), (0, 20 * MiB, 2 * MiB)]))
+    put(
+        log,
+        2,
+        L.pack_file_entry(2, "priv/secret", 4 * MiB, [(0, *SECRET_EXT)], mode=0o600, uid=1000, gid=1000),
+    )
+    put(
+        log,
+        3,
+        L.pack_interleaved_entry(3, "il", 4 * MiB, 2 * MiB, [(0, 18 * MiB, 2 * MiB), (0, 20 * MiB, 2 * MiB)]),
+    )
     commit(log, BASE_ENTRIES)
     fill(buf, 10 * MiB, 2 * MiB, b"PUBLIC..")
     fill(buf, *SECRET_EXT, SECRET)
@@ -105,7 +113,9 @@ class Case:
 CASES: list[Case] = []
 
 
-def _file(name: str, cls: str, expect: str, size: int, exts: list[L.Extent], *, mode: int = 0o644, uid: int = 0) -> None:
+def _file(
+    name: str, cls: str, expect: str, size: int, exts: list[L.Extent], *, mode: int = 0o644, uid: int = 0
+) -> None:
     def apply(log: memoryview, buf: object, i: int) -> None:
         put(log, i, L.pack_file_entry(i, name, size, exts, mode=mode, uid=uid))
         commit(log, i + 1)
@@ -116,7 +126,9 @@ def _file(name: str, cls: str, expect: str, size: int, exts: list[L.Extent], *, 
     CASES.append(Case(f"{cls}:{name}", cls, expect, apply, name))
 
 
-def _inter(name: str, cls: str, expect: str, size: int, chunk: int, strips: list[L.Extent], mode: int = 0o644) -> None:
+def _inter(
+    name: str, cls: str, expect: str, size: int, chunk: int, strips: list[L.Extent], mode: int = 0o644
+) -> None:
     def apply(log: memoryview, buf: object, i: int) -> None:
         put(log, i, L.pack_interleaved_entry(i, name, size, chunk, strips, mode=mode))
         commit(log, i + 1)
@@ -145,10 +157,19 @@ def _header(name: str, expect: str, fn: Callable[[memoryview, int], None]) -> No
 M = MiB
 # --- interleave geometry ---------------------------------------------------------------------
 G = "interleave"
-_inter("chunk4m-strips2m", G, "refused", 4 * M, 4 * M, [(0, 12 * M, 2 * M), (0, 40 * M, 2 * M)])  # the file
+_inter(
+    "chunk4m-strips2m", G, "refused", 4 * M, 4 * M, [(0, 12 * M, 2 * M), (0, 40 * M, 2 * M)]
+)  # the file
 _inter("chunk4m-strips2m-0666", G, "refused", 4 * M, 4 * M, [(0, 12 * M, 2 * M), (0, 44 * M, 2 * M)], 0o666)
 _inter("chunk4m-strip1-short", G, "refused", 8 * M, 4 * M, [(0, 30 * M, 4 * M), (0, 12 * M, 2 * M)])
-_inter("3strips-last-short", G, "refused", 12 * M, 2 * M, [(0, 30 * M, 4 * M), (0, 34 * M, 4 * M), (0, 12 * M, 2 * M)])
+_inter(
+    "3strips-last-short",
+    G,
+    "refused",
+    12 * M,
+    2 * M,
+    [(0, 30 * M, 4 * M), (0, 34 * M, 4 * M), (0, 12 * M, 2 * M)],
+)
 _inter("stripes-short", G, "refused", 12 * M, 2 * M, [(0, 30 * M, 4 * M), (0, 12 * M, 2 * M)])
 _inter("chunk-not-pow2", G, "refused", 12 * M, 6 * M, [(0, 30 * M, 6 * M), (0, 36 * M, 6 * M)])
 _inter("chunk-1m", G, "refused", 4 * M, 1 * M, [(0, 30 * M, 2 * M), (0, 32 * M, 2 * M)])
@@ -161,14 +182,29 @@ _inter("strip-on-secret", G, "refused", 4 * M, 2 * M, [(0, 30 * M, 2 * M), (0, 1
 _inter("strip-past-end", G, "refused", 4 * M, 2 * M, [(0, 30 * M, 2 * M), (0, 127 * M, 2 * M)])
 _inter("strip-in-log", G, "refused", 4 * M, 2 * M, [(0, 30 * M, 2 * M), (0, 4 * M, 2 * M)])
 _inter("strip-devindex-1", G, "refused", 4 * M, 2 * M, [(0, 30 * M, 2 * M), (1, 34 * M, 2 * M)])
-_inter("good-4strips", G, "visible", 8 * M, 2 * M, [(0, 40 * M, 2 * M), (0, 50 * M, 2 * M), (0, 60 * M, 2 * M), (0, 70 * M, 2 * M)])
+_inter(
+    "good-4strips",
+    G,
+    "visible",
+    8 * M,
+    2 * M,
+    [(0, 40 * M, 2 * M), (0, 50 * M, 2 * M), (0, 60 * M, 2 * M), (0, 70 * M, 2 * M)],
+)
 _inter("good-uneven-tail", G, "visible", 6 * M, 2 * M, [(0, 40 * M, 4 * M), (0, 50 * M, 2 * M)])
-_raw("chunk-0", G, "skipped", lambda i: L.pack_interleaved_entry(i, "chunk0", 4 * M, 0, [(0, 30 * M, 4 * M)]), "chunk0")
 _raw(
-    "nstrips-17", G, "skipped",
-    lambda i: reseal(_set(L.pack_interleaved_entry(i, "n17", 4 * M, 2 * M, [(0, 30 * M, 4 * M)]), L.EXT_OFF, 17)),
-    "n17",
-)  # fmt: skip
+    "chunk-0",
+    G,
+    "skipped",
+    lambda i: L.pack_interleaved_entry(i, "chunk0", 4 * M, 0, [(0, 30 * M, 4 * M)]),
+    "chunk0",
+)
+
+
+def _n17(i: int) -> bytes:
+    return reseal(_set(L.pack_interleaved_entry(i, "n17", 4 * M, 2 * M, [(0, 30 * M, 4 * M)]), L.EXT_OFF, 17))
+
+
+_raw("nstrips-17", G, "skipped", _n17, "n17")
 
 
 def _set(entry: bytes, off: int, value: int) -> bytes:
@@ -178,18 +214,18 @@ def _set(entry: bytes, off: int, value: int) -> bytes:
 
 
 # --- overlaps --------------------------------------------------------------------------------
-O = "overlap"
-_file("on-secret", O, "refused", 4 * M, [(0, 14 * M, 4 * M)])
-_file("on-secret-0666", O, "refused", 4 * M, [(0, 14 * M, 4 * M)], mode=0o666)
-_file("secret-head", O, "refused", 4 * M, [(0, 12 * M, 4 * M)])
-_file("secret-tail", O, "refused", 4 * M, [(0, 16 * M, 4 * M)])
-_file("around-secret", O, "refused", 8 * M, [(0, 12 * M, 8 * M)])
-_file("inside-secret", O, "refused", 2 * M, [(0, 16 * M, 2 * M)])
-_file("second-ext-on-secret", O, "refused", 4 * M, [(0, 30 * M, 2 * M), (0, 14 * M, 2 * M)])
-_file("on-il-strip", O, "refused", 2 * M, [(0, 20 * M, 2 * M)])
-_file("on-pub", O, "refused", 2 * M, [(0, 10 * M, 2 * M)], mode=0o600, uid=NOBODY)
-_file("self-overlap", O, "refused", 4 * M, [(0, 30 * M, 2 * M), (0, 30 * M, 2 * M)])
-_file("adjacent-ok", O, "visible", 2 * M, [(0, 12 * M, 2 * M)])
+OV = "overlap"
+_file("on-secret", OV, "refused", 4 * M, [(0, 14 * M, 4 * M)])
+_file("on-secret-0666", OV, "refused", 4 * M, [(0, 14 * M, 4 * M)], mode=0o666)
+_file("secret-head", OV, "refused", 4 * M, [(0, 12 * M, 4 * M)])
+_file("secret-tail", OV, "refused", 4 * M, [(0, 16 * M, 4 * M)])
+_file("around-secret", OV, "refused", 8 * M, [(0, 12 * M, 8 * M)])
+_file("inside-secret", OV, "refused", 2 * M, [(0, 16 * M, 2 * M)])
+_file("second-ext-on-secret", OV, "refused", 4 * M, [(0, 30 * M, 2 * M), (0, 14 * M, 2 * M)])
+_file("on-il-strip", OV, "refused", 2 * M, [(0, 20 * M, 2 * M)])
+_file("on-pub", OV, "refused", 2 * M, [(0, 10 * M, 2 * M)], mode=0o600, uid=NOBODY)
+_file("self-overlap", OV, "refused", 4 * M, [(0, 30 * M, 2 * M), (0, 30 * M, 2 * M)])
+_file("adjacent-ok", OV, "visible", 2 * M, [(0, 12 * M, 2 * M)])
 
 
 def _dup_then_overlap(log: memoryview, buf: object, i: int) -> None:
@@ -199,7 +235,7 @@ def _dup_then_overlap(log: memoryview, buf: object, i: int) -> None:
     commit(log, i + 2)
 
 
-CASES.append(Case("overlap:dup-then-overlap", O, "refused", _dup_then_overlap, "over-dup"))
+CASES.append(Case("overlap:dup-then-overlap", OV, "refused", _dup_then_overlap, "over-dup"))
 
 # --- reserved regions ------------------------------------------------------------------------
 R = "reserved"
@@ -232,13 +268,22 @@ _file("esc\x1b]0;owned\x07", N, "visible", 2 * M, [(0, 42 * M, 2 * M)])
 _file("priv/secret", N, "skipped", 2 * M, [(0, 44 * M, 2 * M)])  # duplicate of the secret
 _file("pub/under-a-file", N, "skipped", 2 * M, [(0, 46 * M, 2 * M)])
 _file("nodir/x", N, "skipped", 2 * M, [(0, 48 * M, 2 * M)])
-_raw("absolute", N, "skipped", lambda i: with_raw_path(L.pack_file_entry(i, "x", 2 * M, [(0, 50 * M, 2 * M)]), b"/etc/x"), "/etc/x")
-_raw("dotdot", N, "skipped", lambda i: with_raw_path(L.pack_file_entry(i, "x", 2 * M, [(0, 50 * M, 2 * M)]), b"priv/../y"), "y")
-_raw("dot", N, "skipped", lambda i: with_raw_path(L.pack_file_entry(i, "x", 2 * M, [(0, 50 * M, 2 * M)]), b"./z"), "z")
-_raw("empty", N, "skipped", lambda i: with_raw_path(L.pack_file_entry(i, "x", 2 * M, [(0, 50 * M, 2 * M)]), b""))
-_raw("unterminated", N, "skipped", lambda i: with_raw_path(L.pack_file_entry(i, "x", 2 * M, [(0, 50 * M, 2 * M)]), b"u" * 80), "u" * 80)
-_raw("meta-dir", N, "skipped", lambda i: with_raw_path(L.pack_file_entry(i, "x", 2 * M, [(0, 50 * M, 2 * M)]), b".meta/x"), ".meta/x")
-_raw("mkdir-dotdot", N, "skipped", lambda i: with_raw_path(L.pack_mkdir_entry(i, "x"), b"..", mkdir=True), "..")
+
+
+def _badname(name: str, raw: bytes, path: str = "") -> None:
+    entry = L.pack_file_entry
+    _raw(name, N, "skipped", lambda i: with_raw_path(entry(i, "x", 2 * M, [(0, 50 * M, 2 * M)]), raw), path)
+
+
+_badname("absolute", b"/etc/x", "/etc/x")
+_badname("dotdot", b"priv/../y", "y")
+_badname("dot", b"./z", "z")
+_badname("empty", b"")
+_badname("unterminated", b"u" * 80, "u" * 80)
+_badname("meta-dir", b".meta/x", ".meta/x")
+_raw(
+    "mkdir-dotdot", N, "skipped", lambda i: with_raw_path(L.pack_mkdir_entry(i, "x"), b"..", mkdir=True), ".."
+)
 
 
 # --- counters and slots ----------------------------------------------------------------------

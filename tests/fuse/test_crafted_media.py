@@ -181,14 +181,17 @@ def test_the_issue_file_reads_eio_free_and_secret_free(base: Path) -> None:
         segs = L.file_segments(meta)
         assert any(d < SECRET_EXT[0] + SECRET_EXT[1] and d + n > SECRET_EXT[0] for d, n in segs)
         rep = fsck(m.buf, m.size)
-        assert "strip 0 holds 0x200000 bytes but a 4194304-byte file puts 1 whole 0x400000-byte chunk" in (
-            rep.refused[BASE_ENTRIES]
+        assert (
+            "strip 0 holds 0x200000 bytes but a 4194304-byte file puts 1 whole 0x400000-byte chunk"
+            in (rep.refused[BASE_ENTRIES])
         )
         ns = Namespace(Volume(m, ME).sb, log, device_size=m.size)
         assert "chunk4m-strips2m" not in ns.by_path
         dax = FamfsFuse(ns, DAX, daxdev="/dev/dax0.0")
         with pytest.raises(FuseError) as e:  # never an inode, so never a map: LOOKUP fails first
-            dax.lookup(P.InHeader(60, P.LOOKUP, 1, 1, NOBODY, NOBODY, 1, 0), memoryview(b"chunk4m-strips2m\0"))
+            dax.lookup(
+                P.InHeader(60, P.LOOKUP, 1, 1, NOBODY, NOBODY, 1, 0), memoryview(b"chunk4m-strips2m\0")
+            )
         assert e.value.errno == errno.ENOENT
         ns.detach_log()
 
