@@ -211,6 +211,13 @@ class Namespace:
                 return n - start
             good = {r.index: r for r in records}
             why = dict(bad)
+            now = time.monotonic()
+            for i in why:  # every bad slot starts holding still now, so they all settle together
+                if i not in self._suspect:
+                    off = L.LOG_HDR_SIZE + i * L.ENTRY_SIZE
+                    raw = bytes(log[off : off + L.ENTRY_SIZE])
+                    if any(raw):
+                        self._suspect[i] = (raw, now)
             pos = start
             while pos < n:
                 r = good.get(pos)
