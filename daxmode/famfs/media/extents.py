@@ -107,7 +107,7 @@ class Validator:
 
     geo: Geometry
     bits: bytearray = field(init=False, repr=False)
-    owners: dict[int, str] = field(default_factory=dict, repr=False)
+    owners: dict[int, L.FileMeta] = field(default_factory=dict, repr=False)
     """First unit of each admitted extent -> the entry that owns it."""
     refused: dict[int, str] = field(default_factory=dict)
     """Log index -> why that entry is refused (one line naming the entry)."""
@@ -133,13 +133,40 @@ class Validator:
             hit2 = bits.find(_START, a, b)
             first = min(h for h in (hit, hit2) if h >= 0) if hit >= 0 or hit2 >= 0 else -1
             if first >= 0:
-                owner = self.owners.get(bits.rfind(_START, 0, first + 1), "another file")
-                out.append(f"extent {k} [{off:#x}+{ln:#x}] overlaps {owner}")
+                owner = self.owners.get(bits.rfind(_START, 0, first + 1))
+                who = describe(owner) if owner is not None else "another file"
+                out.append(f"extent {k} [{off:#x}+{ln:#x}] overlaps {who}")
         return out
 
     def admit(self, meta: L.FileMeta) -> str | None:
         """Mark ``meta``'s units as its own and return None, or refuse it: returns (and records) one
         line that names the entry and its first problem."""
+        exts = meta.extents
+        if meta.ext_type == L.EXT_SIMPLE and len(exts) == 1:  # the common file, checked inline
+            dev, off, ln = exts[0]
+            geo = self.geo
+            unit = geo.unit
+            if (
+                dev == 0
+                and ln > 0
+                and meta.size <= ln
+                and geo.reserved_end <= off
+                and off + ln <= geo.dd_size
+                and not off % unit
+                and not ln % unit
+            ):
+                a, b = off // unit, (off + ln) // unit
+                bits = self.bits
+                if (
+                    (not bits[a])
+                    if b - a == 1
+                    else (bits.find(_BODY, a, b) < 0 and bits.find(_START, a, b) < 0)
+                ):
+                    bits[a] = _START
+                    if b - a > 1:
+                        bits[a + 1 : b] = b"\1" * (b - a - 1)
+                    self.owners[a] = meta
+                    return None
         out = self.problems(meta)
         if out:
             more = f" (and {len(out) - 1} more)" if len(out) > 1 else ""
@@ -147,13 +174,12 @@ class Validator:
             self.refused[meta.index] = why
             return why
         unit, bits = self.geo.unit, self.bits
-        name = describe(meta)
         for _d, off, ln in meta.extents:
             a, b = off // unit, (off + ln) // unit
             bits[a] = _START
             if b - a > 1:
                 bits[a + 1 : b] = b"\1" * (b - a - 1)
-            self.owners[a] = name
+            self.owners[a] = meta
         return None
 
 
