@@ -198,3 +198,19 @@ def test_counters_and_slots_flipped_under_a_live_mount(w: World) -> None:
     text = server_log(w)
     assert text.count(f"entry {n + 1}: CRC mismatch") == 1, text
     w.famfs("umount", str(w.mnt))
+
+
+def test_mkfs_refuses_a_mounted_image_by_any_name(w: World) -> None:
+    """mountinfo names the image; mkfs compares inodes, so another name of it is refused too."""
+    base_image(w)
+    w.famfs("mount", str(w.img), str(w.mnt))
+    alias = w.base / "alias.img"
+    os.link(w.img, alias)
+    for target in (str(w.img), str(alias)):
+        for extra in ([], ["--force"], ["--force", "--kill"]):
+            r = w.famfs("mkfs", *extra, target, check=False)
+            assert r.returncode == 7 and f"is mounted at {w.mnt}" in r.stderr, (target, extra, r.stderr)
+    assert judge(w.mnt)["seen"]  # still served
+    w.famfs("umount", str(w.mnt))
+    S.remove(w.sysfs, str(w.mnt))
+    assert w.famfs("mkfs", "--force", str(alias)).returncode == 0
