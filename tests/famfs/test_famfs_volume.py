@@ -330,3 +330,18 @@ def test_scan_log_handles_truncated_buffer() -> None:
     hdr = bytearray(L.pack_log_header(8 * MiB, 10))
     scan = scan_log(bytes(hdr) + bytes(1000), 8 * MiB)
     assert scan.records == [] and scan.bad
+
+
+def test_refresh_reads_again_slots_that_were_in_flight(vol: Volume, medium: Mapping) -> None:
+    """Counters read ahead of their slots (a write in flight) must not cost the view those entries."""
+    other = Volume(medium, vol.system_uuid)
+    n = vol.next_index
+    lm = memoryview(medium.buf)[L.LOG_OFFSET : L.LOG_OFFSET + vol.sb.log_len]
+    struct.pack_into("<QQ", lm, L.LOG_HDR_COUNTERS_OFF, n + 1, n + 1)  # counters first, slot empty
+    other.refresh()
+    assert "late" not in other.tree.dirs and other.scan.bad
+    put_entry(medium, n, L.pack_mkdir_entry(n, "late"))
+    other.refresh()
+    assert "late" in other.tree.dirs and not other.scan.bad
+    lm.release()
+    other.close()

@@ -271,7 +271,12 @@ class Volume:
             sync.invalidate(
                 lm, L.LOG_HDR_SIZE + start * L.ENTRY_SIZE, (min(stop + 1, cap) - start) * L.ENTRY_SIZE
             )
+            nbad = len(self.scan.bad)
             scan_entries(lm, start, stop, new, self.scan.bad)
+            if len(self.scan.bad) > nbad:
+                # a slot under the counters that does not check may be a write still in flight
+                # (issue 16): read the whole log again next time rather than lose what follows
+                self._stale = True
         elif stop < cap:
             sync.invalidate(lm, L.LOG_HDR_SIZE + stop * L.ENTRY_SIZE, L.ENTRY_SIZE)
         self.scan.header = hdr
