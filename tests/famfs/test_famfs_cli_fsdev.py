@@ -245,3 +245,23 @@ def test_status_plain_words(world: tuple[sim.Sim, Sysfs]) -> None:
     assert st["kernel"]["data_path"] == "copy" and st["system_uuid"] == str(read_system_uuid(sysfs))
     assert st["mounts"] == []
     assert uuid.UUID(st["system_uuid"])
+
+
+@pytest.mark.parametrize(
+    ("fstype", "source", "opts"),
+    [
+        ("famfs", "/dev/dax0.0", "rw"),  # the famfs v1 kernel's own mount
+        ("fuse", "/dev/dax0.0", "rw,user_id=0"),  # famfs's fuse mount names the device as its source
+        ("fuse", "famfs", "rw,daxdev=/dev/dax0.0"),  # or in its options
+        ("fuse.famfs", "/dev/dax0.0", "rw"),  # daxmode's (its server is gone: no live record)
+    ],
+)
+def test_mkfs_refuses_a_mounted_device_even_with_force(
+    world: tuple[sim.Sim, Sysfs], fstype: str, source: str, opts: str
+) -> None:
+    s, _sysfs = world
+    assert run(s.root, "mkfs", "dax0.0")[0] == 0
+    s.add_mount(source, "/mnt/f", fstype, opts)
+    for extra in ([], ["--force"], ["--force", "--kill"]):
+        rc, _out, err = run(s.root, "mkfs", *extra, "dax0.0")
+        assert rc == 7 and "mounted at /mnt/f" in err, (extra, err)
