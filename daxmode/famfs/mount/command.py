@@ -22,6 +22,7 @@ import json
 import os
 import signal
 import sys
+import threading
 import time
 
 from daxmode import errors as E
@@ -395,8 +396,7 @@ def mounts(sysfs: Sysfs) -> list[dict[str, object]]:
         mounted = m is not None and m.fstype == FSTYPE
         skipped: list[str] = []
         if alive and mounted:  # the entries the server refused or skipped, each named once
-            with contextlib.suppress(FamfsError, ValueError, TypeError):
-                skipped = list(server_stats(r.mountpoint)["namespace"]["errors"])  # type: ignore[index]
+            skipped = _skipped_entries(r.mountpoint)
         out.append(
             {
                 "mountpoint": r.mountpoint,
@@ -413,6 +413,21 @@ def mounts(sysfs: Sysfs) -> list[dict[str, object]]:
             }
         )
     return out
+
+
+def _skipped_entries(mountpoint: str, timeout: float = 2.0) -> list[str]:
+    """The log entries a live server skipped (refused by the extent validator, bad slots, bad
+    paths), asked through the mount in a thread: a wedged server must not hang ``status``."""
+    got: list[list[str]] = []
+
+    def ask() -> None:
+        with contextlib.suppress(FamfsError, ValueError, TypeError, KeyError):
+            got.append([str(x) for x in server_stats(mountpoint)["namespace"]["errors"]])  # type: ignore[index]
+
+    t = threading.Thread(target=ask, daemon=True)
+    t.start()
+    t.join(timeout)
+    return got[0] if got else []
 
 
 def server_stats(mountpoint: str) -> dict[str, object]:
