@@ -213,3 +213,25 @@ def test_case_table_covers_every_class() -> None:
     classes = {c.cls for c in CASES}
     assert classes == {"interleave", "overlap", "reserved", "placement", "names", "counters"}
     assert len(CASES) >= 60
+
+
+def test_require_admitted_is_the_check_before_any_map_ioctl(tmp_path: Path) -> None:
+    from daxmode.errors import FamfsError
+    from daxmode.famfs.media.extents import require_admitted
+
+    with map_image(write_base(tmp_path / "v.img")) as m:
+        log = log_of(m.buf)
+        CASES[0].apply(log, m.buf, BASE_ENTRIES)  # the file
+        with Volume(m, ME) as vol:
+            val = vol.tree.validator
+            assert val is not None
+            for path in ("pub", "il", "priv/secret"):
+                require_admitted(val, vol.tree.files[path])
+            bad = L.decode_entry(log, L.LOG_HDR_SIZE + BASE_ENTRIES * L.ENTRY_SIZE, BASE_ENTRIES)
+            assert isinstance(bad, L.FileMeta)
+            with pytest.raises(FamfsError, match="strip 0 holds"):
+                require_admitted(val, bad)
+            forged = vol.tree.files["pub"]._replace(index=99)  # pub's extent under another entry
+            with pytest.raises(FamfsError, match="not the ones the validator admitted"):
+                require_admitted(val, forged)
+        log.release()

@@ -34,6 +34,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from daxmode.errors import FamfsError
 from daxmode.famfs.media import layout as L
 
 _START, _BODY = 2, 1
@@ -181,6 +182,18 @@ class Validator:
                 bits[a + 1 : b] = b"\1" * (b - a - 1)
             self.owners[a] = meta
         return None
+
+
+def require_admitted(validator: Validator, meta: L.FileMeta) -> None:
+    """For a caller about to hand ``meta``'s map to a kernel (famfs v1 ``FAMFSIOC_MAP_CREATE``, a
+    GET_FMAP reply): FamfsError (exit 12) unless the validator admitted exactly this entry."""
+    if meta.index in validator.refused:
+        raise FamfsError(validator.refused[meta.index])
+    problems = geometry_problems(meta, validator.geo)
+    owned = [validator.owners.get(off // validator.geo.unit) for _d, off, _l in meta.extents]
+    if problems or any(o is None or o.index != meta.index for o in owned):
+        why = problems[0] if problems else "its extents are not the ones the validator admitted for it"
+        raise FamfsError(f"{describe(meta)}: {why}; no map is handed to the kernel")
 
 
 def validator_for(sb: L.Superblock, device_size: int | None = None) -> Validator:
