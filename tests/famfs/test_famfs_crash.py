@@ -92,7 +92,7 @@ def test_kill_at_random_points(kind: str, tmp_path: Path) -> None:
                 time.sleep(0.0005)
             time.sleep(rnd.uniform(0, 0.05))
         else:
-            time.sleep(rnd.uniform(0, total * 1.1))
+            time.sleep(rnd.uniform(0, total * 1.5))
         if p.poll() is None:
             p.send_signal(sig)
         p.communicate(timeout=60)
@@ -115,7 +115,7 @@ def test_kill_at_random_points(kind: str, tmp_path: Path) -> None:
                         meta.size == SIZE and hashlib.sha256(got).digest() == hashlib.sha256(want).digest()
                     ), k
     # the kills did land on both sides of the commit
-    assert outcomes["absent"] >= 3 and outcomes["whole"] >= 3, outcomes
+    assert outcomes["absent"] >= 2 and outcomes["whole"] >= 2, outcomes
     print(f"{kind}: {TRIALS} kills: {outcomes}")
 
 
