@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from test_famfs_cli_fsdev import run
 
 from daxmode.cli import main
 from daxmode.errors import EXIT_CODES
@@ -20,11 +21,6 @@ from daxmode.fsdev import create_image, map_image
 from daxmode.sysfs import Sysfs
 
 MiB = 1 << 20
-
-
-def run(root: Path, *args: str) -> tuple[int, str, str]:
-    r = CliRunner().invoke(main, ["--root", str(root), "famfs", *args])
-    return r.exit_code, r.stdout, r.stderr
 
 
 @pytest.fixture

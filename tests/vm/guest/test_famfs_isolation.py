@@ -21,12 +21,11 @@ import sys
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner
 
-from daxmode.cli import main
 from daxmode.famfs.media import layout as L
 
 from .sysview import driver
+from .test_famfs_mount import dx, ok
 
 DEV = os.environ.get("DAXMODE_TEST_DEV", "")
 BUS = Path("/sys/bus/dax")
@@ -39,17 +38,6 @@ pytestmark = [
     pytest.mark.shared_media,  # formats and writes the device other hosts share: one host at a time
     pytest.mark.skipif(not DEV or not BUS.is_dir(), reason="runs inside a test guest only"),
 ]
-
-
-def dx(*args: str) -> tuple[int, str, str]:
-    r = CliRunner().invoke(main, list(args))
-    return r.exit_code, r.stdout, r.stderr
-
-
-def ok(*args: str) -> str:
-    rc, out, err = dx(*args)
-    assert rc == 0, f"daxmode {' '.join(args)}: rc {rc}\n{out}\n{err}"
-    return out
 
 
 def _medium(writable: bool = True):  # type: ignore[no-untyped-def]
