@@ -235,3 +235,29 @@ def test_require_admitted_is_the_check_before_any_map_ioctl(tmp_path: Path) -> N
             with pytest.raises(FamfsError, match="not the ones the validator admitted"):
                 require_admitted(val, forged)
         log.release()
+
+
+def test_a_log_full_of_refusals_keeps_the_stats_xattr_small(tmp_path: Path) -> None:
+    import json
+
+    from daxmode.famfs.mount.namespace import SUMMARY_ERRORS
+
+    with map_image(write_base(tmp_path / "v.img")) as m:
+        log = log_of(m.buf)
+        for k in range(300):  # 300 files over the secret
+            i = BASE_ENTRIES + k
+            log[L.LOG_HDR_SIZE + i * L.ENTRY_SIZE : L.LOG_HDR_SIZE + (i + 1) * L.ENTRY_SIZE] = (
+                L.pack_file_entry(i, f"over{k}", 2 * MiB, [(0, 14 * MiB, 2 * MiB)])
+            )
+        import struct
+
+        struct.pack_into("<QQ", log, L.LOG_HDR_COUNTERS_OFF, BASE_ENTRIES + 300, BASE_ENTRIES + 300)
+        ns = Namespace(Volume(m, ME).sb, log, device_size=m.size)
+        s = ns.summary()
+        assert s["errors_total"] == 300 and len(s["errors"]) == len(s["refused"]) == SUMMARY_ERRORS  # type: ignore[arg-type]
+        dev = Device(memoryview(m.buf), m.sync, m.size)
+        assert len(FamfsFuse(ns, COPY, device=dev).stats_json()) < 64 << 10
+        assert json.loads(FamfsFuse(ns, COPY, device=dev).stats_json())["namespace"]["errors_total"] == 300
+        ns.detach_log()
+        dev.buf.release()
+        log.release()

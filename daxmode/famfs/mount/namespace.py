@@ -39,6 +39,7 @@ LOG_NAME = ".log"
 _next_index = struct.Struct("<Q")
 _counters = struct.Struct("<2Q")
 _HEADER_READS = 4
+SUMMARY_ERRORS = 100
 _SLOT_READS = 3
 
 
@@ -355,6 +356,14 @@ class Namespace:
             "files": self.files,
             "directories": self.dirs,
             "skipped": self.skipped,
-            "errors": list(self.errors),
-            "refused": dict(self.validator.refused) if self.validator is not None else {},
+            # the first SUMMARY_ERRORS only: the summary travels in a 64 KiB xattr, and a hostile log
+            # can name thousands (each is in the server's log once)
+            "errors": self.errors[:SUMMARY_ERRORS],
+            "errors_total": len(self.errors),
+            "refused": {
+                i: why
+                for i, why in list((self.validator.refused if self.validator else {}).items())[
+                    :SUMMARY_ERRORS
+                ]
+            },
         }
