@@ -20,8 +20,9 @@ from daxmode.errors import DeviceBusy, FamfsError, FamfsNotFound
 from daxmode.famfs.media import layout as L
 from daxmode.famfs.media.identity import ensure_system_uuid, read_system_uuid
 from daxmode.famfs.media.names import escape
-from daxmode.famfs.media.volume import Volume
-from daxmode.fsdev import Mapping, open_medium
+from daxmode.famfs.media.results import CopyResult, CreatResult, MkdirResult
+from daxmode.famfs.media.volume import Medium, Volume
+from daxmode.famfs.medium import open_medium
 from daxmode.sizes import count
 from daxmode.sysfs import Sysfs
 
@@ -34,14 +35,26 @@ def _emit(data: object) -> None:
     echo_json(data)
 
 
+def _say(ctx: click.Context, line: str) -> None:
+    """A line on success: nothing under ``-q``."""
+    if not state(ctx).quiet:
+        click.echo(line)
+
+
+def _warn(warnings: list[str]) -> None:
+    for w in warnings:
+        click.echo(f"warning: {w}", err=True)
+
+
 @contextlib.contextmanager
-def _medium(ctx: click.Context, target: str, *, writable: bool) -> Iterator[Mapping]:
+def _medium(ctx: click.Context, target: str, *, writable: bool) -> Iterator[Medium]:
     with open_medium(_sysfs(ctx), target, writable=writable) as m:
         try:
             yield m
         finally:
-            for note in m.notes:
-                click.echo(f"note: {note}", err=True)
+            if not state(ctx).quiet:
+                for note in m.notes:
+                    click.echo(f"note: {note}", err=True)
 
 
 @contextlib.contextmanager
@@ -101,25 +114,11 @@ def mkfs_cmd(
                 "(--force does not override this: the mount would keep old names over reused space)"
             )
         res = mkfs(m, me, log_len=log_len, version=int(version), force=force, kill=kill)
-        for w in res.warnings:
-            click.echo(f"warning: {w}", err=True)
-        sb = res.superblock
-        if as_json:
-            _emit(
-                {
-                    "device": m.daxdev,
-                    "killed": res.killed,
-                    "superblock": sb.to_dict(),
-                    "warnings": res.warnings,
-                }
-            )
-        elif res.killed:
-            click.echo(f"{m.daxdev}: famfs superblock invalidated")
-        else:
-            click.echo(
-                f"{m.daxdev}: famfs v{sb.version} uuid {sb.uuid}, {sb.dd_size} bytes, "
-                f"log {sb.log_len >> 20} MiB ({L.log_capacity(sb.log_len)} entries), master {sb.system_uuid}"
-            )
+    _warn(res.warnings)
+    if as_json:
+        _emit(res.to_json())
+        return
+    _say(ctx, res.summary())
 
 
 @famfs.command("fsck")
@@ -153,6 +152,15 @@ def fsck_cmd(ctx: click.Context, target: str, as_json: bool) -> None:
         raise FamfsError(f"fsck found {len(rep.problems)} problem(s) on {target}")
 
 
+def _done(ctx: click.Context, res: MkdirResult | CreatResult | CopyResult, as_json: bool) -> None:
+    """A mutating volume command's end: its JSON form, or its warnings and one line."""
+    _warn(res.warnings)
+    if as_json:
+        _emit(res.to_json())
+        return
+    _say(ctx, res.summary())
+
+
 def _ls_rows(vol: Volume, path: str) -> list[dict[str, object]]:
     node = vol.tree.lookup(path)
     if node is None:
@@ -162,7 +170,10 @@ def _ls_rows(vol: Volume, path: str) -> list[dict[str, object]]:
     rows = []
     for name in sorted(node.children):
         child = node.children[name]
-        rows.append(child.to_dict() if isinstance(child, L.FileMeta) else child.meta.to_dict())  # type: ignore[union-attr]
+        if isinstance(child, L.FileMeta):
+            rows.append(child.to_dict())
+        elif child.meta is not None:  # only the root has no entry of its own
+            rows.append(child.meta.to_dict())
     return rows
 
 
@@ -212,9 +223,10 @@ def logplay_cmd(ctx: click.Context, target: str, as_json: bool) -> None:
         _emit(data)
     else:
         click.echo(
-            f"logplay: {count(data['entries'], 'log entry', 'log entries')}; {count(data['files'], 'file')}; "
-            f"{count(data['directories'], 'directory', 'directories')}; {count(len(errors), 'error')} "
-            f"(this host is {data['role']})"
+            f"logplay: {count(vol.next_index, 'log entry', 'log entries')}; "
+            f"{count(len(tree.files), 'file')}; "
+            f"{count(len(tree.dirs), 'directory', 'directories')}; {count(len(errors), 'error')} "
+            f"(this host is {vol.role})"
         )
         for e in errors:
             click.echo(f"error: {e}")
@@ -227,15 +239,23 @@ def logplay_cmd(ctx: click.Context, target: str, as_json: bool) -> None:
 @click.argument("path")
 @click.option("-p", "--parents", is_flag=True, help="Create missing parents (with the same mode and owner).")
 @_with_owner
+@_json
 @click.pass_context
 def mkdir_cmd(
-    ctx: click.Context, target: str, path: str, parents: bool, mode: int | None, uid: int, gid: int
+    ctx: click.Context,
+    target: str,
+    path: str,
+    parents: bool,
+    mode: int | None,
+    uid: int,
+    gid: int,
+    as_json: bool,
 ) -> None:
     """Create a directory (master only)."""
     with _volume(ctx, target, writable=True) as vol:
         made = vol.mkdir(path, mode=0o755 if mode is None else mode, uid=uid, gid=gid, parents=parents)
-    for d in made:
-        click.echo(f"created directory {escape(d)}")
+        res = MkdirResult(vol.medium.daxdev, path.strip("/"), made)
+    _done(ctx, res, as_json)
 
 
 @famfs.command("creat")
@@ -257,12 +277,9 @@ def mkdir_cmd(
     help="Allow buckets under 1 GiB (famfs requires 1 GiB; small test devices need this).",
 )
 @click.option(
-    "-r",
-    "--random",
-    "randomize",
-    is_flag=True,
+    "-r", "--random", "randomize", is_flag=True,
     help="Fill the file with pseudo-random bytes from --seed before logging it (famfs creat -r).",
-)
+)  # fmt: skip
 @click.option("-S", "--seed", type=click.IntRange(0), default=None, help="Seed for -r (default: random).")
 @_with_owner
 @_json
@@ -306,12 +323,8 @@ def creat_cmd(
             min_bucket=L.ALLOC_UNIT if small_buckets else None,
             data=SeededBytes(size, seed) if randomize and seed is not None else None,
         )
-    if as_json:
-        _emit(meta.to_dict() | {"created": created} | ({"seed": seed} if randomize else {}))
-    elif not created:
-        click.echo(f"{escape(meta.path)} exists with the same size; unchanged")
-    elif randomize:
-        click.echo(f"{escape(meta.path)}: {size} random bytes, seed {seed}")
+        res = CreatResult(vol.medium.daxdev, meta, created, seed=seed if randomize else None)
+    _done(ctx, res, as_json)
 
 
 @famfs.command("cp")
@@ -320,6 +333,7 @@ def creat_cmd(
 @click.argument("dest", metavar="DEST")
 @click.option("--overwrite", is_flag=True, help="Rewrite an existing famfs file of the same size in place.")
 @_with_owner
+@_json
 @click.pass_context
 def cp_cmd(
     ctx: click.Context,
@@ -330,6 +344,7 @@ def cp_cmd(
     mode: int | None,
     uid: int,
     gid: int,
+    as_json: bool,
 ) -> None:
     """Copy local files into famfs (master only); each new file's data is on the device before its
     log entry, so an interrupted copy leaves no file or the whole file.  Existing names need
@@ -337,8 +352,9 @@ def cp_cmd(
     from daxmode.famfs.media.copy import copy_in
 
     with _volume(ctx, target, writable=True) as vol:
-        for c in copy_in(vol, list(sources), dest, mode=mode, uid=uid, gid=gid, overwrite=overwrite):
-            click.echo(f"{escape(c.source)} -> {escape(c.path)} ({c.size} bytes)")
+        copies = list(copy_in(vol, list(sources), dest, mode=mode, uid=uid, gid=gid, overwrite=overwrite))
+        res = CopyResult(vol.medium.daxdev, dest, copies)
+    _done(ctx, res, as_json)
 
 
 @famfs.command("cat")
@@ -425,12 +441,15 @@ def mount_cmd(
     from daxmode.famfs.mount import command as famfs_mount
 
     def ready(res: famfs_mount.MountResult) -> None:
+        _warn(res.warnings)
         if as_json:
-            _emit(res.to_dict())
+            _emit(res.to_json())
+            return
+        if state(ctx).quiet:
             return
         for s in res.steps:
             click.echo(s)
-        click.echo(f"server pid {res.pid}" + ("; Ctrl-C or SIGTERM unmounts" if foreground else ""))
+        click.echo(f"server pid {res.server_pid}" + ("; Ctrl-C or SIGTERM unmounts" if foreground else ""))
 
     res = famfs_mount.mount(
         _sysfs(ctx), target, mountpoint, data_path=data_path, foreground=foreground, on_ready=ready
@@ -444,13 +463,19 @@ def mount_cmd(
 @click.option(
     "--lazy", is_flag=True, help="Detach now even if files are open; the server finishes when they close."
 )
+@_json
 @click.pass_context
-def umount_cmd(ctx: click.Context, mountpoint: str, lazy: bool) -> None:
+def umount_cmd(ctx: click.Context, mountpoint: str, lazy: bool, as_json: bool) -> None:
     """Unmount a daxmode famfs mount and put its device back in the mode it had before."""
     from daxmode.famfs.mount import command as famfs_mount
 
-    for s in famfs_mount.umount(_sysfs(ctx), mountpoint, lazy=lazy):
-        click.echo(s)
+    res = famfs_mount.umount(_sysfs(ctx), mountpoint, lazy=lazy)
+    _warn(res.warnings)
+    if as_json:
+        _emit(res.to_json())
+        return
+    for s in res.lines():
+        _say(ctx, s)
 
 
 @famfs.command("up")
@@ -488,24 +513,29 @@ def up_cmd(
         data_path=data_path,
     )
     if as_json:
-        _emit(res.__dict__)
-    else:
-        for s in res.steps:
-            click.echo(s)
-        if not res.mounted:
-            click.echo(f"{res.device} is ready in fsdev mode (not mounted)")
+        _emit(res.to_json())
+        return
+    for s in res.steps:
+        _say(ctx, s)
+    if not res.mounted:
+        _say(ctx, f"{res.device} is ready in fsdev mode (not mounted)")
 
 
 @famfs.command("down")
 @click.argument("mountpoint")
 @click.option("--restore-mode", is_flag=True, help="Return the device to the mode it had before `up`.")
+@_json
 @click.pass_context
-def down_cmd(ctx: click.Context, mountpoint: str, restore_mode: bool) -> None:
+def down_cmd(ctx: click.Context, mountpoint: str, restore_mode: bool, as_json: bool) -> None:
     """Unmount a famfs mount point (daxmode famfs umount), or undo a --no-mount preparation."""
     from daxmode.famfs.bringup import down as famfs_down
 
-    for s in famfs_down(_sysfs(ctx), mountpoint, restore_mode=restore_mode):
-        click.echo(s)
+    steps = famfs_down(_sysfs(ctx), mountpoint, restore_mode=restore_mode)
+    if as_json:
+        _emit({"mountpoint": os.path.abspath(mountpoint), "steps": steps, "warnings": []})
+        return
+    for s in steps:
+        _say(ctx, s)
 
 
 @famfs.command("status")
@@ -517,41 +547,30 @@ def status_cmd(ctx: click.Context, as_json: bool) -> None:
 
     st = famfs_status(_sysfs(ctx))
     if as_json:
-        _emit(st)
+        _emit(st.to_json())
         return
-    k: dict[str, Any] = st["kernel"]  # type: ignore[assignment]
-    flavours = [n for n, ok in (("fuse-famfs", k["fuse_famfs"]), ("famfs v1", k["famfs_v1"])) if ok]
-    click.echo(f"kernel {k['release']}: famfs support: {', '.join(flavours) or 'none'}")
-    for ev in k["evidence"]:
+    k = st.kernel
+    flavours = [n for n, ok in (("fuse-famfs", k.fuse_famfs), ("famfs v1", k.famfs_v1)) if ok]
+    click.echo(f"kernel {k.release}: famfs support: {', '.join(flavours) or 'none'}")
+    for ev in k.evidence:
         click.echo(f"  evidence: {ev}")
-    click.echo(f"fsdev_dax driver: {'available' if k['fsdev_driver'] else 'not found'}")
-    click.echo(f"data path for new mounts: {k['data_path']} ({k['data_path_why']})")
-    t: dict[str, Any] = st["tools"]  # type: ignore[assignment]
-    click.echo(f"famfs tools (optional): {t['famfs'] or 'not installed'}")
-    click.echo(f"system UUID: {st['system_uuid'] or 'none (this host is a client everywhere)'}")
-    for d in st["devices"]:  # type: ignore[attr-defined]
-        extra = f", mounted at {', '.join(d['mounted_at'])}" if d.get("mounted_at") else ""
-        fam = f"; {d['famfs']}" if "famfs" in d else ""
-        click.echo(f"{d['device']}: {d['mode']}, {d['size']} bytes{extra}{fam}")
-    for m in st["mounts"]:  # type: ignore[attr-defined]
-        how = (
-            "live"
-            if m["server_running"] and m["mounted"]
-            else "server not running"
-            if m["mounted"]
-            else "stale"
-        )
+    click.echo(f"fsdev_dax driver: {'available' if k.fsdev_driver else 'not found'}")
+    click.echo(f"data path for new mounts: {st.data_path} ({st.data_path_why})")
+    click.echo(f"famfs tools (optional): {st.tools.famfs or 'not installed'}")
+    click.echo(f"system UUID: {st.system_uuid or 'none (this host is a client everywhere)'}")
+    for d in st.devices:
+        click.echo(d.line())
+    for m in st.mounts:
         click.echo(
-            f"mount {m['mountpoint']}: {m['source']}, data path {m['data_path']}, "
-            f"server pid {m['server_pid']} ({how})"
+            f"mount {m.mountpoint}: {m.source}, data path {m.data_path}, "
+            f"server pid {m.server_pid} ({m.state})"
         )
-        for why in m.get("skipped_entries") or []:
+        for why in m.skipped_entries:
             click.echo(f"  skipped: {why}")
-    missing = st["missing_for_mount"]
-    if missing:
+    if st.missing_for_mount:
         click.echo("cannot mount famfs here:")
-        for m in missing:  # type: ignore[attr-defined]
-            click.echo(f"  - {m}")
+        for why in st.missing_for_mount:
+            click.echo(f"  - {why}")
         click.echo(
             "user-space access (daxmode famfs ls/cat, daxmode.famfs.media.access) works without a mount"
         )

@@ -221,8 +221,8 @@ class Namespace:
                         self._suspect[i] = (raw, now)
             pos = start
             while pos < n:
-                r = good.get(pos)
-                if r is None:
+                rec = good.get(pos)
+                if rec is None:
                     verdict = self._settle(log, pos, why[pos])
                     if verdict is None:
                         break  # in flight: play up to here, read it again next time
@@ -230,8 +230,8 @@ class Namespace:
                         self._error(verdict)
                         pos += 1
                         continue
-                    r = verdict
-                self._play(r)
+                    rec = verdict
+                self._play(rec)
                 pos += 1
             self.played = pos
             return pos - start
@@ -309,7 +309,7 @@ class Namespace:
         parent_path, _, name = path.rpartition("/")
         pid = self.by_path.get(parent_path)
         parent = self.inodes.get(pid) if pid is not None else None
-        if parent is None or not parent.is_dir:
+        if pid is None or parent is None or not parent.is_dir:
             self._error(f"entry {r.index}: parent directory of {path!r} does not exist; not played")
             return
         nodeid = r.index + FIRST_ENTRY_ID
