@@ -41,7 +41,7 @@ pytestmark = [
 
 
 def _medium(writable: bool = True):  # type: ignore[no-untyped-def]
-    from daxmode.fsdev import open_medium
+    from daxmode.famfs.medium import open_medium
     from daxmode.sysfs import Sysfs
 
     return open_medium(Sysfs(), DEV, writable=writable)
