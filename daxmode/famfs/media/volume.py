@@ -93,6 +93,12 @@ class Medium(Protocol):
         """Make ``meta``'s data reachable in ``buf`` (nothing to do where the device is mapped whole)."""
         ...
 
+    @property
+    def data_mapped(self) -> bool:
+        """True if ``buf`` holds every byte of the device, so a file's data can be written before
+        its entry exists (False through a DAX mount, where only played files reach data)."""
+        ...
+
 
 def lock(
     medium: Medium, timeout: float | None = DEFAULT_LOCK_TIMEOUT
@@ -588,7 +594,7 @@ class Volume:
                 meta = L.FileMeta(
                     idx, rel, size, L.FM_ALL_HOSTS_RW, uid, gid, mode, L.EXT_SIMPLE, tuple(exts)
                 )
-            direct = getattr(self.medium, "prepare_file", None) is None
+            direct = self.medium.data_mapped
             if data is not None and direct:
                 self._fill(meta, data)
             if cs:
