@@ -22,7 +22,6 @@ import os
 import stat
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Protocol
 
 from daxmode import cacheflush
 from daxmode.cacheflush import CacheSync
@@ -258,36 +257,3 @@ def map_device(sysfs: Sysfs, name: str, *, writable: bool = True) -> Iterator[Ma
     """Map dax device ``name`` (:func:`claim_device`, :func:`map_claimed`); any mount refuses it."""
     with claim_device(sysfs, name) as c, map_claimed(c, writable=writable) as m:
         yield m
-
-
-class _Opened(Protocol):
-    @property
-    def daxdev(self) -> str:
-        """/dev/daxX.Y, or the image file's path."""
-        ...
-
-
-def mounts_of(sysfs: Sysfs, m: _Opened) -> list[str]:
-    """Mount points on this host that serve the medium ``m`` (mkfs refuses them, --force or not).
-
-    A device: every mount whose source or options name it (daxmode's FUSE mount, famfs's own, the
-    famfs kernel's).  An image file: every mount whose source is the same file (daxmode's mount
-    shows the image's path as its source), and every daxmode mount record naming it, since the
-    record outlives a server that died mounted."""
-    if getattr(m, "kind", "") != "image":
-        return mounted_at(sysfs, os.path.basename(m.daxdev))
-    from daxmode.famfs.mount import records as mountstate
-    from daxmode.kernel.mounts import mounts as all_mounts
-
-    me = os.fstat(m.fd) if isinstance(m, Mapping) else os.stat(m.daxdev)
-
-    def same(path: str) -> bool:
-        try:
-            st = os.stat(path)
-        except (OSError, ValueError):
-            return False
-        return (st.st_dev, st.st_ino) == (me.st_dev, me.st_ino)
-
-    found = [x.mount_point for x in all_mounts(sysfs) if x.source.startswith("/") and same(x.source)]
-    found += [r.mountpoint for r in mountstate.records(sysfs) if same(r.source) and r.mountpoint not in found]
-    return found

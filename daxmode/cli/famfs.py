@@ -105,7 +105,7 @@ def mkfs_cmd(
     me = ensure_system_uuid(sysfs)
     with _medium(ctx, target, writable=True) as m:
         from daxmode.famfs.media.volume import mkfs
-        from daxmode.fsdev import mounts_of
+        from daxmode.famfs.medium import mounts_of
 
         busy = mounts_of(sysfs, m)
         if busy:
