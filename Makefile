@@ -9,7 +9,7 @@ MODULES ?=
 HOSTS ?= 2
 BACKEND ?= cxl
 
-.PHONY: setup venv unit vm-test qemu-test test bench lint kernel-deps kernel kernel-test famfs-kernel famfs-kernel-test famfs-v1-kernel famfs-v1-kernel-test clean
+.PHONY: setup venv unit vm-test qemu-test test bench lint kernel-deps kernel kernel-test famfs-kernel famfs-kernel-test famfs-v1-kernel famfs-v1-kernel-test ndctl-test clean
 
 # Host packages (QEMU >= 8.1, busybox, kmod, ...), the venv, and the default guest kernel.
 setup:
@@ -72,7 +72,7 @@ famfs-kernel-test: setup kernel-deps
 	  PATCHES="$(or $(PATCHES),$(FAMFS_PATCHES))" $(if $(KCONFIG),KCONFIG="$(KCONFIG)")
 
 # The standalone famfs kernel (famfs "v1": RFC v2 series of April 2024, dev_dax_iomap + fs/famfs; not in
-# this repository, docs/kernel.md section 7 says how to get it) on Debian's linux-source-6.12 with our
+# this repository, docs/kernel.md section 8 says how to get it) on Debian's linux-source-6.12 with our
 # context adaptations, qemu/patches/famfs-v1-6.12, and the fragment qemu/famfs-v1.config.
 FAMFS_V1_PATCHES ?= $(CACHE)/famfs-v1/famfs-v1.mbox
 famfs-v1-kernel: kernel-deps
@@ -84,6 +84,15 @@ famfs-v1-kernel: kernel-deps
 famfs-v1-kernel-test: setup kernel-deps
 	bash qemu/kernel-test.sh FAMFS=v1 HOSTS="$(HOSTS)" $(if $(VM_LOCK),VM_LOCK="$(VM_LOCK)") $(if $(KSRC),KSRC="$(KSRC)") \
 	  PATCHES="$(or $(PATCHES),$(FAMFS_V1_PATCHES))" $(if $(KCONFIG),KCONFIG="$(KCONFIG)")
+
+# ndctl 85's own dax and cxl test suites (meson test) on a kernel built with its own nfit_test and
+# cxl_test modules: Debian's linux-source-7.3 (default), FAMFS=v10 / FAMFS=v1 (KSRC=<v1 tree>),
+# KERNEL=<build-kernel.sh dir> or KERNEL=debian (the packaged kernel: only tests needing no
+# unit-test module). A skip not declared in qemu/ndctl-skips/<kernel>.skips fails (README-kernel).
+ndctl-test: setup
+	bash qemu/ndctl-test.sh $(if $(FAMFS),FAMFS="$(FAMFS)") $(if $(KERNEL),KERNEL="$(KERNEL)") \
+	  $(if $(MODULES),MODULES="$(MODULES)") $(if $(KSRC),KSRC="$(KSRC)") $(if $(TESTS),TESTS="$(TESTS)") \
+	  $(if $(NDCTL_SRC),NDCTL_SRC="$(NDCTL_SRC)") $(if $(VM_LOCK),VM_LOCK="$(VM_LOCK)")
 
 clean:
 	rm -rf results build *.egg-info

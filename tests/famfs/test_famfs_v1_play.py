@@ -49,7 +49,7 @@ def test_play_creates_in_log_order_with_modes_and_owners(
     sb, buf = _volume_bytes(medium, vol)
     mnt = tmp_path / "mnt"
     mnt.mkdir()
-    rep = v1.play_into(str(mnt), buf, sb)
+    rep = v1.play_into(str(mnt), buf, sb, medium.size)
     assert rep.created_dirs == ["d"] and rep.created_files == ["d/a", "d/il"]
     assert len(rep.refused) == 1 and "'d/wide'" in rep.refused[0] and "4 extents" in rep.refused[0]
     assert rep.errors == []
@@ -65,7 +65,7 @@ def test_play_creates_in_log_order_with_modes_and_owners(
     s = os.stat(mnt / "d/a")
     assert (stat.S_IMODE(s.st_mode), s.st_uid, s.st_gid) == (0o640, 9, 10)
     # a second pass creates nothing and sends nothing
-    again = v1.play_into(str(mnt), buf, sb)
+    again = v1.play_into(str(mnt), buf, sb, medium.size)
     assert again.created_files == [] and again.created_dirs == [] and again.present == 3
     assert len(sent) == 2 and len(again.refused) == 1
 
@@ -80,15 +80,37 @@ def test_a_refused_map_leaves_no_file(
 
     monkeypatch.setattr(v1, "ioctl_map_create", refuse)
     sb, buf = _volume_bytes(medium, vol)
-    rep = v1.play_into(str(tmp_path), buf, sb)
+    rep = v1.play_into(str(tmp_path), buf, sb, medium.size)
     assert rep.created_files == [] and rep.errors == ["f: Invalid argument"]
     assert not (tmp_path / "f").exists()
 
 
-def test_a_volume_that_fails_fsck_is_refused(vol: Volume, medium: Mapping) -> None:
-    # an entry whose extent overlaps the log: the mount must refuse before mounting anything
-    vol._append(lambda seq: L.pack_file_entry(seq, "evil", MiB, [(0, L.LOG_OFFSET, 2 * MiB)], mode=0o666))
+def test_the_extent_validator_refuses_before_any_ioctl(
+    vol: Volume, medium: Mapping, tmp_path: Path, sent: list
+) -> None:
+    """Issue 16's crafted file: an interleaved 0644 file whose 4 MiB chunk is larger than its 2 MiB
+    strips would read past each strip into another file.  As a v1 map it unrolls to two 4 MiB
+    extents, which the v1 ABI would take; the validator refuses it, so no ioctl is made for it,
+    and the file before it (whose bytes it would expose) is mapped as usual."""
+    secret, _ = vol.creat("secret", 2 * MiB, mode=0o600, uid=1000, gid=1000)
+    off = secret.extents[0][1]
+    strips = [(0, off - 2 * MiB, 2 * MiB), (0, off + 2 * MiB, 2 * MiB)]
+    vol._append(lambda seq: L.pack_interleaved_entry(seq, "evil", 4 * MiB, 4 * MiB, strips, mode=0o644))
+    sb, buf = _volume_bytes(medium, vol)
+    from daxmode.famfs.media.log import scan_log
+
+    evil = scan_log(memoryview(buf)[L.LOG_OFFSET :], sb.log_len).records[-1]
+    assert isinstance(A.plan_file(evil), A.V1Map)  # the v1 ABI alone would have sent it
+    rep = v1.play_into(str(tmp_path), buf, sb, medium.size)
+    assert rep.created_files == ["secret"] and rep.errors == []
+    assert len(rep.refused) == 1 and "'evil'" in rep.refused[0], rep.refused
+    assert [p for p, _m in sent] == [str(tmp_path / "secret")]
+    assert not (tmp_path / "evil").exists()
+
+
+def test_a_bad_log_header_refuses_the_volume(vol: Volume, medium: Mapping) -> None:
     _sb, buf = _volume_bytes(medium, vol)
+    buf[L.LOG_OFFSET : L.LOG_OFFSET + 8] = b"\0" * 8  # the log magic
     with pytest.raises(FamfsError, match="fails fsck"):
         v1._checked(buf, medium.size, "img")
 
@@ -99,5 +121,5 @@ def test_existing_path_of_the_wrong_kind_is_an_error(
     vol.mkdir("x")
     (tmp_path / "x").write_text("not a directory")
     sb, buf = _volume_bytes(medium, vol)
-    rep = v1.play_into(str(tmp_path), buf, sb)
+    rep = v1.play_into(str(tmp_path), buf, sb, medium.size)
     assert rep.errors == ["x: exists in the mount but is not a directory"] and sent == []

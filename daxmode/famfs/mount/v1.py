@@ -14,11 +14,13 @@ there yet.  Why not a watcher process: the module has no upcall, so a watcher co
 the shared log; an explicit, idempotent logplay is what famfs's own v1 user space does, costs
 nothing between runs, and reports its errors to the caller who can act on them.
 
-Every map is checked before it is sent: the volume must pass fsck at mount and at each logplay
-(so an entry whose extents reach outside the data area, the log or another file never gets an
-ioctl), and :func:`.v1abi.plan_file` refuses what the v1 ABI cannot express (more than two
-extents, interleaving that does not reduce to two).  :func:`check` reads each file's map back with
-``FAMFSIOC_MAP_GET``/``MAP_GETEXT`` and compares it with the log.
+Every map is checked before it is sent: the superblock and log header must pass fsck, every file
+entry the one extent validator (:mod:`daxmode.famfs.media.extents`, issue 16: inside the device,
+clear of the superblock, the log and every earlier file, exact interleave geometry), checked as
+the log is played and again right before its ioctl, and :func:`.v1abi.plan_file` refuses what the
+v1 ABI cannot express (more than two extents, interleaving that does not reduce to two).  A
+refused entry is named and skipped; the rest of the tree is mounted.  :func:`check` reads each
+file's map back with ``FAMFSIOC_MAP_GET``/``MAP_GETEXT`` and compares it with the log.
 """
 
 from __future__ import annotations
@@ -114,10 +116,12 @@ def _volume_bytes(head: bytes, log: bytes) -> bytearray:
 
 
 def _checked(buf: bytearray, device_size: int, where: str) -> L.Superblock:
+    """Refuse a volume whose superblock or log header is bad (fsck's fatal problems, as the FUSE
+    server does); entries that fail are skipped one by one as the log is played."""
     rep = fsck(buf, device_size)
-    if rep.problems:
-        more = f" (and {len(rep.problems) - 1} more)" if len(rep.problems) > 1 else ""
-        raise FamfsError(f"{where}: refusing a famfs that fails fsck: {rep.problems[0]}{more}")
+    if rep.fatal:
+        more = f" (and {len(rep.fatal) - 1} more)" if len(rep.fatal) > 1 else ""
+        raise FamfsError(f"{where}: refusing a famfs that fails fsck: {rep.fatal[0]}{more}")
     assert rep.superblock is not None
     return rep.superblock
 
@@ -193,14 +197,23 @@ def create_meta(mp: str, sb: L.Superblock) -> list[str]:
     return out
 
 
-def play_into(mp: str, buf: bytearray, sb: L.Superblock) -> PlayReport:
-    """Create every directory and file of the log that the mount lacks, in log order."""
+def play_into(mp: str, buf: bytearray, sb: L.Superblock, device_size: int) -> PlayReport:
+    """Create every directory and file of the log that the mount lacks, in log order.
+
+    Every file entry passes the one extent validator (:mod:`daxmode.famfs.media.extents`: inside
+    the device, clear of the superblock, the log and every earlier file, exact interleave
+    geometry) as the log is played, and again just before its MAP_CREATE: a refused entry is named
+    in ``refused`` and never reaches the kernel."""
+    from daxmode.famfs.media.extents import require_admitted, validator_for
     from daxmode.famfs.media.log import play
 
     scan = scan_log(memoryview(buf)[L.LOG_OFFSET :], sb.log_len)
-    tree = play(scan.records)
+    validator = validator_for(sb, device_size)
+    tree = play(scan.records, validator)
     rep = PlayReport(entries=scan.header.next_index)
-    rep.errors += [why for _i, why in scan.bad] + tree.errors
+    refused = set(validator.refused.values())
+    rep.refused += list(validator.refused.values())
+    rep.errors += [why for _i, why in scan.bad] + [e for e in tree.errors if e not in refused]
     for r in tree.walk():
         path = os.path.join(mp, r.path)
         try:
@@ -226,10 +239,13 @@ def play_into(mp: str, buf: bytearray, sb: L.Superblock) -> PlayReport:
             if isinstance(plan, str):
                 rep.refused.append(f"entry {r.index} ({r.path!r}): {plan}")
                 continue
+            require_admitted(validator, r)
             _create_mapped(path, plan, r.mode & 0o7777, r.uid, r.gid)
             rep.created_files.append(r.path)
         except OSError as e:
             rep.errors.append(f"{r.path}: {e.strerror}")
+        except FamfsError as e:
+            rep.refused.append(str(e))
     return rep
 
 
@@ -267,7 +283,7 @@ def mount(sysfs: Sysfs, t: Target, mp: str, why: str, restore: Restore) -> Mount
             mounted = True
             steps.append(f"mounted {t.source} at {mp} (famfs kernel module)")
             steps += create_meta(mp, sb)
-            rep = play_into(mp, buf, sb)
+            rep = play_into(mp, buf, sb, t.size)
             rec.phase = "live"
             S.save(sysfs, rec)
     except BaseException:
@@ -308,8 +324,9 @@ def _device_size(sysfs: Sysfs, rec: S.MountRecord) -> int:
 def logplay(sysfs: Sysfs, mountpoint: str) -> PlayReport:
     """Create what the log gained since the mount (or the last logplay) in a live v1 mount."""
     rec = _live_record(sysfs, mountpoint)
-    sb, buf = read_mounted(rec.mountpoint, _device_size(sysfs, rec))
-    return play_into(rec.mountpoint, buf, sb)
+    size = _device_size(sysfs, rec)
+    sb, buf = read_mounted(rec.mountpoint, size)
+    return play_into(rec.mountpoint, buf, sb, size)
 
 
 @dataclass
@@ -330,14 +347,23 @@ class FileCheck:
 
 def check(sysfs: Sysfs, mountpoint: str) -> list[FileCheck]:
     """Each file of the log against the map the module holds for it (MAP_GET + MAP_GETEXT)."""
+    from daxmode.famfs.media.extents import validator_for
     from daxmode.famfs.media.log import play
 
     rec = _live_record(sysfs, mountpoint)
     mp = rec.mountpoint
-    sb, buf = read_mounted(mp, _device_size(sysfs, rec))
-    tree = play(scan_log(memoryview(buf)[L.LOG_OFFSET :], sb.log_len).records)
+    size = _device_size(sysfs, rec)
+    sb, buf = read_mounted(mp, size)
+    validator = validator_for(sb, size)
+    records = scan_log(memoryview(buf)[L.LOG_OFFSET :], sb.log_len).records
+    tree = play(records, validator)
     want: list[tuple[str, A.V1Map | str]] = [(f"{META}/{n}", m) for n, m in A.meta_maps(sb).items()]
     want += [(f.path, A.plan_file(f)) for f in sorted(tree.files.values(), key=lambda f: f.index)]
+    # entries the validator refused must not be in the mount at all (unless an admitted file has the path)
+    for r in records:
+        why = validator.refused.get(r.index) if isinstance(r, L.FileMeta) else None
+        if why is not None and r.path not in tree.files and r.path not in tree.dirs:
+            want.append((r.path, why))
     out = []
     for path, plan in want:
         full = os.path.join(mp, path)
