@@ -141,21 +141,32 @@ def test_logplay_brings_new_entries_and_refuses_what_v1_cannot_map(volume: dict)
     later.write_bytes(b"created after the famfs-v1 mount\n" * 1000)
     ok("famfs", "cp", DEV, str(later), "shared/later.txt")
     ok("famfs", "mkdir", DEV, "shared/sub", "-m", "0750", "-u", "7", "-g", "8")
+    from daxmode.famfs.media import layout as L
     from daxmode.famfs.media.access import open_famfs
 
     with open_famfs(DEV, writable=True) as fs:  # four chunks over two strips: four v1 extents
-        fs.volume.creat("shared/wide.bin", 7 * MiB, nstrips=2, chunk=2 * MiB, nbuckets=2, min_bucket=2 * MiB)
+        v = fs.volume
+        v.creat("shared/wide.bin", 7 * MiB, nstrips=2, chunk=2 * MiB, nbuckets=2, min_bucket=2 * MiB)
+        # issue 16's crafted file: 4 MiB chunks over 2 MiB strips, the first strip just before
+        # priv/secret's extent, so chunk 0 would run into the secret
+        sec = v.lookup_file("priv/secret").extents[0][1]
+        strips = [(0, sec - 2 * MiB, 2 * MiB), (0, sec + 2 * MiB, 2 * MiB)]
+        v._append(
+            lambda seq: L.pack_interleaved_entry(seq, "shared/evil", 4 * MiB, 4 * MiB, strips, mode=0o644)
+        )
     assert not (MNT / "shared/later.txt").exists()
     rep = json.loads(ok("famfs", "logplay", str(MNT), "--json"))
     assert rep["created_files"] == ["shared/later.txt"] and rep["created_directories"] == ["shared/sub"], rep
-    assert len(rep["refused"]) == 1, rep
-    assert "shared/wide.bin" in rep["refused"][0] and "4 extents" in rep["refused"][0], rep
+    assert len(rep["refused"]) == 2, rep  # wide.bin by the v1 ABI, evil by the extent validator
+    assert any("shared/wide.bin" in r and "4 extents" in r for r in rep["refused"]), rep
+    assert any("'shared/evil'" in r for r in rep["refused"]), rep
+    assert not (MNT / "shared/evil").exists()  # no MAP_CREATE was made for it
     assert (MNT / "shared/later.txt").read_bytes() == later.read_bytes()
     s = os.stat(MNT / "shared/sub")
     assert (stat.S_IMODE(s.st_mode), s.st_uid, s.st_gid) == (0o750, 7, 8)
     assert not (MNT / "shared/wide.bin").exists()
     again = json.loads(ok("famfs", "logplay", str(MNT), "--json"))  # idempotent
-    assert again["created_files"] == [] and again["created_directories"] == [] and len(again["refused"]) == 1
+    assert again["created_files"] == [] and again["created_directories"] == [] and len(again["refused"]) == 2
     assert json.loads(ok("famfs", "check", str(MNT), "--json"))["ok"]
 
 
