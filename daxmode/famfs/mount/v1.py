@@ -361,7 +361,9 @@ def check(sysfs: Sysfs, mountpoint: str) -> list[FileCheck]:
     want += [(f.path, A.plan_file(f)) for f in sorted(tree.files.values(), key=lambda f: f.index)]
     # entries the validator refused must not be in the mount at all (unless an admitted file has the path)
     for r in records:
-        why = validator.refused.get(r.index) if isinstance(r, L.FileMeta) else None
+        if not isinstance(r, L.FileMeta):
+            continue
+        why = validator.refused.get(r.index)
         if why is not None and r.path not in tree.files and r.path not in tree.dirs:
             want.append((r.path, why))
     out = []
