@@ -1,9 +1,10 @@
 """The kernel edges of a FUSE mount: ``/dev/fuse``, ``mount(2)``, ``umount2(2)``, the INIT probe.
 
-Mounting is done the way a privileged libfuse does it (``lib/mount.c`` ``fuse_mount_sys``; facts in
-famfs-fuse.md 3.3), directly through libc with ctypes: no fusermount, no ``mount(8)`` (which may
-exec a ``mount.fuse*`` helper).  ``mount(2)`` returns after the kernel has queued INIT; the mount
-is usable once INIT is answered on the returned file descriptor.
+Mounting takes the options a privileged libfuse passes (``lib/mount.c`` ``fuse_mount_sys``), directly
+through the kernel with ctypes: no fusermount, no ``mount(8)`` (which may exec a ``mount.fuse*``
+helper).  The mount is attached to a mount point held by handle (:mod:`daxmode.kernel.mountpoint`)
+with the new mount API, so the directory checked is the directory mounted on.  The kernel queues
+INIT when the mount is created; the mount is usable once INIT is answered on the /dev/fuse fd.
 """
 
 from __future__ import annotations
@@ -19,12 +20,16 @@ import time
 from dataclasses import dataclass
 
 from daxmode.fuse import proto as P
+from daxmode.kernel.mountpoint import (
+    MOUNT_ATTR_NODEV,
+    MOUNT_ATTR_NOSUID,
+    MountPoint,
+    attach,
+    detach,
+    open_mountpoint,
+)
 
 DEV_FUSE = "/dev/fuse"
-MS_RDONLY = 1
-MS_NOSUID = 2
-MS_NODEV = 4
-MS_NOATIME = 1024
 MNT_FORCE = 1
 MNT_DETACH = 2
 UMOUNT_NOFOLLOW = 8
@@ -36,13 +41,6 @@ def libc() -> ctypes.CDLL:
     global _libc
     if _libc is None:
         lib = ctypes.CDLL(ctypes.util.find_library("c") or None, use_errno=True)
-        lib.mount.argtypes = [
-            ctypes.c_char_p,
-            ctypes.c_char_p,
-            ctypes.c_char_p,
-            ctypes.c_ulong,
-            ctypes.c_char_p,
-        ]
         lib.umount2.argtypes = [ctypes.c_char_p, ctypes.c_int]
         _libc = lib
     return _libc
@@ -83,16 +81,9 @@ def open_dev_fuse() -> int:
         raise OSError(e.errno, f"{DEV_FUSE}: {os.strerror(e.errno or errno.EIO)}") from None
 
 
-def mount(source: str, target: str, fs_type: str, flags: int, data: str) -> None:
-    """mount(2); raises OSError with the errno."""
-    rc = libc().mount(source.encode(), target.encode(), fs_type.encode(), flags, data.encode())
-    if rc != 0:
-        e = ctypes.get_errno()
-        raise OSError(e, f"mount {target}: {os.strerror(e)}")
-
-
 def umount(target: str, flags: int = 0) -> None:
-    """umount2(2); raises OSError (EBUSY while files are open, EINVAL if not a mount point)."""
+    """umount2(2) by name, never following a symlink; raises OSError (EBUSY while files are open,
+    EINVAL if not a mount point).  Callers that hold the mount point use ``MountPoint.umount``."""
     rc = libc().umount2(target.encode(), flags | UMOUNT_NOFOLLOW)
     if rc != 0:
         e = ctypes.get_errno()
@@ -101,37 +92,67 @@ def umount(target: str, flags: int = 0) -> None:
 
 @dataclass
 class Connection:
-    """A mounted FUSE connection before INIT: the /dev/fuse fd and where it is mounted."""
+    """A mounted FUSE connection before INIT: the /dev/fuse fd, the mount point it was attached to
+    (held by handle) and the mount's own descriptor (``mount_fd``, -1 once released)."""
 
     fd: int
-    mountpoint: str
+    mountpoint: MountPoint
     source: str
     fs_type: str
+    mount_fd: int = -1
+
+    def placed(self) -> bool:
+        """After INIT: the mount point's name still leads to this mount (not to a directory or a
+        symlink swapped in before the attach).  Asks the server for the root's attributes."""
+        assert self.mount_fd >= 0
+        try:
+            return self.mountpoint.entry().st_dev == os.fstat(self.mount_fd).st_dev
+        except OSError:
+            return False
+
+    def release_mount_fd(self) -> None:
+        """Drop the mount's descriptor (it keeps the mount busy for a non-lazy unmount)."""
+        if self.mount_fd >= 0:
+            os.close(self.mount_fd)
+            self.mount_fd = -1
 
 
 def mount_fuse(
     source: str,
-    mountpoint: str,
+    mountpoint: MountPoint,
     subtype: str,
     *,
     uid: int = 0,
     gid: int = 0,
-    flags: int = MS_NOSUID | MS_NODEV,
+    attrs: int = MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV,
     allow_other: bool = True,
     default_permissions: bool = True,
 ) -> Connection:
-    """Open /dev/fuse and mount it on ``mountpoint``; INIT is waiting on the returned fd."""
-    st = os.stat(mountpoint)
+    """Open /dev/fuse and attach a fuse mount on the held ``mountpoint`` (fsopen/fsmount/move_mount:
+    the directory checked is the one mounted on); INIT is waiting on the returned fd.  The same
+    options as the ``data`` string of mount(2) (``fuse_parse_param``), given one by one."""
+    rootmode = os.fstat(mountpoint.fd).st_mode
     fd = open_dev_fuse()
     try:
-        data = mount_options(
-            fd, st.st_mode, uid, gid, allow_other=allow_other, default_permissions=default_permissions
+        opts = mount_options(
+            fd, rootmode, uid, gid, allow_other=allow_other, default_permissions=default_permissions
         )
-        mount(source, mountpoint, fstype(subtype), flags, data)
+        params: list[tuple[str, str | None]] = [("source", source)]
+        if subtype:
+            params.append(("subtype", subtype))
+        for o in opts.split(","):
+            k, eq, v = o.partition("=")
+            params.append((k, v if eq else None))
+        mnt = attach("fuse", params, attrs, mountpoint)
+    except OSError as e:
+        os.close(fd)
+        if e.errno == errno.ENOSYS:
+            raise OSError(e.errno, f"{e.strerror}: the new mount API (Linux >= 5.4) is missing") from None
+        raise
     except BaseException:
         os.close(fd)
         raise
-    return Connection(fd, mountpoint, source, fstype(subtype))
+    return Connection(fd, mountpoint, source, fstype(subtype), mnt)
 
 
 def read_request(fd: int, size: int = 1 << 17, timeout: float | None = None) -> bytes:
@@ -171,23 +192,30 @@ def probe_init(workdir: str, timeout: float = 10.0) -> InitProbe:
     mnt = os.path.join(workdir, f"probe-{os.getpid()}-{time.monotonic_ns()}")
     os.mkdir(mnt, 0o700)
     try:
-        conn = mount_fuse("daxmode-probe", mnt, "daxmode-probe", allow_other=False)
-        try:
-            raw = read_request(conn.fd, timeout=timeout)
-            h = P.parse_in_header(raw)
-            if h.opcode != P.INIT:
-                raise OSError(errno.EPROTO, f"first request was opcode {h.opcode}, not INIT")
-            init = P.parse_init_in(memoryview(raw)[P.IN_HEADER.size :])
-            with contextlib.suppress(OSError):
-                os.write(conn.fd, P.reply_error(h.unique, errno.EPROTO))
-        finally:
-            with contextlib.suppress(OSError):
-                umount(mnt, MNT_DETACH)
-            os.close(conn.fd)
+        with open_mountpoint(mnt) as held:
+            init = _probe_on(held, timeout)
     finally:
         with contextlib.suppress(OSError):
             os.rmdir(mnt)
     return InitProbe(init.minor, init.flags, init.max_readahead)
+
+
+def _probe_on(held: MountPoint, timeout: float) -> P.InitIn:
+    conn = mount_fuse("daxmode-probe", held, "daxmode-probe", allow_other=False)
+    try:
+        raw = read_request(conn.fd, timeout=timeout)
+        h = P.parse_in_header(raw)
+        if h.opcode != P.INIT:
+            raise OSError(errno.EPROTO, f"first request was opcode {h.opcode}, not INIT")
+        init = P.parse_init_in(memoryview(raw)[P.IN_HEADER.size :])
+        with contextlib.suppress(OSError):
+            os.write(conn.fd, P.reply_error(h.unique, errno.EPROTO))
+    finally:
+        with contextlib.suppress(OSError):
+            detach(conn.mount_fd)
+        conn.release_mount_fd()
+        os.close(conn.fd)
+    return init
 
 
 def connection_id(mountpoint: str) -> int | None:

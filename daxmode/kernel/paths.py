@@ -22,6 +22,7 @@ RUN_MOUNTS = f"{RUN_DIR}/mounts"  # a record per famfs mount of daxmode's server
 RUN_FAMFS = f"{RUN_DIR}/famfs"  # the mode `famfs up` replaced, per mount point
 RUN_PROBE = f"{RUN_DIR}/probe"  # the mount point of the FUSE INIT probe
 PROC_LOCKS = "/proc/locks"  # the real system's, never under a moved root
+PROC_SELF_FD = "/proc/self/fd"  # magic links to what a descriptor holds (kernel.mountpoint)
 UDEV_CONTROL = "run/udev/control"
 
 
@@ -50,6 +51,12 @@ def proc_stat(pid: int) -> str:
 def fuse_bdi_attr(connection: int, attr: str) -> str:
     """A FUSE connection's backing-device attribute (``/sys/class/bdi/0:N/read_ahead_kb``)."""
     return f"/sys/class/bdi/0:{connection}/{attr}"
+
+
+def fd_path(fd: int) -> str:
+    """``/proc/self/fd/N``: the magic link through which the kernel reaches what ``fd`` holds (a path
+    under a held directory, or a socket name beyond ``sun_path``'s 108 bytes)."""
+    return f"{PROC_SELF_FD}/{fd}"
 
 
 def dev_node(name: str) -> str:

@@ -43,6 +43,7 @@ from daxmode.fuse import kernel as K
 from daxmode.kernel import paths
 from daxmode.kernel.devices import resolve_name
 from daxmode.kernel.features import detect_kernel
+from daxmode.kernel.mountpoint import MountPoint, hold_mountpoint, open_mountpoint
 from daxmode.kernel.mounts import mount_at, mounts_using
 from daxmode.sysfs import Sysfs
 
@@ -53,22 +54,10 @@ UMOUNT_WAIT = 180.0
 
 # --- checks (nothing changes) -------------------------------------------------------------------
 def check_mountpoint(sysfs: Sysfs, path: str) -> str:
-    """The absolute mount point, or InvalidArgument: missing, not a directory, a mount point, not empty."""
-    mp = os.path.abspath(path)
-    if not os.path.lexists(mp):
-        raise InvalidArgument(f"mount point {mp} does not exist")
-    if not os.path.isdir(mp):
-        raise InvalidArgument(f"mount point {mp} is not a directory")
-    m = mount_at(sysfs, mp)
-    if m is not None or os.path.ismount(mp):
-        what = f" ({m.fstype} from {m.source})" if m else ""
-        raise InvalidArgument(f"{mp} is already a mount point{what}")
-    try:
-        if os.listdir(mp):
-            raise InvalidArgument(f"mount point {mp} is not empty")
-    except OSError as e:
-        raise InvalidArgument(f"mount point {mp}: {e.strerror}") from None
-    return mp
+    """The absolute mount point if :func:`hold_mountpoint` accepts it (nothing is kept open; the
+    server holds it again and mounts on that handle)."""
+    with hold_mountpoint(sysfs, path) as mp:
+        return mp.path
 
 
 def resolve_target(sysfs: Sysfs, target: str) -> Target:
@@ -282,15 +271,28 @@ def _wait_gone(rec: S.MountRecord, timeout: float) -> bool:
     return True
 
 
-def _detach(mp: str, lazy: bool) -> str:
+def _held(mp: str) -> MountPoint | None:
+    """The mount point's parent held by handle, for an unmount (UnsafePath for a symlink); None if
+    it no longer exists (nothing can be mounted there)."""
     try:
-        K.umount(mp, K.MNT_DETACH if lazy else 0)
-    except OSError as e:
-        if e.errno == errno.EBUSY:
-            raise DeviceBusy(f"{mp} is busy: files on it are open (close them, or use --lazy)") from None
-        if e.errno == errno.EINVAL:
-            return f"{mp} was no longer mounted"
-        raise KernelRefused(f"umount {mp}: {e.strerror}") from None
+        return open_mountpoint(mp, entry=False)
+    except InvalidArgument:
+        return None
+
+
+def _detach(mp: str, lazy: bool) -> str:
+    held = _held(mp)
+    if held is None:
+        return f"{mp} was no longer mounted"
+    with held:
+        try:
+            held.umount(K.MNT_DETACH if lazy else 0)
+        except OSError as e:
+            if e.errno == errno.EBUSY:
+                raise DeviceBusy(f"{mp} is busy: files on it are open (close them, or use --lazy)") from None
+            if e.errno == errno.EINVAL:
+                return f"{mp} was no longer mounted"
+            raise KernelRefused(f"umount {mp}: {e.strerror}") from None
     return f"unmounted {mp}" + (" (lazily: it goes away when the last open file is closed)" if lazy else "")
 
 
@@ -342,6 +344,9 @@ def umount(sysfs: Sysfs, mountpoint: str, *, lazy: bool = False, timeout: float 
     if sysfs.is_real and os.geteuid() != 0:
         raise NotRoot("daxmode famfs umount needs root")
     mp = os.path.abspath(mountpoint)
+    held = _held(mp)  # refuses a symlink (or a path through one) before anything is asked of a server
+    if held is not None:
+        held.close()
     rec = S.load(sysfs, mp)
     m = mount_at(sysfs, mp)
     if rec is None:
@@ -354,7 +359,7 @@ def umount(sysfs: Sysfs, mountpoint: str, *, lazy: bool = False, timeout: float 
     what = rec.device or rec.source
     alive = S.server_alive(rec)
     if alive:
-        got = request_umount(sysfs, mp, lazy, timeout)
+        got = request_umount(sysfs, rec, lazy, timeout)
         if got is not None:
             server_steps, final = got
             steps += server_steps
