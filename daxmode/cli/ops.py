@@ -96,10 +96,11 @@ def _print_units(report: Any, as_json: bool, quiet: bool) -> None:
         return
     if quiet:
         return
+    would = "would " if report.dry_run else ""
     for p in report.installed:
-        click.echo(f"installed {p}")
+        click.echo(f"{would}install{'' if would else 'ed'} {p}")
     for p in report.removed:
-        click.echo(f"removed {p}")
+        click.echo(f"{would}remove{'' if would else 'd'} {p}")
     for c in report.reloaded:
         click.echo(f"ran {c}")
     for n in report.notes:

@@ -10,6 +10,7 @@ replaced is remembered under /run/daxmode/famfs so ``down --restore-mode`` can r
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 from dataclasses import dataclass, field
@@ -68,7 +69,7 @@ def up(
             f"{name} is in {info.mode or 'no'} mode; switch it to devdax first (daxmode set {name} devdax)"
         )
     if mount:  # every check the mount makes, before formatting anything
-        os.makedirs(mountpoint, exist_ok=True)
+        _make_mountpoint(mountpoint)
         M.precheck(sysfs, name, mountpoint, data_path)
     res = UpResult(name, os.path.abspath(mountpoint), info.mode, False, False)
     with map_device(sysfs, name, writable=format) as m:
@@ -96,6 +97,15 @@ def up(
     return res
 
 
+def _make_mountpoint(path: str) -> None:
+    """Create the mount point if it is missing; never through a symlink in its place (mkdir does
+    not follow one: EEXIST, and the mount's checks then refuse the symlink)."""
+    ap = os.path.abspath(path)
+    os.makedirs(os.path.dirname(ap), exist_ok=True)
+    with contextlib.suppress(FileExistsError):
+        os.mkdir(ap, 0o755)
+
+
 def _save_state(sysfs: Sysfs, res: UpResult) -> None:
     path = _state_path(sysfs, res.mountpoint)
     try:
@@ -113,6 +123,9 @@ def down(sysfs: Sysfs, mountpoint: str, *, restore_mode: bool = False) -> list[s
     from daxmode.modes import Mode, Options, set_mode
 
     mp = os.path.abspath(mountpoint)
+    held = M.hold_for_umount(mp)  # a symlink (or a path through one) is refused, as by umount
+    if held is not None:
+        held.close()
     if mountstate.load(sysfs, mp) is not None or M.mount_at(sysfs, mp) is not None:
         return M.umount(sysfs, mp)
     state_file = _state_path(sysfs, mp)

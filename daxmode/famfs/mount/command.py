@@ -38,7 +38,7 @@ from daxmode.errors import (
 from daxmode.famfs.mount import records as S
 from daxmode.famfs.mount.handlers import COPY, DATA_PATHS, DAX
 from daxmode.famfs.mount.spec import AUTO, FSTYPE, MountResult, Target, error_from
-from daxmode.fsdev import dax_info, looks_like_device
+from daxmode.fsdev import dax_info, looks_like_device, open_image
 from daxmode.fuse import kernel as K
 from daxmode.kernel import paths
 from daxmode.kernel.devices import resolve_name
@@ -62,9 +62,13 @@ def check_mountpoint(sysfs: Sysfs, path: str) -> str:
 
 def resolve_target(sysfs: Sysfs, target: str) -> Target:
     """A device (UnknownDevice if there is none by that name) or an image file."""
-    if os.path.isfile(target) and not looks_like_device(target):
+    if os.path.lexists(target) and not looks_like_device(target):
         path = os.path.abspath(target)
-        return Target("image", path, size=os.path.getsize(path))
+        fd = open_image(path, writable=False)  # a regular file by its own path, or refused
+        try:
+            return Target("image", path, size=os.fstat(fd).st_size)
+        finally:
+            os.close(fd)
     if not looks_like_device(target):
         raise InvalidArgument(f"{target}: neither a dax device (daxX.Y) nor an image file")
     info = dax_info(sysfs, resolve_name(sysfs, target))
@@ -271,7 +275,7 @@ def _wait_gone(rec: S.MountRecord, timeout: float) -> bool:
     return True
 
 
-def _held(mp: str) -> MountPoint | None:
+def hold_for_umount(mp: str) -> MountPoint | None:
     """The mount point's parent held by handle, for an unmount (UnsafePath for a symlink); None if
     it no longer exists (nothing can be mounted there)."""
     try:
@@ -281,7 +285,7 @@ def _held(mp: str) -> MountPoint | None:
 
 
 def _detach(mp: str, lazy: bool) -> str:
-    held = _held(mp)
+    held = hold_for_umount(mp)
     if held is None:
         return f"{mp} was no longer mounted"
     with held:
@@ -344,7 +348,9 @@ def umount(sysfs: Sysfs, mountpoint: str, *, lazy: bool = False, timeout: float 
     if sysfs.is_real and os.geteuid() != 0:
         raise NotRoot("daxmode famfs umount needs root")
     mp = os.path.abspath(mountpoint)
-    held = _held(mp)  # refuses a symlink (or a path through one) before anything is asked of a server
+    held = hold_for_umount(
+        mp
+    )  # refuses a symlink (or a path through one) before anything is asked of a server
     if held is not None:
         held.close()
     rec = S.load(sysfs, mp)
