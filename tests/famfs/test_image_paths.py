@@ -49,11 +49,12 @@ def one_line(err: str, code: int, rc: int, what: str) -> None:
     assert err.startswith("daxmode: ") and err.count("\n") == 1 and what in err, err
 
 
-@pytest.mark.parametrize(
-    "cmd",
-    [("mkfs",), ("mkfs", "--force"), ("fsck",), ("ls",), ("cp", "SRC", "x.bin"), ("creat", "y", "-s", "4096")],
-)
-def test_a_symlinked_image_is_refused(world: tuple[Path, Path, Path], tmp_path: Path, cmd: tuple[str, ...]) -> None:
+COMMANDS = [("mkfs",), ("mkfs", "--force"), ("fsck",), ("ls",), ("cp", "SRC", "x.bin"), ("creat", "y", "-s", "4K")]
+World = tuple[Path, Path, Path]
+
+
+@pytest.mark.parametrize("cmd", COMMANDS)
+def test_a_symlinked_image_is_refused(world: World, tmp_path: Path, cmd: tuple[str, ...]) -> None:
     root, img, victim = world
     src = tmp_path / "src.bin"
     src.write_bytes(b"data" * 1000)
