@@ -49,7 +49,9 @@ def one_line(err: str, code: int, rc: int, what: str) -> None:
     assert err.startswith("daxmode: ") and err.count("\n") == 1 and what in err, err
 
 
-COMMANDS = [("mkfs",), ("mkfs", "--force"), ("fsck",), ("ls",), ("cp", "SRC", "x"), ("creat", "y", "-s", "4K")]
+COMMANDS = [
+    ("mkfs",), ("mkfs", "--force"), ("fsck",), ("ls",), ("cp", "SRC", "x"), ("creat", "y", "-s", "4K")
+]  # fmt: skip
 World = tuple[Path, Path, Path]
 
 
