@@ -125,7 +125,11 @@ def test_mount_point_race_never_redirects(w: World) -> None:  # noqa: F811
                 line = mountinfo_line(str(mnt))
                 assert line is not None and f" fuse.famfs {w.img} " in line, r.stdout
                 assert os.path.isdir(mnt / "shared"), "the mount is not at the name root checked"
-                u = w.dx("famfs", "umount", str(mnt), check=False)
+                log = S.log_path(w.sysfs, str(mnt))
+                try:
+                    u = w.dx("famfs", "umount", str(mnt), check=False, timeout=30)
+                except subprocess.TimeoutExpired:
+                    pytest.fail(f"umount took over 30 s; server log:\n{log.read_text()}")
                 assert u.returncode == 0 and mountinfo_line(str(mnt)) is None, u.stderr
                 key = "mounted where checked"
             else:
