@@ -80,6 +80,7 @@ while True:
 
 
 def drop() -> None:
+    os.nice(19)  # the attacker spins; root's mounts and unmounts must still get the CPU on a busy host
     os.setgroups([])
     os.setgid(NOBODY)
     os.setuid(NOBODY)
@@ -127,9 +128,9 @@ def test_mount_point_race_never_redirects(w: World) -> None:  # noqa: F811
                 assert os.path.isdir(mnt / "shared"), "the mount is not at the name root checked"
                 log = S.log_path(w.sysfs, str(mnt))
                 try:
-                    u = w.dx("famfs", "umount", str(mnt), check=False, timeout=30)
+                    u = w.dx("famfs", "umount", str(mnt), check=False, timeout=60)
                 except subprocess.TimeoutExpired:
-                    pytest.fail(f"umount took over 30 s; server log:\n{log.read_text()}")
+                    pytest.fail(f"umount took over 60 s; server log:\n{log.read_text()}")
                 assert u.returncode == 0 and mountinfo_line(str(mnt)) is None, u.stderr
                 key = "mounted where checked"
             else:
