@@ -106,6 +106,7 @@ class Connection:
         symlink swapped in before the attach).  Asks the server for the root's attributes."""
         assert self.mount_fd >= 0
         try:
+            self.mountpoint.settle()
             return self.mountpoint.entry().st_dev == os.fstat(self.mount_fd).st_dev
         except OSError:
             return False

@@ -8,8 +8,9 @@ through that descriptor, and mounted on with the new mount API: ``fsopen``/``fsc
 (Linux >= 5.2; fuse takes its options through ``fsconfig`` since 5.4, fs/fuse/inode.c
 ``fuse_parse_param``).  The path must be the directory's own name: a symlink as its last
 component or anywhere before it is refused (``/proc/self/fd/N`` shows what the handle resolved
-to).  Unmounting goes through the held parent directory and the name, ``umount2`` with
-``UMOUNT_NOFOLLOW``: a mount point cannot be renamed while mounted, so that names our mount.
+to).  The server unmounts through the directory it holds (``umount2`` of ``/proc/self/fd/N``
+reaches the mount on top of it); a command without that handle goes through the held parent and
+the name with ``UMOUNT_NOFOLLOW``.
 """
 
 from __future__ import annotations
@@ -101,12 +102,29 @@ class MountPoint:
         return f"{fd_path(self.parent)}/{self.name}/{rel}"
 
     def umount(self, flags: int = 0) -> None:
-        """umount2 of ``name`` in the held parent, never following a symlink; OSError with the errno
-        (EBUSY while files are open, EINVAL if nothing is mounted there)."""
-        target = f"{fd_path(self.parent)}/{self.name}"
-        if _lib().umount2(target.encode(), flags | UMOUNT_NOFOLLOW) != 0:
+        """umount2 of what is mounted on the held directory; OSError with the errno (EBUSY while
+        files are open, EINVAL if nothing is mounted there).
+
+        With the directory held (``fd``), through ``/proc/self/fd/N``: the kernel follows the magic
+        link to the directory and on into the mount on top of it, wherever the directory has been
+        renamed to, without a reference that would make the mount busy.  With only the parent held,
+        the name in it, never following a symlink."""
+        if self.fd >= 0:
+            target, flags = fd_path(self.fd), flags & ~UMOUNT_NOFOLLOW
+        else:
+            target, flags = f"{fd_path(self.parent)}/{self.name}", flags | UMOUNT_NOFOLLOW
+        if _lib().umount2(target.encode(), flags) != 0:
             e = ctypes.get_errno()
             raise OSError(e, f"umount {self.path}: {os.strerror(e)}")
+
+    def settle(self) -> None:
+        """Wait for any rename in the parent that is in flight.  ``rename(2)`` checks that neither
+        name is a mount point and swaps them under the parent's lock, while a mount locks only the
+        directory mounted on: a rename that passed its check just before the mount completes after
+        it.  Looking up a name the dentry cache cannot know takes the parent's lock, so it returns
+        only after such a rename; any later one sees the mount point and fails with EBUSY."""
+        with contextlib.suppress(FileNotFoundError):
+            os.stat(f".daxmode-settle-{os.urandom(8).hex()}", dir_fd=self.parent, follow_symlinks=False)
 
 
 def open_mountpoint(path: str, what: str = "mount point", *, entry: bool = True) -> MountPoint:

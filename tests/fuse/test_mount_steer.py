@@ -121,12 +121,13 @@ def test_mount_point_race_never_redirects(w: World) -> None:  # noqa: F811
     try:
         for _ in range(TRIALS):
             r = w.dx("famfs", "mount", str(w.img), str(mnt), check=False)
-            assert mountinfo_line(str(victim)) is None and mountinfo_line(str(lnk)) is None, r.stderr
+            log = S.log_path(w.sysfs, str(mnt))
+            seen = (r.returncode, r.stdout, r.stderr, log.read_text() if log.exists() else "")
+            assert mountinfo_line(str(victim)) is None and mountinfo_line(str(lnk)) is None, seen
             if r.returncode == 0:
                 line = mountinfo_line(str(mnt))
                 assert line is not None and f" fuse.famfs {w.img} " in line, r.stdout
                 assert os.path.isdir(mnt / "shared"), "the mount is not at the name root checked"
-                log = S.log_path(w.sysfs, str(mnt))
                 try:
                     u = w.dx("famfs", "umount", str(mnt), check=False, timeout=60)
                 except subprocess.TimeoutExpired:

@@ -409,7 +409,7 @@ class Session:
         """Unmount (control request or SIGTERM); DeviceBusy if files are open and not ``lazy``.
 
         A signal falls back to a lazy unmount: the server then serves until the last file closes.
-        The unmount goes through the held mount point, never by a name looked up again."""
+        The unmount goes through the held directory, never by a name looked up again."""
         assert self.held is not None
         with self._umount_lock:
             had_meta = self.mlog is not None
@@ -436,9 +436,9 @@ class Session:
             self.step(f"unmounted {self.mp}" + (" lazily" if lazy else ""))
 
     def _not_there(self) -> None:
-        """Nothing is mounted at the held name: unmounted already (the serving loop is ending), or
-        the mount was moved away (another mount namespace can rename it): abort its connection, so
-        the unmount ends now with the server, wherever the mount went."""
+        """Nothing is mounted on the held directory any more: unmounted already (the serving loop is
+        ending), or moved (``mount --move``): abort the connection, so the unmount ends now with the
+        server, wherever the mount went."""
         assert self.server is not None
         if self.server.wait(timeout=1):
             return
@@ -458,8 +458,8 @@ class Session:
                 with contextlib.suppress(OSError):
                     detach(self.conn.mount_fd)
                 self.conn.release_mount_fd()
-            else:
-                with contextlib.suppress(OSError):
+            elif self.server is not None and not self.server.wait(timeout=0):
+                with contextlib.suppress(OSError):  # still ours: the session has not ended
                     self.held.umount(K.MNT_DETACH)
             if self.server is not None and self.server.initialized.is_set():
                 self.server.wait(timeout=10)
