@@ -1,7 +1,7 @@
-"""The kernel edges of a FUSE mount: ``/dev/fuse``, ``mount(2)``, ``umount2(2)``, the INIT probe.
+"""The kernel edges of a FUSE mount: ``/dev/fuse``, the mount on a held directory, the INIT probe.
 
 Mounting takes the options a privileged libfuse passes (``lib/mount.c`` ``fuse_mount_sys``), directly
-through the kernel with ctypes: no fusermount, no ``mount(8)`` (which may exec a ``mount.fuse*``
+through the kernel: no fusermount, no ``mount(8)`` (which may exec a ``mount.fuse*``
 helper).  The mount is attached to a mount point held by handle (:mod:`daxmode.kernel.mountpoint`)
 with the new mount API, so the directory checked is the directory mounted on.  The kernel queues
 INIT when the mount is created; the mount is usable once INIT is answered on the /dev/fuse fd.
@@ -10,8 +10,6 @@ INIT when the mount is created; the mount is usable once INIT is answered on the
 from __future__ import annotations
 
 import contextlib
-import ctypes
-import ctypes.util
 import errno
 import os
 import select
@@ -30,20 +28,6 @@ from daxmode.kernel.mountpoint import (
 )
 
 DEV_FUSE = "/dev/fuse"
-MNT_FORCE = 1
-MNT_DETACH = 2
-UMOUNT_NOFOLLOW = 8
-
-_libc: ctypes.CDLL | None = None
-
-
-def libc() -> ctypes.CDLL:
-    global _libc
-    if _libc is None:
-        lib = ctypes.CDLL(ctypes.util.find_library("c") or None, use_errno=True)
-        lib.umount2.argtypes = [ctypes.c_char_p, ctypes.c_int]
-        _libc = lib
-    return _libc
 
 
 def mount_options(
@@ -79,15 +63,6 @@ def open_dev_fuse() -> int:
         return os.open(DEV_FUSE, os.O_RDWR | os.O_CLOEXEC)
     except OSError as e:
         raise OSError(e.errno, f"{DEV_FUSE}: {os.strerror(e.errno or errno.EIO)}") from None
-
-
-def umount(target: str, flags: int = 0) -> None:
-    """umount2(2) by name, never following a symlink; raises OSError (EBUSY while files are open,
-    EINVAL if not a mount point).  Callers that hold the mount point use ``MountPoint.umount``."""
-    rc = libc().umount2(target.encode(), flags | UMOUNT_NOFOLLOW)
-    if rc != 0:
-        e = ctypes.get_errno()
-        raise OSError(e, f"umount {target}: {os.strerror(e)}")
 
 
 @dataclass

@@ -43,7 +43,7 @@ from daxmode.fuse import kernel as K
 from daxmode.kernel import paths
 from daxmode.kernel.devices import resolve_name
 from daxmode.kernel.features import detect_kernel
-from daxmode.kernel.mountpoint import MountPoint, hold_mountpoint, open_mountpoint
+from daxmode.kernel.mountpoint import MNT_DETACH, MountPoint, hold_mountpoint, open_mountpoint
 from daxmode.kernel.mounts import mount_at, mounts_using
 from daxmode.sysfs import Sysfs
 
@@ -290,7 +290,7 @@ def _detach(mp: str, lazy: bool) -> str:
         return f"{mp} was no longer mounted"
     with held:
         try:
-            held.umount(K.MNT_DETACH if lazy else 0)
+            held.umount(MNT_DETACH if lazy else 0)
         except OSError as e:
             if e.errno == errno.EBUSY:
                 raise DeviceBusy(f"{mp} is busy: files on it are open (close them, or use --lazy)") from None

@@ -54,7 +54,7 @@ from daxmode.famfs.mount.spec import FSTYPE, MODE_FOR, SUBTYPE, MountResult, Tar
 from daxmode.fsdev import map_device, map_image
 from daxmode.fuse import kernel as K
 from daxmode.fuse.server import FuseError, Server, Stats
-from daxmode.kernel.mountpoint import MountPoint, detach, hold_mountpoint
+from daxmode.kernel.mountpoint import MNT_DETACH, MountPoint, detach, hold_mountpoint
 from daxmode.kernel.mounts import set_fuse_readahead
 from daxmode.kernel.paths import fd_path
 from daxmode.kernel.procs import process_start
@@ -415,14 +415,14 @@ class Session:
             had_meta = self.mlog is not None
             self._drop_meta()
             try:
-                self.held.umount(K.MNT_DETACH if lazy else 0)
+                self.held.umount(MNT_DETACH if lazy else 0)
             except OSError as e:
                 if e.errno == errno.EINVAL:
                     self._not_there()
                     return
                 if e.errno == errno.EBUSY and from_signal:
                     self.log("busy: detaching lazily; serving until the last open file is closed")
-                    self.held.umount(K.MNT_DETACH)
+                    self.held.umount(MNT_DETACH)
                     self.step(f"unmounted {self.mp} lazily (files were open)")
                     return
                 if had_meta:
@@ -460,7 +460,7 @@ class Session:
                 self.conn.release_mount_fd()
             elif self.server is not None and not self.server.wait(timeout=0):
                 with contextlib.suppress(OSError):  # still ours: the session has not ended
-                    self.held.umount(K.MNT_DETACH)
+                    self.held.umount(MNT_DETACH)
             if self.server is not None and self.server.initialized.is_set():
                 self.server.wait(timeout=10)
             os.close(self.conn.fd)  # the kernel drops its dax device holder with the connection
