@@ -51,7 +51,8 @@ MOVE_MOUNT_T_EMPTY_PATH = 0x40
 _libc: ctypes.CDLL | None = None
 
 
-def _lib() -> ctypes.CDLL:
+def libc() -> ctypes.CDLL:
+    """The C library with errno kept (ctypes), shared with the server's own mmap calls."""
     global _libc
     if _libc is None:
         lib = ctypes.CDLL(ctypes.util.find_library("c") or None, use_errno=True)
@@ -62,7 +63,7 @@ def _lib() -> ctypes.CDLL:
 
 
 def _sys(what: str, nr: int, *args: object) -> int:
-    rc = _lib().syscall(ctypes.c_long(nr), *args)
+    rc = libc().syscall(ctypes.c_long(nr), *args)
     if rc < 0:
         e = ctypes.get_errno()
         raise OSError(e, f"{what}: {os.strerror(e)}")
@@ -113,7 +114,7 @@ class MountPoint:
             target, flags = fd_path(self.fd), flags & ~UMOUNT_NOFOLLOW
         else:
             target, flags = f"{fd_path(self.parent)}/{self.name}", flags | UMOUNT_NOFOLLOW
-        if _lib().umount2(target.encode(), flags) != 0:
+        if libc().umount2(target.encode(), flags) != 0:
             e = ctypes.get_errno()
             raise OSError(e, f"umount {self.path}: {os.strerror(e)}")
 
@@ -232,6 +233,6 @@ def attach(fs_type: str, options: list[tuple[str, str | None]], attrs: int, mp: 
 
 def detach(mnt: int) -> None:
     """Lazily unmount exactly the mount ``mnt`` holds (the magic link is followed to its root)."""
-    if _lib().umount2(fd_path(mnt).encode(), MNT_DETACH) != 0:
+    if libc().umount2(fd_path(mnt).encode(), MNT_DETACH) != 0:
         e = ctypes.get_errno()
         raise OSError(e, f"detaching the mount: {os.strerror(e)}")
