@@ -141,6 +141,8 @@ def test_mount_point_race_never_redirects(w: World) -> None:  # noqa: F811
             assert mounts_under(w.base) == [], "a mount was left behind"
     finally:
         flips = stop(racer)
+        for where in mounts_under(w.base):  # a failed run must not leave root's mounts behind
+            subprocess.run(["umount", "-l", where], check=False)
     print(f"\nmount-point race: {TRIALS} trials, {flips} swaps by uid {NOBODY}: {outcomes}; redirected 0")
     assert flips > TRIALS  # the attacker really was swapping all along
     assert sum(v for k, v in outcomes.items() if k.startswith("refused")) >= 1
