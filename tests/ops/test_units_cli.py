@@ -18,6 +18,7 @@ EXE = "/opt/daxmode/bin/daxmode"  # a path on the system being packaged (--prefi
 
 
 def cli(root, *args: str):
+    os.makedirs(root, exist_ok=True)  # --root must be a directory
     return CliRunner().invoke(main, ["--root", str(root), *args])
 
 
@@ -209,3 +210,22 @@ def test_dry_run_says_would_and_writes_the_absolute_path(tmp_path, exe, monkeypa
     assert units.default_executable() == exe
     r = cli(tmp_path, "install-units")
     assert r.exit_code == 0 and f"{exe} apply --udev %k" in rule.read_text()
+
+
+def test_dry_runs_say_would(tmp_path):
+    dest = tmp_path / "dest"
+    r = cli(tmp_path / "root", "install-units", "--prefix", str(dest), "--flavour", "systemd", "--dry-run")
+    assert r.exit_code == 0, r.output
+    assert r.output.count("would install ") == 2 and "installed" not in r.output
+    assert not (dest / "etc/udev/rules.d/90-daxmode.rules").exists()
+    r = cli(
+        tmp_path / "root",
+        "install-units",
+        "--prefix",
+        str(dest),
+        "--flavour",
+        "systemd",
+        "--json",
+        "--dry-run",
+    )
+    assert json.loads(r.output)["dry_run"] is True

@@ -46,6 +46,7 @@ from daxmode.errors import (
 from daxmode.famfs.media import layout as L
 from daxmode.famfs.media.fsck import fsck
 from daxmode.famfs.media.identity import read_system_uuid
+from daxmode.famfs.mount import attach as A
 from daxmode.famfs.mount import records as S
 from daxmode.famfs.mount.handlers import COPY, DAX, Device, FamfsFuse
 from daxmode.famfs.mount.metamap import MountLog
@@ -58,6 +59,7 @@ from daxmode.kernel.mountpoint import MNT_DETACH, MountPoint, detach, hold_mount
 from daxmode.kernel.mounts import set_fuse_readahead
 from daxmode.kernel.paths import fd_path
 from daxmode.kernel.procs import process_start
+from daxmode.signals import Interrupted
 from daxmode.sizes import count
 from daxmode.sysfs import Sysfs
 
@@ -67,12 +69,8 @@ FIRST_REPLY = 15.0
 """Seconds an unmount request waits for the server's first answer (the unmount itself)."""
 
 
-class Interrupted(DaxmodeError):
-    """A signal asked the server to stop while it was mounting."""
-
-
 def control_name(mountpoint: str) -> str:
-    """The control socket's name in the root-only run directory (kernel.locks checks it: a real
+    """The control socket's name in the root-only run directory (runstate checks it: a real
     directory, ours, 0700), so no other user can bind it first or connect to it; both ends still
     check SO_PEERCRED.  Reached as /proc/self/fd/DIR/NAME: ``sun_path`` holds 108 bytes."""
     import hashlib
@@ -108,7 +106,7 @@ class Session:
         self.ns: Namespace | None = None
         self.fs: FamfsFuse | None = None
         self.server: Server | None = None
-        self.conn: K.Connection | None = None
+        self.conn: A.Connection | None = None
         self.held: MountPoint | None = None
         self.conn_id: int | None = None
         self.mlog: MountLog | None = None
@@ -142,7 +140,8 @@ class Session:
 
     def _check(self) -> None:
         if self.stop_signal:
-            raise Interrupted(f"interrupted by {signal.Signals(self.stop_signal).name} while mounting")
+            sig = self.stop_signal
+            raise Interrupted(sig, f"interrupted by {signal.Signals(sig).name} while mounting")
 
     # --- the whole life ----------------------------------------------------------------------------
     def run(
@@ -180,7 +179,7 @@ class Session:
     def _failed(self, e: BaseException) -> DaxmodeError:
         """Undo everything after a failed set-up; the error to report says what state is left."""
         if isinstance(e, KeyboardInterrupt):
-            e = Interrupted("interrupted while mounting")
+            e = Interrupted(signal.SIGINT, "interrupted while mounting")
         elif not isinstance(e, DaxmodeError):
             if isinstance(e, OSError):
                 e = KernelRefused(str(e))
@@ -209,7 +208,7 @@ class Session:
         self.step(f"{self.t.device}: {cur or 'devdax'} -> {mode}")
 
     def _setup(self) -> MountResult:
-        from daxmode.kernel.locks import device_lock
+        from daxmode.runstate.locks import device_lock
 
         t = self.t
         self.rec = S.MountRecord(
@@ -245,11 +244,11 @@ class Session:
             f"from {count(ns.played, 'log entry', 'log entries')}"
         )
         return MountResult(
-            self.mp, t.source, t.device, self.path, self.why, t.mode, self.need, os.getpid(),
+            self.mp, t.source, t.device, self.path, self.why, t.mode, self.need, server_pid=os.getpid(),
             steps=list(self.steps), files=ns.files, directories=ns.dirs, entries=ns.played,
         )  # fmt: skip
 
-    def _fsck(self, buf: object, size: int) -> L.Superblock:
+    def _fsck(self, buf: L.Bytes, size: int) -> L.Superblock:
         rep = fsck(buf, size)
         if rep.problems:
             more = f" (and {len(rep.problems) - 1} more)" if len(rep.problems) > 1 else ""
@@ -314,7 +313,7 @@ class Session:
         # The final checks and the mount on one handle: a path swapped since the command's checks
         # (or during these) cannot send the mount anywhere else.
         self.held = hold_mountpoint(self.sysfs, self.mp)
-        self.conn = K.mount_fuse(self.t.source, self.held, SUBTYPE)
+        self.conn = A.mount_fuse(self.t.source, self.held, SUBTYPE)
         self.server = Server(self.conn.fd, self.fs, workers=WORKERS, log=self.log, stats=self.stats)
         try:
             init = self.server.handshake()
@@ -448,8 +447,8 @@ class Session:
             )
 
     def _teardown(self) -> None:
-        from daxmode.kernel.locks import device_lock
         from daxmode.modes import Mode, Options, set_mode
+        from daxmode.runstate.locks import device_lock
 
         self._drop_meta()
         if self.conn is not None:
@@ -479,10 +478,10 @@ class Session:
 
     # --- control socket ---------------------------------------------------------------------------
     def _start_control(self) -> None:
-        from daxmode.kernel import locks
+        from daxmode import runstate
 
         name = control_name(self.mp)
-        dfd = locks.open_run_dir(self.sysfs)
+        dfd = runstate.open_run_dir(self.sysfs)
         try:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(name, dir_fd=dfd)  # a socket left by a server that was killed
@@ -495,7 +494,7 @@ class Session:
         threading.Thread(target=self._control_loop, args=(s,), name="control", daemon=True).start()
 
     def _stop_control(self) -> None:
-        from daxmode.kernel import locks
+        from daxmode import runstate
 
         if self._control is None:
             return
@@ -503,7 +502,7 @@ class Session:
             self._control.close()
         self._control = None
         with contextlib.suppress(OSError, UnsafePath):
-            dfd = locks.open_run_dir(self.sysfs, create=False)
+            dfd = runstate.open_run_dir(self.sysfs, create=False)
             try:
                 os.unlink(control_name(self.mp), dir_fd=dfd)
             finally:
@@ -568,11 +567,11 @@ def request_umount(
     message), or None if no server listens there.  The one listening must be that server (its pid,
     root or us): anything else is not trusted.  The first reply must come within ``first`` seconds
     (the unmount itself); the tear-down that follows may take ``timeout``."""
-    from daxmode.kernel import locks
+    from daxmode import runstate
 
     s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
-        dfd = locks.open_run_dir(sysfs, create=False)
+        dfd = runstate.open_run_dir(sysfs, create=False)
         try:
             s.connect(f"{fd_path(dfd)}/{control_name(rec.mountpoint)}")
         finally:
