@@ -38,13 +38,15 @@ from daxmode.errors import (
     LeftPartial,
     NotRoot,
 )
+from daxmode.famfs.mount import attach as A
 from daxmode.famfs.mount import records as S
 from daxmode.famfs.mount.handlers import COPY, DATA_PATHS, DAX
 from daxmode.famfs.mount.spec import AUTO, FSTYPE, V1, MountResult, Target, UmountResult, error_from
-from daxmode.fsdev import dax_info, looks_like_device
+from daxmode.fsdev import dax_info, looks_like_device, open_image
 from daxmode.fuse import kernel as K
 from daxmode.kernel.devices import resolve_name
 from daxmode.kernel.features import detect_kernel
+from daxmode.kernel.mountpoint import MNT_DETACH, MountPoint, hold_mountpoint, open_mountpoint
 from daxmode.kernel.mounts import mount_at, mounts_using
 from daxmode.sysfs import Sysfs
 
@@ -55,29 +57,21 @@ UMOUNT_WAIT = 180.0
 
 # --- checks (nothing changes) -------------------------------------------------------------------
 def check_mountpoint(sysfs: Sysfs, path: str) -> str:
-    """The absolute mount point, or InvalidArgument: missing, not a directory, a mount point, not empty."""
-    mp = os.path.abspath(path)
-    if not os.path.lexists(mp):
-        raise InvalidArgument(f"mount point {mp} does not exist")
-    if not os.path.isdir(mp):
-        raise InvalidArgument(f"mount point {mp} is not a directory")
-    m = mount_at(sysfs, mp)
-    if m is not None or os.path.ismount(mp):
-        what = f" ({m.fstype} from {m.source})" if m else ""
-        raise InvalidArgument(f"{mp} is already a mount point{what}")
-    try:
-        if os.listdir(mp):
-            raise InvalidArgument(f"mount point {mp} is not empty")
-    except OSError as e:
-        raise InvalidArgument(f"mount point {mp}: {e.strerror}") from None
-    return mp
+    """The absolute mount point if :func:`hold_mountpoint` accepts it (nothing is kept open; the
+    server holds it again and mounts on that handle)."""
+    with hold_mountpoint(sysfs, path) as mp:
+        return mp.path
 
 
 def resolve_target(sysfs: Sysfs, target: str) -> Target:
     """A device (UnknownDevice if there is none by that name) or an image file."""
-    if os.path.isfile(target) and not looks_like_device(target):
+    if os.path.lexists(target) and not looks_like_device(target):
         path = os.path.abspath(target)
-        return Target("image", path, size=os.path.getsize(path))
+        fd = open_image(path, writable=False)  # a regular file by its own path, or refused
+        try:
+            return Target("image", path, size=os.fstat(fd).st_size)
+        finally:
+            os.close(fd)
     if not looks_like_device(target):
         raise InvalidArgument(f"{target}: neither a dax device (daxX.Y) nor an image file")
     info = dax_info(sysfs, resolve_name(sysfs, target))
@@ -140,7 +134,7 @@ def choose_data_path(sysfs: Sysfs, t: Target, requested: str) -> tuple[str, str]
     from daxmode import runstate
 
     try:  # the probe's mount point goes inside the checked run/daxmode
-        probe = K.probe_init(os.path.join(runstate.run_dir(sysfs), PROBE_DIR))
+        probe = A.probe_init(os.path.join(runstate.run_dir(sysfs), PROBE_DIR))
     except OSError as e:
         raise KernelRefused(f"probing the kernel's FUSE INIT flags failed: {e}") from None
     if not probe.dax_fmap:
@@ -292,15 +286,28 @@ def _wait_gone(rec: S.MountRecord, timeout: float) -> bool:
     return True
 
 
-def _detach(mp: str, lazy: bool) -> str:
+def hold_for_umount(mp: str) -> MountPoint | None:
+    """The mount point's parent held by handle, for an unmount (UnsafePath for a symlink); None if
+    it no longer exists (nothing can be mounted there)."""
     try:
-        K.umount(mp, K.MNT_DETACH if lazy else 0)
-    except OSError as e:
-        if e.errno == errno.EBUSY:
-            raise DeviceBusy(f"{mp} is busy: files on it are open (close them, or use --lazy)") from None
-        if e.errno == errno.EINVAL:
-            return f"{mp} was no longer mounted"
-        raise KernelRefused(f"umount {mp}: {e.strerror}") from None
+        return open_mountpoint(mp, entry=False)
+    except InvalidArgument:
+        return None
+
+
+def _detach(mp: str, lazy: bool) -> str:
+    held = hold_for_umount(mp)
+    if held is None:
+        return f"{mp} was no longer mounted"
+    with held:
+        try:
+            held.umount(MNT_DETACH if lazy else 0)
+        except OSError as e:
+            if e.errno == errno.EBUSY:
+                raise DeviceBusy(f"{mp} is busy: files on it are open (close them, or use --lazy)") from None
+            if e.errno == errno.EINVAL:
+                return f"{mp} was no longer mounted"
+            raise KernelRefused(f"umount {mp}: {e.strerror}") from None
     return f"unmounted {mp}" + (" (lazily: it goes away when the last open file is closed)" if lazy else "")
 
 
@@ -354,6 +361,11 @@ def umount(
     if sysfs.is_real and os.geteuid() != 0:
         raise NotRoot("daxmode famfs umount needs root")
     mp = os.path.abspath(mountpoint)
+    held = hold_for_umount(
+        mp
+    )  # refuses a symlink (or a path through one) before anything is asked of a server
+    if held is not None:
+        held.close()
     rec = S.load(sysfs, mp)
     m = mount_at(sysfs, mp)
     if rec is None:
@@ -372,7 +384,7 @@ def umount(
     what = rec.device or rec.source
     alive = S.server_alive(rec)
     if alive:
-        got = request_umount(sysfs, mp, lazy, timeout)
+        got = request_umount(sysfs, rec, lazy, timeout)
         if got is not None:
             server_steps, final = got
             steps += server_steps

@@ -32,7 +32,7 @@ _MAP_FAILED = ctypes.c_void_p(-1).value
 
 
 def _libc_mmap():
-    from daxmode.fuse.kernel import libc
+    from daxmode.kernel.mountpoint import libc
 
     fn = libc().mmap
     fn.restype = ctypes.c_void_p

@@ -40,7 +40,14 @@ from daxmode.famfs.media.log import scan_log
 from daxmode.famfs.mount import records as S
 from daxmode.famfs.mount import v1abi as A
 from daxmode.famfs.mount.spec import V1, MountResult, Target
-from daxmode.fuse import kernel as K
+from daxmode.kernel.mountpoint import (
+    MNT_DETACH,
+    MOUNT_ATTR_NODEV,
+    MOUNT_ATTR_NOSUID,
+    attach,
+    hold_mountpoint,
+    open_mountpoint,
+)
 from daxmode.kernel.mounts import mount_at
 from daxmode.sysfs import Sysfs
 
@@ -268,6 +275,7 @@ def mount(sysfs: Sysfs, t: Target, mp: str, why: str, restore: Restore) -> Mount
     rec = S.MountRecord(
         mp, t.source, t.device, V1, A.FSTYPE, previous_mode=t.mode, mode=MODE, phase="starting"
     )
+    held = hold_mountpoint(sysfs, mp)
     S.save(sysfs, rec)
     mounted = False
     try:
@@ -277,7 +285,9 @@ def mount(sysfs: Sysfs, t: Target, mp: str, why: str, restore: Restore) -> Mount
                 steps.append(f"{t.device}: {t.mode} -> {MODE}")
             sb, buf = read_device(sysfs, t.device, t.size)
             try:
-                K.mount(t.source, mp, A.FSTYPE, K.MS_NOSUID | K.MS_NODEV, "")
+                # On the directory held and checked (no symlink, nothing mounted, empty), not on
+                # its name: a path swapped meanwhile cannot redirect the mount (issue 16).
+                os.close(attach(A.FSTYPE, [("source", t.source)], MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV, held))
             except OSError as e:
                 raise KernelRefused(f"mount -t famfs {t.source} {mp}: {e.strerror}") from None
             mounted = True
@@ -289,11 +299,13 @@ def mount(sysfs: Sysfs, t: Target, mp: str, why: str, restore: Restore) -> Mount
     except BaseException:
         if mounted:
             with contextlib.suppress(OSError):
-                K.umount(mp, K.MNT_DETACH)
+                held.umount(MNT_DETACH)
         with contextlib.suppress(DaxmodeError):
             restore(sysfs, rec)
         S.remove(sysfs, mp)
         raise
+    finally:
+        held.close()
     steps += [f"refused {r}" for r in rep.refused] + [f"error: {e}" for e in rep.errors]
     steps.append(
         f"mounted {t.source} at {mp} (famfs, data path {V1}: {why}); {len(rep.created_files)} file(s), "
@@ -399,7 +411,8 @@ def umount(sysfs: Sysfs, rec: S.MountRecord, lazy: bool, restore: Restore) -> li
     steps = []
     if mount_at(sysfs, rec.mountpoint) is not None:
         try:
-            K.umount(rec.mountpoint, K.MNT_DETACH if lazy else 0)
+            with open_mountpoint(rec.mountpoint, entry=False) as held_mp:
+                held_mp.umount(MNT_DETACH if lazy else 0)
         except OSError as e:
             if e.errno == errno.EBUSY:
                 raise DeviceBusy(
