@@ -22,7 +22,7 @@ from daxmode import cacheflush
 from daxmode.cacheflush import CacheSync
 from daxmode.errors import BadMode, DeviceBusy, FamfsError, InvalidArgument
 from daxmode.famfs.media.lock import DEFAULT_TIMEOUT as DEFAULT_LOCK_TIMEOUT
-from daxmode.famfs.media.lock import volume_lock
+from daxmode.famfs.media.hostlock import host_volume_lock
 from daxmode.kernel.devices import get_device, is_name, node_path, resolve_name
 from daxmode.kernel.mounts import mounts_using
 from daxmode.sysfs import Sysfs
@@ -42,10 +42,15 @@ class Mapping:
     switched: bool = False
     """The device was switched from fsdev for this mapping and goes back when it closes."""
 
-    def lock(self, timeout: float | None = DEFAULT_LOCK_TIMEOUT) -> contextlib.AbstractContextManager[None]:
+    meta_fds: dict[str, int] = field(default_factory=dict)
+    """``.meta/.log`` of each famfs mount of this volume, open while the lock is used."""
+
+    def lock(self, timeout: float | None = DEFAULT_LOCK_TIMEOUT) -> contextlib.AbstractContextManager[object]:
         """The volume lock: an exclusive flock on the device node's or image's inode, shared by
-        every process on this host (:mod:`daxmode.famfs.media.lock`); DeviceBusy after ``timeout``."""
-        return volume_lock(self.fd, self.daxdev, timeout)
+        every process on this host (:mod:`daxmode.famfs.media.lock`), and the flock famfs's own
+        writers take on ``.meta/.log`` of each mount of it (:mod:`daxmode.famfs.media.hostlock`);
+        DeviceBusy after ``timeout``."""
+        return host_volume_lock(self.fd, self.daxdev, timeout, self.meta_fds)
 
     def close(self) -> None:
         if self.kind == "image" and not self.buf.closed:
@@ -64,6 +69,9 @@ class Mapping:
                     f"{self.daxdev}: views of the mapping are still in use while the device goes back to "
                     "fsdev; release them inside the with block"
                 ) from None
+        for lfd in self.meta_fds.values():
+            os.close(lfd)
+        self.meta_fds.clear()
         os.close(self.fd)
 
 

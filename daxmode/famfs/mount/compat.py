@@ -19,6 +19,7 @@ import shutil
 from collections.abc import Callable
 from pathlib import Path
 
+from daxmode.famfs.mount import ioctls
 from daxmode.famfs.mount.flocks import ClientLocks, notify_inval_inode
 from daxmode.famfs.mount.handlers import TTL, FamfsFuse
 from daxmode.famfs.mount.namespace import LOG_ID
@@ -100,6 +101,13 @@ class FamfsCompat:
                 raise FuseError(errno.ERANGE)
             return value
 
+        def ioctl(h: P.InHeader, body: memoryview) -> bytes:
+            ino = ns.get(h.nodeid)
+            if ino is None:
+                raise FuseError(errno.ENOENT)
+            return ioctls.answer(ino, body)
+
+        fs.overrides[P.IOCTL] = ioctl
         fs.overrides[P.LOOKUP] = lookup
         fs.overrides[P.GETATTR] = getattr_
         fs.overrides[P.GETXATTR] = getxattr
