@@ -21,8 +21,8 @@ from dataclasses import dataclass, field
 from daxmode import cacheflush
 from daxmode.cacheflush import CacheSync
 from daxmode.errors import BadMode, DeviceBusy, FamfsError, InvalidArgument
-from daxmode.famfs.media.lock import DEFAULT_TIMEOUT as DEFAULT_LOCK_TIMEOUT
 from daxmode.famfs.media.hostlock import host_volume_lock
+from daxmode.famfs.media.lock import DEFAULT_TIMEOUT as DEFAULT_LOCK_TIMEOUT
 from daxmode.kernel.devices import get_device, is_name, node_path, resolve_name
 from daxmode.kernel.mounts import mounts_using
 from daxmode.sysfs import Sysfs

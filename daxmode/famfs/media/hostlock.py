@@ -35,7 +35,9 @@ DAXMODE_XATTR = "user.daxmode.stats"
 def _same_volume(a: os.stat_result, b: os.stat_result) -> bool:
     if stat.S_ISCHR(a.st_mode) and stat.S_ISCHR(b.st_mode):
         return a.st_rdev == b.st_rdev
-    return stat.S_ISREG(a.st_mode) and stat.S_ISREG(b.st_mode) and (a.st_dev, a.st_ino) == (b.st_dev, b.st_ino)
+    return (
+        stat.S_ISREG(a.st_mode) and stat.S_ISREG(b.st_mode) and (a.st_dev, a.st_ino) == (b.st_dev, b.st_ino)
+    )
 
 
 def famfs_mounts_of(fd: int, mountinfo: str | None = None) -> list[tuple[str, bool]]:

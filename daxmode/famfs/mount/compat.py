@@ -64,7 +64,9 @@ class FamfsCompat:
         return [f"{i.nodeid} {'d' if i.is_dir else 'f'} {i.mode:o} {i.size} {ns.path_of(i.nodeid)!r}"
                 for i in list(ns.inodes.values())]  # fmt: skip
 
-    def install(self, fs: FamfsFuse, fuse_fd: Callable[[], int | None], spare_worker: Callable[[], None]) -> None:
+    def install(
+        self, fs: FamfsFuse, fuse_fd: Callable[[], int | None], spare_worker: Callable[[], None]
+    ) -> None:
         """Add the handlers and the INIT flag to ``fs`` (before the mount's INIT)."""
         ns = self.ns
         assert ns is not None and fs.ns is ns
@@ -124,7 +126,13 @@ class FamfsCompat:
         ns.drop_unlogged()
 
     def start_rest(self) -> None:
-        self.rest = RestServer(os.path.join(self.shadow, "sock"), self.state, self.log)
+        """Without the socket famfs's tools take the mount for some other FUSE file system; the
+        mount itself still works, so a failure here is a line in the log, not a failed mount."""
+        try:
+            self.rest = RestServer(os.path.join(self.shadow, "sock"), self.state, self.log)
+        except OSError as e:
+            self.log(f"famfs REST socket {self.shadow}/sock not started ({e}): famfs's CLI will not "
+                     "recognise this mount")  # fmt: skip
 
     def close(self) -> None:
         if self.rest is not None:

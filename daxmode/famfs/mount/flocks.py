@@ -81,7 +81,12 @@ class ClientLocks:
 
     # --- FUSE handlers ------------------------------------------------------------------------
     def handlers(self) -> dict[int, Callable[[P.InHeader, memoryview], object]]:
-        return {P.SETLK: self.setlk, P.SETLKW: self.setlkw, P.INTERRUPT: self.interrupt, P.RELEASE: self.release}
+        return {
+            P.SETLK: self.setlk,
+            P.SETLKW: self.setlkw,
+            P.INTERRUPT: self.interrupt,
+            P.RELEASE: self.release,
+        }
 
     def interrupt(self, h: P.InHeader, body: memoryview) -> None:
         self._interrupted.append(P.parse_interrupt(body))
@@ -139,7 +144,9 @@ class ClientLocks:
                 try:
                     fd = os.open(self.volume, os.O_RDONLY | os.O_CLOEXEC)
                 except OSError as e:
-                    raise FuseError(errno.ENOLCK, f"cannot open {self.volume} to lock it: {e.strerror}") from None
+                    raise FuseError(
+                        errno.ENOLCK, f"cannot open {self.volume} to lock it: {e.strerror}"
+                    ) from None
         assert fd is not None
         delay, spared = 0.0005, False
         try:

@@ -77,7 +77,9 @@ def parse_request(data: bytes) -> tuple[str, str, bytes] | None:
     return parts[0].decode("ascii", "replace"), path, rest[:length]
 
 
-def respond(state: RestState, method: str, path: str, body: bytes, log: Callable[[str], None]) -> tuple[int, str, str]:
+def respond(
+    state: RestState, method: str, path: str, body: bytes, log: Callable[[str], None]
+) -> tuple[int, str, str]:
     """(status, content type, body) for one request."""
     yaml, text = "text/yaml", "text/plain"
     if path == "/log_level":
@@ -94,11 +96,19 @@ def respond(state: RestState, method: str, path: str, body: bytes, log: Callable
             return 200, text, f"log level set to {state.log_level} (from {old})\n"
         return 405, text, "Method Not Allowed\n"
     if method != "GET":
-        return (405, text, "Method Not Allowed\n") if path in ("/icache_stats", "/icache_dump", "/pid", "/inodes") else (404, text, "Not Found\n")
+        return (
+            (405, text, "Method Not Allowed\n")
+            if path in ("/icache_stats", "/icache_dump", "/pid", "/inodes")
+            else (404, text, "Not Found\n")
+        )
     if path == "/icache_stats":
         with state.lock:
             s = (state.search_count, state.nodes_scanned, state.search_fail_ct)
-        return 200, yaml, f"icache_stats:\n  search_count:   {s[0]}\n  nodes_scanned:  {s[1]}\n  search_fail_ct: {s[2]}\n"
+        return (
+            200,
+            yaml,
+            f"icache_stats:\n  search_count:   {s[0]}\n  nodes_scanned:  {s[1]}\n  search_fail_ct: {s[2]}\n",
+        )
     if path == "/icache_dump":
         for line in state.dump():
             log(f"icache: {line}")

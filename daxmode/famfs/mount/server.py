@@ -45,9 +45,9 @@ from daxmode.famfs.mount.metamap import MountLog
 from daxmode.famfs.mount.namespace import Namespace
 from daxmode.famfs.mount.spec import FSTYPE, MODE_FOR, SUBTYPE, MountResult, Target, report_error
 from daxmode.fsdev import map_device, map_image
-from daxmode.kernel.devices import node_path
 from daxmode.fuse import kernel as K
 from daxmode.fuse.server import FuseError, Server, Stats
+from daxmode.kernel.devices import node_path
 from daxmode.kernel.mounts import mount_at, set_fuse_readahead
 from daxmode.kernel.procs import process_start
 from daxmode.sizes import count

@@ -131,7 +131,9 @@ class ShadowNamespace(Namespace):
         p = self._pending.pop(rel, None)
         if p is None:
             return
-        if p.is_dir != ino.is_dir or (p.meta is not None and ino.meta is not None and not _same_claim(p.meta, ino.meta)):
+        if p.is_dir != ino.is_dir or (
+            p.meta is not None and ino.meta is not None and not _same_claim(p.meta, ino.meta)
+        ):
             self.mismatched += 1
             self._say(
                 f"shadow tree: {rel!r}: the shadow file claimed {self._claim(p)} but the log entry says "
@@ -156,7 +158,11 @@ class ShadowNamespace(Namespace):
         if p is None or p.children is None or not name or b"/" in name or name in (b".", b".."):
             return None
         prel = self.path_of(parent)
-        rel = f"{prel}/{name.decode('utf-8', 'surrogateescape')}" if prel else name.decode("utf-8", "surrogateescape")
+        rel = (
+            f"{prel}/{name.decode('utf-8', 'surrogateescape')}"
+            if prel
+            else name.decode("utf-8", "surrogateescape")
+        )
         if rel == META_DIR or rel.startswith(META_DIR + "/"):
             return None
         with self._plock:
@@ -176,12 +182,24 @@ class ShadowNamespace(Namespace):
             return None
         nid = self._next_pending
         if stat.S_ISDIR(st.st_mode):
-            ino = Inode(nid, stat.S_IFDIR, stat.S_IMODE(st.st_mode), st.st_uid, st.st_gid, 0, parent, name, children={})
+            ino = Inode(
+                nid,
+                stat.S_IFDIR,
+                stat.S_IMODE(st.st_mode),
+                st.st_uid,
+                st.st_gid,
+                0,
+                parent,
+                name,
+                children={},
+            )
         elif stat.S_ISREG(st.st_mode):
             meta = self._read_claim(path, rel)
             if meta is None:
                 return None
-            ino = Inode(nid, stat.S_IFREG, meta.mode & 0o7777, meta.uid, meta.gid, meta.size, parent, name, meta=meta)
+            ino = Inode(
+                nid, stat.S_IFREG, meta.mode & 0o7777, meta.uid, meta.gid, meta.size, parent, name, meta=meta
+            )
         else:
             return None
         self._next_pending += 1
@@ -224,7 +242,9 @@ class ShadowNamespace(Namespace):
             if dev != 0:
                 out.append(f"extent at {off:#x}: device index {dev}")
             elif ln <= 0 or off % unit or ln % unit or off < lo or off + ln > hi:
-                out.append(f"extent [{off:#x}+{ln:#x}] is outside the file area [{lo:#x}, {hi:#x}) or unaligned")
+                out.append(
+                    f"extent [{off:#x}+{ln:#x}] is outside the file area [{lo:#x}, {hi:#x}) or unaligned"
+                )
         if meta.interleaved:
             cs, ns = meta.chunk_size, meta.nstrips
             if not L.is_pow2(cs) or cs % unit or ns != len(meta.extents):

@@ -50,9 +50,11 @@ class ShadowYamlError(FamfsError):
 # --- emitting -------------------------------------------------------------------------------------
 def _scalar(s: str) -> str:
     """A YAML scalar for ``s``: plain where YAML would read it back unchanged, else double-quoted."""
-    if _PLAIN_OK.match(s) and not s.endswith(" ") and s not in ("~", "null", "true", "false", "yes", "no"):
-        if not re.fullmatch(r"[-+]?(?:0[xob]?)?[0-9a-fA-F_.]+", s):  # would read as a number
-            return s
+    plain = (
+        _PLAIN_OK.match(s) and not s.endswith(" ") and s not in ("~", "null", "true", "false", "yes", "no")
+    )
+    if plain and not re.fullmatch(r"[-+]?(?:0[xob]?)?[0-9a-fA-F_.]+", s):  # not read as a number
+        return s
     out = []
     for ch in s:
         o = ord(ch)
@@ -299,8 +301,8 @@ def _simple_list(v: object, what: str, limit: int) -> list[L.Extent]:
     for k, e in enumerate(v):
         if not isinstance(e, dict) or set(e) - set(_SIMPLE_KEYS) or not {"offset", "length"} <= set(e):
             raise ShadowYamlError(f"{what}[{k}]: expected devindex/offset/length")
-        out.append((_num(e.get("devindex", "0"), f"{what}[{k}].devindex", 1 << 32),
-                    _num(e["offset"], f"{what}[{k}].offset"), _num(e["length"], f"{what}[{k}].length")))  # fmt: skip
+        dev = _num(e.get("devindex", "0"), f"{what}[{k}].devindex", 1 << 32)
+        out.append((dev, _num(e["offset"], f"{what}[{k}].offset"), _num(e["length"], f"{what}[{k}].length")))
     return out
 
 
@@ -345,7 +347,9 @@ def parse(data: bytes, index: int = -1) -> L.FileMeta:
     strips = _simple_list(ie["simple_ext_list"], "striped_ext_list[0].simple_ext_list", L.MAX_STRIPS)
     if nstrips != len(strips):
         raise ShadowYamlError(f"nstrips {nstrips} but {len(strips)} strips listed")
-    return L.FileMeta(index, path, size, flags, uid, gid, mode, L.EXT_INTERLEAVE, tuple(strips), nstrips, chunk)
+    return L.FileMeta(
+        index, path, size, flags, uid, gid, mode, L.EXT_INTERLEAVE, tuple(strips), nstrips, chunk
+    )
 
 
 def region_meta(path: str, offset: int, length: int, mode: int) -> L.FileMeta:
