@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 from test_mount_host import DAXMODE, World
-from test_mount_host import w as _world  # noqa: F401  (registers the fixture `w`)
+from test_mount_host import w as _world  # noqa: F401  (the fixture, registered as `_world`)
 
 from daxmode.famfs.media import layout as L
 from daxmode.famfs.media.fsck import fsck
@@ -34,6 +34,12 @@ from daxmode.fsdev import map_image
 MiB = 1 << 20
 FREE = 200 * MiB
 """A device offset no file uses in these 256 MiB images (files here are allocated from 10 MiB up)."""
+
+
+@pytest.fixture
+def w(_world: World) -> World:  # noqa: F811
+    """test_mount_host's world: a daxmode root, a mount point and a 256 MiB image."""
+    return _world
 
 
 def shadow_of(p: Path) -> Path:

@@ -26,7 +26,7 @@ import time
 from collections.abc import Iterator
 
 from daxmode.famfs.media.lock import volume_lock
-from daxmode.kernel.mounts import parse_mountinfo
+from daxmode.kernel.mounts import this_process_mounts
 
 DAXMODE_XATTR = "user.daxmode.stats"
 """Listed on the root of every daxmode famfs mount (daxmode.famfs.mount.handlers.STATS_XATTR)."""
@@ -40,18 +40,12 @@ def _same_volume(a: os.stat_result, b: os.stat_result) -> bool:
     )
 
 
-def famfs_mounts_of(fd: int, mountinfo: str | None = None) -> list[tuple[str, bool]]:
+def famfs_mounts_of(fd: int) -> list[tuple[str, bool]]:
     """(mount point, served by daxmode) of every famfs mount on this host whose source is the volume
     open as ``fd`` and which shows ``.meta/.log``."""
     me = os.fstat(fd)
-    if mountinfo is None:
-        try:
-            with open("/proc/self/mountinfo", encoding="utf-8", errors="surrogateescape") as f:
-                mountinfo = f.read()
-        except OSError:
-            return []
     out: list[tuple[str, bool]] = []
-    for m in parse_mountinfo(mountinfo):
+    for m in this_process_mounts():
         if "famfs" not in m.fstype and not m.fstype.startswith("fuse"):
             continue
         if not m.source.startswith("/"):
@@ -84,6 +78,10 @@ def host_volume_lock(
         return None if deadline is None else max(deadline - time.monotonic(), 0.0)
 
     mounts = famfs_mounts_of(fd)
+    if not mounts:
+        with volume_lock(fd, what, timeout):
+            yield []
+        return
     with contextlib.ExitStack() as held:
         for mp, _ours in mounts:
             lfd = meta_fds.get(mp)
