@@ -65,7 +65,10 @@ CASES: list[tuple[list[str], int]] = [
     (["famfs", "read", "{img}", "a", "-o", "/nonexistent/x"], 2),
     (["famfs", "read", "{img}", "a", "--offset", "99999999"], 11),
     (["famfs", "read", "{img}", "missing"], 12),
-    (["famfs", "cp", "{img}", "/nonexistent/src", "dst"], 2),
+    (
+        ["famfs", "cp", "{img}", "/nonexistent/src", "dst"],
+        11,
+    ),  # checked when copied: cp goes on past a source
     (["famfs", "cp", "{img}", "{src}"], 2),
     (["famfs", "ls", "{img}", "nothere"], 12),
     (["famfs", "ls", "/tmp/x/dax0.0"], 11),

@@ -14,7 +14,7 @@ from typing import Any
 
 import click
 
-from daxmode.cli._common import ID, OCTAL, OFFSET, SIZE, echo_json, existing_file, output_file, state
+from daxmode.cli._common import ID, OCTAL, OFFSET, SIZE, echo_json, output_file, state
 from daxmode.errors import FamfsError
 from daxmode.famfs.media import layout as L
 from daxmode.famfs.media.identity import ensure_system_uuid, read_system_uuid
@@ -229,24 +229,52 @@ def mkdir_cmd(
         click.echo(f"created directory {d}")
 
 
+def _striping(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """famfs's interleave options (creat and cp ``-N -B -C``)."""
+    for opt in reversed(
+        [
+            click.option(
+                "-N", "--nstrips", type=click.IntRange(0, 16), default=0, help="Interleave across N strips."
+            ),
+            click.option(
+                "-B",
+                "--nbuckets",
+                type=click.IntRange(1, 64),
+                default=None,
+                help="Buckets to spread strips over (default N).",
+            ),
+            click.option(
+                "-C", "--chunk", type=SIZE, default="2M", show_default=True, help="Interleave chunk size."
+            ),
+            click.option(
+                "--small-buckets",
+                is_flag=True,
+                help="Allow buckets under 1 GiB (famfs requires 1 GiB; small test devices need this).",
+            ),
+        ]
+    ):
+        fn = opt(fn)
+    return fn
+
+
+def _umasked(mode: int | None, default: int | None) -> int | None:
+    """famfs's creat and cp apply the process umask to the mode (``mode &= ~umask``,
+    ``src/famfs_cli.c:990-992`` and ``:1597-1599``); mkdir does not."""
+    import os
+
+    m = default if mode is None else mode
+    if m is None:
+        return None
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return m & ~mask
+
+
 @famfs.command("creat")
 @_target
 @click.argument("path")
 @click.option("-s", "--size", "size", type=SIZE, required=True, help="File size (e.g. 4096, 64M, 1G).")
-@click.option("-N", "--nstrips", type=click.IntRange(0, 16), default=0, help="Interleave across N strips.")
-@click.option("-C", "--chunk", type=SIZE, default="2M", show_default=True, help="Interleave chunk size.")
-@click.option(
-    "-B",
-    "--nbuckets",
-    type=click.IntRange(1, 64),
-    default=None,
-    help="Buckets to spread strips over (default N).",
-)
-@click.option(
-    "--small-buckets",
-    is_flag=True,
-    help="Allow buckets under 1 GiB (famfs requires 1 GiB; small test devices need this).",
-)
+@_striping
 @_with_owner
 @_json
 @click.pass_context
@@ -269,7 +297,7 @@ def creat_cmd(
         meta, created = vol.creat(
             path,
             size,
-            mode=0o644 if mode is None else mode,
+            mode=_umasked(mode, 0o644),  # type: ignore[arg-type]
             uid=uid,
             gid=gid,
             nstrips=nstrips,
@@ -285,19 +313,89 @@ def creat_cmd(
 
 @famfs.command("cp")
 @_target
-@click.argument("sources", nargs=-1, required=True, type=existing_file(), metavar="SRC...")
+@click.argument("sources", nargs=-1, required=True, type=click.Path(), metavar="SRC...")
 @click.argument("dest", metavar="DEST")
+@click.option(
+    "-r", "--recursive", is_flag=True, help="Copy directories: SRC's contents go into DEST (as famfs cp -r)."
+)
+@_striping
 @_with_owner
 @click.pass_context
 def cp_cmd(
-    ctx: click.Context, target: str, sources: tuple[str, ...], dest: str, mode: int | None, uid: int, gid: int
+    ctx: click.Context,
+    target: str,
+    sources: tuple[str, ...],
+    dest: str,
+    recursive: bool,
+    nstrips: int,
+    nbuckets: int | None,
+    chunk: int,
+    small_buckets: bool,
+    mode: int | None,
+    uid: int,
+    gid: int,
 ) -> None:
-    """Copy local files into famfs (master only); data is written through the device."""
-    from daxmode.famfs.media.copy import copy_in
+    """Copy local files into famfs (master only); data is written through the device.  A source
+    that cannot be copied is reported and the others are copied; the exit status is then non-zero."""
+    from daxmode.famfs.media.copy import Copied, Failed, Striping, copy_in
 
+    stripe = Striping(nstrips, chunk if nstrips else 0, nbuckets, L.ALLOC_UNIT if small_buckets else None)
+    failed: list[Failed] = []
+    done = 0
+    several = len(sources) > 1 or recursive
+    bar = _CopyBar() if sys.stderr.isatty() and not getattr(ctx.obj, "quiet", False) else None
     with _volume(ctx, target, writable=True) as vol:
-        for c in copy_in(vol, list(sources), dest, mode=mode, uid=uid, gid=gid):
-            click.echo(f"{c.source} -> {c.path} ({c.size} bytes)")
+        for c in copy_in(vol, list(sources), dest, mode=_umasked(mode, None), uid=uid, gid=gid,
+                         recursive=recursive, stripe=stripe, progress=bar):  # fmt: skip
+            if bar is not None:
+                bar.end()
+            if isinstance(c, Copied):
+                done += 1
+                click.echo(f"{c.source} -> {c.path} ({c.size} bytes)")
+                continue
+            failed.append(c)
+            if several:  # each failure as it happens; the summary below ends the run
+                why = c.why if c.why.startswith(c.source) else f"{c.source}: {c.why}"
+                click.echo(f"daxmode: cp: {why}", err=True)
+    if failed and not several:
+        raise failed[0].error
+    if failed:
+        names = ", ".join(f.source for f in failed[:3]) + (", ..." if len(failed) > 3 else "")
+        raise FamfsError(f"cp: {count(done, 'file')} copied, {len(failed)} failed ({names})")
+
+
+class _CopyBar:
+    """One line on the terminal for each large file being copied: percent, MiB and MiB/s."""
+
+    MIN = 64 << 20
+
+    def __init__(self) -> None:
+        import time
+
+        self.clock = time.monotonic
+        self.started = 0.0
+        self.shown = 0.0
+        self.active = False
+
+    def __call__(self, name: str, done: int, total: int) -> None:
+        if total < self.MIN:
+            return
+        now = self.clock()
+        if not self.active:
+            self.active, self.started, self.shown = True, now, 0.0
+        if now - self.shown < 0.1 and done < total:
+            return
+        self.shown = now
+        rate = done / max(now - self.started, 1e-6) / (1 << 20)
+        pct = 100 * done // max(total, 1)
+        sys.stderr.write(f"\r{name}: {pct:3d}% {done >> 20}/{total >> 20} MiB {rate:.0f} MiB/s\x1b[K")
+        sys.stderr.flush()
+
+    def end(self) -> None:
+        if self.active:
+            sys.stderr.write("\n")
+            sys.stderr.flush()
+            self.active = False
 
 
 @famfs.command("cat")
