@@ -55,7 +55,11 @@ def mounted(w: World) -> Path:
     w.famfs("mkdir", str(w.img), "d")
     w.famfs("creat", str(w.img), "d/f", "-s", "5000", "-m", "0640", "-u", "7", "-g", "8")
     w.famfs("mount", str(w.img), str(w.mnt))
-    return shadow_of(w.mnt)
+    sh = shadow_of(w.mnt)
+    deadline = time.monotonic() + 20  # file documents are written just after the mount is up
+    while not (sh / "root" / "d" / "f").exists() and time.monotonic() < deadline:
+        time.sleep(0.02)
+    return sh
 
 
 def http(sock: Path, request: bytes) -> bytes:

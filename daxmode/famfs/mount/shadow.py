@@ -25,7 +25,6 @@ daxmode's log stays the source of truth:
 
 from __future__ import annotations
 
-import contextlib
 import os
 import stat
 import threading
@@ -67,8 +66,25 @@ class ShadowNamespace(Namespace):
         os.makedirs(self.shadow_root, mode=0o700, exist_ok=True)
         os.makedirs(os.path.join(self.shadow_root, META_DIR), mode=0o755, exist_ok=True)
         self._publish_region(".superblock", 0, L.SUPERBLOCK_REGION, 0o444)
+        self._backlog: list[tuple[str, L.FileMeta]] | None = []
         super().__init__(*args, **kw)  # type: ignore[arg-type]
         self.publish()
+        backlog, self._backlog = self._backlog, None
+        self.populated = threading.Event()
+        threading.Thread(target=self._populate, args=(backlog,), name="famfs-shadow", daemon=True).start()
+
+    def _populate(self, backlog: list[tuple[str, L.FileMeta]]) -> None:
+        """The documents of the files played at mount time, written after the mount is up: a full
+        log holds 15,420 of them, about a second of work, and nothing needs them at once (famfs's
+        tools check names through the mount; directories, which they do need, were made first)."""
+        try:
+            for rel, meta in backlog:
+                try:
+                    self._write(rel, Y.emit(meta))
+                except OSError as e:
+                    self._say(f"shadow tree: cannot write {rel!r}: {e.strerror}")
+        finally:
+            self.populated.set()
 
     # --- the log's names into the shadow tree ---------------------------------------------------
     def _add(self, ino: Inode) -> Inode:
@@ -89,16 +105,17 @@ class ShadowNamespace(Namespace):
         self._write(rel, Y.emit(Y.region_meta(rel, off, length, mode)))
 
     def _write(self, rel: str, data: bytes) -> None:
-        path = os.path.join(self.shadow_root, rel)
-        tmp = os.path.join(os.path.dirname(path), f".daxmode-shadow-{os.getpid()}-{threading.get_ident()}")
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
+        """Write in place, as famfs does (``famfs_shadow_file_create``): the document of a logged
+        name is never read back by anyone but famfs's tools checking that it exists."""
+        fd = os.open(
+            os.path.join(self.shadow_root, rel),
+            os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC,
+            0o644,
+        )
         try:
             os.write(fd, data)
         finally:
             os.close(fd)
-        os.replace(tmp, path)
 
     def publish(self) -> None:
         """Write the shadow entries of everything played since the last call, and settle the
@@ -110,6 +127,8 @@ class ShadowNamespace(Namespace):
                 try:
                     if ino.is_dir:
                         self._mkdir(rel)
+                    elif ino.meta is not None and self._backlog is not None:
+                        self._backlog.append((rel, ino.meta._replace(path=rel)))
                     elif ino.meta is not None:
                         self._write(rel, Y.emit(ino.meta._replace(path=rel)))
                 except OSError as e:
