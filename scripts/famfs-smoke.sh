@@ -71,6 +71,16 @@ else
 	ln -s "$build/famfs" "$work/bin/famfs"
 fi
 
+# famfs's scripts switch modes with a daxctl that knows famfs mode (DAXCTL_PATH, else their own
+# ndctl build); Debian bookworm's 76.1 does not. daxctl 85 from `make setup` does, run through its own
+# loader (scripts/setup.sh fetch_daxctl85).
+dx85=${DAXCTL85_DIR:-$here/.cache/daxctl-85}
+if [[ -z ${DAXCTL_PATH:-} && -x $dx85/usr/bin/daxctl ]]; then
+	lib=$dx85/usr/lib/x86_64-linux-gnu
+	printf '#!/bin/sh\nexec %s --library-path %s %s "$@"\n' "$lib/ld-linux-x86-64.so.2" "$lib" "$dx85/usr/bin/daxctl" >"$work/bin/daxctl"
+	chmod +x "$work/bin/daxctl"
+	export DAXCTL_PATH=$work/bin/daxctl
+fi
 export PATH="$work/path:$PATH"
 cd "$work/famfs" || exit 2
 scripts=(prepare test_daxmode test_load_module test0 test_shadow_yaml test1 test2 test3 test4 stripe_test test_pcq test_fio)
