@@ -23,7 +23,7 @@ from bench.bench_famfs import _best
 from daxmode.famfs import Volume, mkfs
 from daxmode.famfs.media.identity import ensure_system_uuid
 from daxmode.famfs.mount import command as M
-from daxmode.fsdev import create_image, map_image
+from daxmode.fsdev import create_image, map_device, map_image
 from daxmode.sysfs import Sysfs
 
 MiB = 1 << 20
@@ -76,7 +76,9 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     if "--guest" in argv:
         from bench.guestrun import run_guest_bench
 
-        r = run_guest_bench("bench_cfuse", ["--shared-size", "2G", "--mem", "2G"], name="bench-cfuse")
+        r = run_guest_bench(
+            "bench_cfuse", ["--shared-size", "2G", "--mem", "2G"], ["--device", "dax0.0"], name="bench-cfuse"
+        )
         r.print_table()
         return r.data
     as_json = "--json" in argv
@@ -85,19 +87,27 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     out: dict[str, float] = {}
     lines = [f"copy path vs a C FUSE server ({os.uname().release}; load average {os.getloadavg()[0]:.2f})"]
     cproc: subprocess.Popen[bytes] | None = None
-    root = base / "root"
-    root.mkdir()
-    os.symlink("/proc", root / "proc")
-    sysfs = Sysfs(root)
+    device = argv[argv.index("--device") + 1] if "--device" in argv else None
+    if device is None:  # an image in /dev/shm, daxmode state under a private root
+        root = base / "root"
+        root.mkdir()
+        os.symlink("/proc", root / "proc")
+        sysfs = Sysfs(root)
+    else:  # a real devdax device (the guest run): the real root
+        sysfs = Sysfs("/")
     dmnt, cmnt = base / "daxmode", base / "c"
     dmnt.mkdir()
     cmnt.mkdir()
     try:
         exe = build_server(base)
         me = ensure_system_uuid(sysfs)
-        img = base / "img"
-        create_image(img, GiB + 256 * MiB)
-        with map_image(img) as m:
+        if device is None:
+            img = base / "img"
+            create_image(img, GiB + 256 * MiB)
+            source, medium = str(img), map_image(img)
+        else:
+            source, medium = f"/dev/{device}", map_device(sysfs, device)
+        with medium as m:
             mkfs(m, me)
             v = Volume(m, me)
             meta, _ = v.creat("big", GiB)
@@ -107,9 +117,9 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
                     m.buf[dev + off : dev + off + 2 * MiB] = pattern
             ((_d, ext_off, _len),) = meta.extents
             v.close()
-        dpid = M.mount(sysfs, str(img), str(dmnt)).pid
+        dpid = M.mount(sysfs, device or source, str(dmnt), data_path="copy").pid
         cproc = subprocess.Popen(  # its own session, as daxmode's server daemon (the scheduler's autogroups)
-            [str(exe), str(img), str(ext_off), str(GiB), str(cmnt), "-o", "allow_other,default_permissions"],
+            [str(exe), source, str(ext_off), str(GiB), str(cmnt), "-o", "allow_other,default_permissions"],
             stderr=subprocess.PIPE,
             start_new_session=True,
         )
