@@ -10,16 +10,10 @@ from dataclasses import dataclass
 from typing import BinaryIO
 
 from daxmode.errors import DaxmodeError, FamfsError, InvalidArgument
-from daxmode.famfs.media.volume import Volume
+from daxmode.famfs.media.results import Copied
+from daxmode.famfs.media.volume import ReadsInto, Volume
 
 _RUN = 8 << 20  # bytes per copy: large enough for memcpy speed, small enough to stay cache-friendly
-
-
-@dataclass(frozen=True)
-class Copied:
-    source: str
-    path: str  # in famfs
-    size: int
 
 
 @dataclass(frozen=True)
@@ -51,11 +45,11 @@ Progress = Callable[[str, int, int], None]
 class _Counting:
     """A source file that reports how far the copy has read it."""
 
-    def __init__(self, f: BinaryIO, name: str, total: int, progress: Progress) -> None:
+    def __init__(self, f: ReadsInto, name: str, total: int, progress: Progress) -> None:
         self.f, self.name, self.total, self.progress, self.done = f, name, total, progress, 0
 
-    def readinto(self, b: memoryview) -> int:
-        n = self.f.readinto(b) or 0  # type: ignore[attr-defined]
+    def readinto(self, b: memoryview, /) -> int:
+        n = self.f.readinto(b) or 0
         self.done += n
         self.progress(self.name, self.done, self.total)
         return n
@@ -80,13 +74,11 @@ def _copy_file(
         if not stat.S_ISREG(st.st_mode):
             raise InvalidArgument(f"{src}: not a regular file")
         fmode = mode if mode is not None else st.st_mode & 0o777
-        kw: dict[str, object] = {}
-        if stripe.nstrips:
-            kw = {"nstrips": stripe.nstrips, "chunk": stripe.chunk, "nbuckets": stripe.nbuckets}
-            if stripe.min_bucket is not None:
-                kw["min_bucket"] = stripe.min_bucket
-        meta, _created = vol.creat(rel, st.st_size, mode=fmode, uid=uid, gid=gid, **kw)  # type: ignore[arg-type]
-        stream: BinaryIO = f if progress is None else _Counting(f, src, st.st_size, progress)  # type: ignore[assignment]
+        meta, _created = vol.creat(
+            rel, st.st_size, mode=fmode, uid=uid, gid=gid, nstrips=stripe.nstrips, chunk=stripe.chunk,
+            nbuckets=stripe.nbuckets, min_bucket=stripe.min_bucket,
+        )  # fmt: skip
+        stream: ReadsInto = f if progress is None else _Counting(f, src, st.st_size, progress)
         try:
             n = vol.write(meta, stream)
         except OSError as e:

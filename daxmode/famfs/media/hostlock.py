@@ -12,9 +12,9 @@ in this order:
    flock on ``.meta/.log`` into the volume lock for that lock owner (daxmode.famfs.mount.flocks), so
    step 1 already holds it, and taking it again would wait on the server forever.
 
-A daxmode mount is recognised by the ``user.daxmode.stats`` attribute its root lists.  The lock
-file descriptors are kept by the caller (one per mount, reused by nested calls, which the volume
-lock counts as re-entry).
+A daxmode mount is recognised by the ``user.daxmode.stats`` attribute its root lists.  Nested locks
+of one volume in one process reuse one open ``.meta/.log`` per mount (the volume lock counts
+re-entry per open file).
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from __future__ import annotations
 import contextlib
 import os
 import stat
+import threading
 import time
 from collections.abc import Iterator
 
@@ -65,13 +66,43 @@ def famfs_mounts_of(fd: int) -> list[tuple[str, bool]]:
     return sorted(set(out))
 
 
+_guard = threading.Lock()
+_meta: dict[tuple[int, int, str], list[int]] = {}
+"""(inode of the volume, mount point) -> [open fd of its .meta/.log, users]: nested locks of one
+volume reuse one open file (the volume lock counts re-entry per open file)."""
+
+
+def _forget_after_fork() -> None:
+    global _guard
+    _guard = threading.Lock()
+    _meta.clear()  # a child must not share its parent's open files (flock belongs to them)
+
+
+os.register_at_fork(after_in_child=_forget_after_fork)
+
+
 @contextlib.contextmanager
-def host_volume_lock(
-    fd: int, what: str, timeout: float | None, meta_fds: dict[str, int]
-) -> Iterator[list[str]]:
+def _meta_log(vol: os.stat_result, mp: str) -> Iterator[int]:
+    key = (vol.st_dev, vol.st_ino, mp)
+    with _guard:
+        ent = _meta.get(key)
+        if ent is None:
+            ent = _meta[key] = [os.open(os.path.join(mp, ".meta", ".log"), os.O_RDONLY | os.O_CLOEXEC), 0]
+        ent[1] += 1
+    try:
+        yield ent[0]
+    finally:
+        with _guard:
+            ent[1] -= 1
+            if ent[1] == 0:
+                os.close(ent[0])
+                _meta.pop(key, None)
+
+
+@contextlib.contextmanager
+def host_volume_lock(fd: int, what: str, timeout: float | None) -> Iterator[list[str]]:
     """Hold the volume lock the way famfs's writers and daxmode's exclude each other (module
-    docstring); yields the mount points whose ``.meta/.log`` is held.  ``meta_fds`` caches the
-    open ``.meta/.log`` of each mount for the caller (it closes them)."""
+    docstring); yields the mount points whose ``.meta/.log`` is held."""
     deadline = None if timeout is None else time.monotonic() + timeout
 
     def left() -> float | None:
@@ -82,11 +113,10 @@ def host_volume_lock(
         with volume_lock(fd, what, timeout):
             yield []
         return
+    me = os.fstat(fd)
     with contextlib.ExitStack() as held:
         for mp, _ours in mounts:
-            lfd = meta_fds.get(mp)
-            if lfd is None:
-                lfd = meta_fds[mp] = os.open(os.path.join(mp, ".meta", ".log"), os.O_RDONLY | os.O_CLOEXEC)
+            lfd = held.enter_context(_meta_log(me, mp))
             held.enter_context(volume_lock(lfd, f"{mp}/.meta/.log", left()))
         if not any(ours for _mp, ours in mounts):
             held.enter_context(volume_lock(fd, what, left()))

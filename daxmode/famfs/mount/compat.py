@@ -53,7 +53,8 @@ class FamfsCompat:
 
     def namespace(self, *args: object, **kw: object) -> ShadowNamespace:
         self.ns = ShadowNamespace(*args, shadow=self.shadow, log=self.log, **kw)
-        self.state.inodes = lambda: (len(self.ns.inodes), len(self.ns.summary()["shadow"]["pending"]))  # type: ignore[union-attr,index]
+        ns = self.ns
+        self.state.inodes = lambda: (len(ns.inodes), len(ns.pending_nodeids()))
         self.state.dump = self._dump
         return self.ns
 
@@ -75,7 +76,7 @@ class FamfsCompat:
             spare_worker=spare_worker, log=self.log,
         )  # fmt: skip
         fs.init_want |= P.FLOCK_LOCKS
-        fs.overrides.update(self.locks.handlers())  # type: ignore[arg-type]
+        fs.overrides.update(self.locks.handlers())
         state = self.state
 
         def lookup(h: P.InHeader, body: memoryview) -> bytes:

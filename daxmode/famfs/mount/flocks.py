@@ -80,7 +80,7 @@ class ClientLocks:
         self.grants = 0
 
     # --- FUSE handlers ------------------------------------------------------------------------
-    def handlers(self) -> dict[int, Callable[[P.InHeader, memoryview], object]]:
+    def handlers(self) -> dict[int, Callable[[P.InHeader, memoryview], None]]:
         return {
             P.SETLK: self.setlk,
             P.SETLKW: self.setlkw,

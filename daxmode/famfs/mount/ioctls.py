@@ -59,7 +59,7 @@ def _extents(ino: Inode) -> tuple[bool, int, int, list[tuple[int, int, int]]]:
     """(interleaved, nstrips, chunk, extents) of a file or meta file."""
     if ino.meta is not None:
         m = ino.meta
-        return m.interleaved, m.nstrips, m.chunk_size, [tuple(e) for e in m.extents]  # type: ignore[misc]
+        return m.interleaved, m.nstrips, m.chunk_size, [(d, o, n) for d, o, n in m.extents]
     assert ino.region is not None
     return False, 0, 0, [(0, ino.region[0], ino.region[1])]
 
