@@ -81,7 +81,7 @@ def test_cp_goes_on_past_a_failed_source(env: tuple[Path, Path, Path]) -> None:
     lines = err.splitlines()
     assert len(lines) == 3 and all(x.startswith("daxmode: ") for x in lines)
     assert "/nonexistent" in lines[0] and "use -r" in lines[1] and "2 files copied, 2 failed" in lines[2]
-    assert out.count(" -> ") == 2
+    assert out == ""  # the copies that worked are named in the summary count; nothing on stdout
 
 
 def test_cp_recursive_puts_contents_into_dest(env: tuple[Path, Path, Path]) -> None:
