@@ -117,7 +117,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
                     m.buf[dev + off : dev + off + 2 * MiB] = pattern
             ((_d, ext_off, _len),) = meta.extents
             v.close()
-        dpid = M.mount(sysfs, device or source, str(dmnt), data_path="copy").pid
+        dpid = M.mount(sysfs, device or source, str(dmnt), data_path="copy").server_pid
         cproc = subprocess.Popen(  # its own session, as daxmode's server daemon (the scheduler's autogroups)
             [str(exe), source, str(ext_off), str(GiB), str(cmnt), "-o", "allow_other,default_permissions"],
             stderr=subprocess.PIPE,
