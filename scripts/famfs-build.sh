@@ -9,9 +9,9 @@
 # CMakeLists.txt unchanged, with two offline substitutes:
 #  - googletest: famfs's configure step clones google/googletest release-1.12.1; Debian's `googletest`
 #    package ships that release's source in /usr/src/googletest, served to git through url.insteadOf;
-#  - libdaxctl: Debian's 76.1 lacks the famfs-patched daxctl_dev_enable_famfs(); a one-function
-#    object that answers -EOPNOTSUPP is linked in (famfs then cannot switch a device to fsdev mode
-#    itself; daxmode's `mode` verb does that).
+#  - libdaxctl: Debian's 76.1 lacks daxctl_dev_enable_famfs(); ndctl 85's (LIBDAXCTL_DIR, or the
+#    build `make setup` keeps in .cache/ndctl-85) is linked when present, else a one-function object
+#    answering -EOPNOTSUPP (famfs then cannot switch a device to famfs mode itself).
 # RelWithDebInfo: famfs's Debug type pulls its coverage cmake-modules into the test directory.
 # Only the targets the tools and the smoke tests need are built (the `all` target would also clone
 # multichase).
@@ -55,16 +55,29 @@ export GIT_CONFIG_COUNT=1
 export GIT_CONFIG_KEY_0="url.file://$gtest.insteadOf"
 export GIT_CONFIG_VALUE_0=https://github.com/google/googletest.git
 
-stub=$out/daxctl-enable-famfs.o
-if [[ ! -f $stub ]]; then
-	printf '%s\n' '#include <errno.h>' 'struct daxctl_dev;' \
-		'/* famfs-patched libdaxctl only; Debian 76.1 has no fsdev mode switch. */' \
-		'int daxctl_dev_enable_famfs(struct daxctl_dev *dev) { (void)dev; return -EOPNOTSUPP; }' \
-		>"$out/daxctl-enable-famfs.c"
-	cc -c -O2 -o "$stub" "$out/daxctl-enable-famfs.c"
+# libdaxctl with famfs mode (ndctl >= 85: daxctl_dev_enable_famfs): LIBDAXCTL_DIR, or the one
+# `make setup` builds in .cache/ndctl-85; famfs's tools then switch a device to famfs mode themselves.
+# Without it, a one-function stub answers -EOPNOTSUPP, and famfs's --set-daxmode fails (famfs then
+# leaves the device unbound: seen in a guest, famfs issue #131).
+here=$(cd "$(dirname "$0")/.." && pwd)
+daxlib=${LIBDAXCTL_DIR:-$here/.cache/ndctl-85/build/daxctl/lib}
+if [[ -e $daxlib/libdaxctl.so && $(nm -D "$daxlib/libdaxctl.so" 2>/dev/null) == *" T daxctl_dev_enable_famfs"* ]]; then
+	ldflags="-L$daxlib -Wl,-rpath,$daxlib"
+	echo "famfs-build: libdaxctl with famfs mode from $daxlib"
+else
+	stub=$out/daxctl-enable-famfs.o
+	if [[ ! -f $stub ]]; then
+		printf '%s\n' '#include <errno.h>' 'struct daxctl_dev;' \
+			'/* famfs-patched libdaxctl only; Debian 76.1 has no fsdev mode switch. */' \
+			'int daxctl_dev_enable_famfs(struct daxctl_dev *dev) { (void)dev; return -EOPNOTSUPP; }' \
+			>"$out/daxctl-enable-famfs.c"
+		cc -c -O2 -o "$stub" "$out/daxctl-enable-famfs.c"
+	fi
+	ldflags=$stub
+	echo "famfs-build: no libdaxctl with famfs mode (set LIBDAXCTL_DIR); famfs cannot switch modes itself"
 fi
 
-cmake -S "$src" -B "$out" -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCMAKE_EXE_LINKER_FLAGS="$stub" \
+cmake -S "$src" -B "$out" -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCMAKE_EXE_LINKER_FLAGS="$ldflags" \
 	-DCMAKE_C_FLAGS="-Wno-implicit-function-declaration" >"$out/cmake-configure.log" 2>&1 ||
 	die "cmake configure failed (see $out/cmake-configure.log)"
 cmake --build "$out" --target famfs mkfs.famfs famfs_fused pcq -j "${JOBS:-2}" >"$out/cmake-build.log" 2>&1 ||
