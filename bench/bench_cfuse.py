@@ -20,6 +20,7 @@ import time
 from pathlib import Path
 
 from bench.bench_famfs import _best
+from bench.bench_fuse import _cpu_of, _read_all
 from daxmode.famfs import Volume, mkfs
 from daxmode.famfs.media.identity import ensure_system_uuid
 from daxmode.famfs.mount import command as M
@@ -48,23 +49,9 @@ def _mounted(mp: Path) -> bool:
     return any(line.split()[4] == str(mp) for line in Path("/proc/self/mountinfo").read_text().splitlines())
 
 
-def _read_all(path: Path, buf: bytearray) -> int:
-    fd = os.open(path, os.O_RDONLY)
-    total = 0
-    try:
-        while n := os.readv(fd, [buf]):
-            total += n
-    finally:
-        os.close(fd)
-    if total != GiB:
-        raise RuntimeError(f"{path}: read {total} bytes, expected {GiB}")
-    return total
-
-
-def _cpu_of(pid: int) -> float:
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+def _whole(path: Path, buf: bytearray) -> None:
+    if (n := _read_all(str(path), buf)) != GiB:
+        raise RuntimeError(f"{path}: read {n} bytes, expected {GiB}")
 
 
 def _dd(path: Path) -> None:
@@ -140,7 +127,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         for _ in range(5):  # alternate, so load changes hit both alike
             for who, pid, big in (("d", dpid, d_big), ("c", cproc.pid, c_big)):
                 c0 = _cpu_of(pid)
-                t[f"{who}_read"].append(_best(lambda b=big: _read_all(b, buf), 1))
+                t[f"{who}_read"].append(_best(lambda b=big: _whole(b, buf), 1))
                 t[f"{who}_dd"].append(_best(lambda b=big: _dd(b), 1))
                 cpu[who] += _cpu_of(pid) - c0
         best = {k: min(v) for k, v in t.items()}
