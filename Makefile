@@ -9,7 +9,7 @@ MODULES ?=
 HOSTS ?= 2
 BACKEND ?= cxl
 
-.PHONY: setup venv unit vm-test qemu-test test bench lint kernel kernel-test famfs-kernel famfs-kernel-test famfs-build famfs-smoke clean
+.PHONY: setup venv unit vm-test qemu-test test bench lint kernel kernel-test famfs-kernel famfs-kernel-test famfs-build famfs-smoke ndctl-test clean
 
 # Host packages (QEMU >= 8.1, busybox, kmod, ...), the venv, and the default guest kernel.
 setup:
@@ -80,6 +80,15 @@ famfs-smoke: setup famfs-build
 	bash qemu/cxl-mhd.sh --backend nvdimm --hosts 1 --shared-size 6G --mem 2G --timeout 3600 \
 	  --results results/famfs-smoke-$(SERVER) $(if $(KERNEL),--kernel $(KERNEL)) $(if $(MODULES),--modules $(MODULES)) \
 	  --cmd "cd $(CURDIR) && bash scripts/famfs-smoke.sh $(abspath $(FAMFS_SRC)) $(abspath $(FAMFS_BUILD)) $(SERVER)"
+
+# ndctl 85's own dax and cxl test suites (meson test) on a kernel built with its own nfit_test and
+# cxl_test modules: Debian's linux-source-7.3 (default), FAMFS=v10 / FAMFS=v1 (KSRC=<v1 tree>),
+# KERNEL=<build-kernel.sh dir> or KERNEL=debian (the packaged kernel: only tests needing no
+# unit-test module). A skip not declared in qemu/ndctl-skips/<kernel>.skips fails (README-kernel).
+ndctl-test: setup
+	bash qemu/ndctl-test.sh $(if $(FAMFS),FAMFS="$(FAMFS)") $(if $(KERNEL),KERNEL="$(KERNEL)") \
+	  $(if $(MODULES),MODULES="$(MODULES)") $(if $(KSRC),KSRC="$(KSRC)") $(if $(TESTS),TESTS="$(TESTS)") \
+	  $(if $(NDCTL_SRC),NDCTL_SRC="$(NDCTL_SRC)") $(if $(VM_LOCK),VM_LOCK="$(VM_LOCK)")
 
 clean:
 	rm -rf results build *.egg-info

@@ -64,16 +64,13 @@ CASES: list[tuple[list[str], int]] = [
     (["famfs", "read", "{img}", "a", "--length", "0"], 2),
     (["famfs", "read", "{img}", "a", "-o", "/nonexistent/x"], 2),
     (["famfs", "read", "{img}", "a", "--offset", "99999999"], 11),
-    (["famfs", "read", "{img}", "missing"], 12),
-    (
-        ["famfs", "cp", "{img}", "/nonexistent/src", "dst"],
-        11,
-    ),  # checked when copied: cp goes on past a source
+    (["famfs", "read", "{img}", "missing"], 16),
+    (["famfs", "cp", "{img}", "/nonexistent/src", "dst"], 11),  # checked when copied (cp goes on)
     (["famfs", "cp", "{img}", "{src}"], 2),
-    (["famfs", "ls", "{img}", "nothere"], 12),
+    (["famfs", "ls", "{img}", "nothere"], 16),
     (["famfs", "ls", "/tmp/x/dax0.0"], 11),
     (["famfs", "up", "/tmp/dax0.0", "/mnt"], 3),
-    (["famfs", "getmap", "{img}", "nothere"], 12),
+    (["famfs", "getmap", "{img}", "nothere"], 16),
     (["completion", "tcsh"], 2),
     (["man", "-o", "/nonexistent/dir/x"], 2),
     (["install-units", "--flavour", "x"], 2),

@@ -3,13 +3,15 @@
 
 from __future__ import annotations
 
+import io
 import os
+import random
 import stat
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
-from daxmode.errors import DaxmodeError, FamfsError, InvalidArgument
+from daxmode.errors import DaxmodeError, FamfsError, FamfsExists, FamfsNotFound, InvalidArgument
 from daxmode.famfs.media.results import Copied
 from daxmode.famfs.media.volume import ReadsInto, Volume
 
@@ -64,6 +66,7 @@ def _copy_file(
     gid: int,
     stripe: Striping,
     progress: Progress | None,
+    overwrite: bool,
 ) -> Copied:
     try:
         f = open(src, "rb")  # noqa: SIM115 - closed below, after the size check
@@ -74,17 +77,27 @@ def _copy_file(
         if not stat.S_ISREG(st.st_mode):
             raise InvalidArgument(f"{src}: not a regular file")
         fmode = mode if mode is not None else st.st_mode & 0o777
-        meta, _created = vol.creat(
-            rel, st.st_size, mode=fmode, uid=uid, gid=gid, nstrips=stripe.nstrips, chunk=stripe.chunk,
-            nbuckets=stripe.nbuckets, min_bucket=stripe.min_bucket,
-        )  # fmt: skip
         stream: ReadsInto = f if progress is None else _Counting(f, src, st.st_size, progress)
+        have = vol.tree.files.get(rel)
         try:
-            n = vol.write(meta, stream)
+            if have is not None and overwrite:
+                if have.size != st.st_size:
+                    raise FamfsExists(
+                        f"{rel}: exists with {have.size} bytes; famfs files never change size "
+                        f"(source has {st.st_size})"
+                    )
+                n = vol.write(have, stream)
+                if n != st.st_size:
+                    raise FamfsError(f"{src}: copied {n} of {st.st_size} bytes (changed while copying?)")
+            elif have is not None or rel in vol.tree.dirs:
+                raise FamfsExists(f"{rel}: exists in famfs; use --overwrite to rewrite it in place")
+            else:  # data before the entry (Volume.creat with data): killed, no file or the whole file
+                vol.creat(
+                    rel, st.st_size, mode=fmode, uid=uid, gid=gid, nstrips=stripe.nstrips, chunk=stripe.chunk,
+                    nbuckets=stripe.nbuckets, min_bucket=stripe.min_bucket, data=stream, exist_ok=False,
+                )  # fmt: skip
         except OSError as e:
             raise InvalidArgument(f"{src}: read failed: {e.strerror}") from None
-    if n != st.st_size:
-        raise FamfsError(f"{src}: copied {n} of {st.st_size} bytes (source changed while copying?)")
     return Copied(src, rel, st.st_size)
 
 
@@ -99,6 +112,7 @@ def copy_in(
     recursive: bool = False,
     stripe: Striping | None = None,
     progress: Progress | None = None,
+    overwrite: bool = False,
 ) -> Iterator[Copied | Failed]:
     """Copy each local file to ``dest`` (a famfs file, or a directory when it exists, ends in
     ``/``, several sources are given or ``recursive``); yields each file as it is on the media, or
@@ -106,7 +120,9 @@ def copy_in(
 
     As famfs ``cp -r`` (``famfs_cp_dir``, ``src/famfs_lib.c:4936``): a source directory's *contents*
     go into ``dest`` (made if missing, with the source directory's mode), subdirectories into
-    ``dest/<name>``; without ``recursive`` a directory is skipped as a failure."""
+    ``dest/<name>``; without ``recursive`` a directory is skipped as a failure.  A new file is written
+    before its log entry (no file or the whole file if killed); an existing name is refused
+    (FamfsExists) unless ``overwrite``, and then a file of the same size is rewritten in place."""
     if not sources:
         raise InvalidArgument("cp needs at least one SRC and a DEST")
     stripe = stripe or Striping()
@@ -115,13 +131,13 @@ def copy_in(
         dest_rel == "" or dest_rel in vol.tree.dirs or dest.endswith("/") or len(sources) > 1 or recursive
     )
     if into_dir and dest_rel and dest_rel not in vol.tree.dirs and not recursive:
-        raise FamfsError(f"{dest}: no such famfs directory")
+        raise FamfsNotFound(f"{dest}: no such famfs directory")
     if into_dir and dest_rel in vol.tree.files:
-        raise FamfsError(f"{dest}: exists and is not a directory")
+        raise FamfsExists(f"{dest}: exists and is not a directory")
 
     def one(src: str, rel: str) -> Iterator[Copied | Failed]:
         try:
-            yield _copy_file(vol, src, rel, mode, uid, gid, stripe, progress)
+            yield _copy_file(vol, src, rel, mode, uid, gid, stripe, progress, overwrite)
         except DaxmodeError as e:
             yield Failed(src, e)
 
@@ -170,3 +186,38 @@ def read_out(vol: Volume, path: str, out: BinaryIO, offset: int = 0, length: int
             total += out.write(vol.mv[dev + pos : dev + min(n, pos + _RUN)]) or 0
     out.flush()
     return total
+
+
+class SeededBytes(io.RawIOBase):
+    """``size`` pseudo-random bytes from ``seed`` (famfs ``creat -r -S``): the same seed gives the
+    same bytes whatever the read sizes, so a file can be checked later with :func:`seeded_bytes`."""
+
+    BLOCK = 1 << 20
+
+    def __init__(self, size: int, seed: int) -> None:
+        super().__init__()
+        self.left = size
+        self.rng = random.Random(seed)
+        self.buf = b""
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, b: Any) -> int:
+        mv = memoryview(b).cast("B")
+        n = min(len(mv), self.left)
+        pos = 0
+        while pos < n:
+            if not self.buf:
+                self.buf = self.rng.randbytes(min(self.BLOCK, self.left - pos))
+            k = min(n - pos, len(self.buf))
+            mv[pos : pos + k] = self.buf[:k]
+            self.buf = self.buf[k:]
+            pos += k
+        self.left -= n
+        return n
+
+
+def seeded_bytes(size: int, seed: int) -> bytes:
+    """All the bytes :class:`SeededBytes` gives for ``size`` and ``seed``."""
+    return SeededBytes(size, seed).read()
