@@ -196,9 +196,9 @@ def test_log_entry_that_differs_from_its_yaml_wins(w: World) -> None:
 @pytest.mark.parametrize(
     "off,why",
     [
-        (2 * MiB, "outside the file area"),
-        (0, "outside the file area"),
-        (FREE + 1, "unaligned"),
+        (2 * MiB, "superblock and log"),
+        (0, "superblock and log"),
+        (FREE + 1, "not aligned"),
         (None, "overlaps"),
     ],
 )

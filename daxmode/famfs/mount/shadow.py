@@ -133,7 +133,7 @@ class ShadowNamespace(Namespace):
                         self._write(rel, Y.emit(ino.meta._replace(path=rel)))
                 except OSError as e:
                     self._say(f"shadow tree: cannot write {rel!r}: {e.strerror}")
-                self._settle(rel, ino)
+                self._answer_pending(rel, ino)
 
     def _mkdir(self, rel: str) -> None:
         path = os.path.join(self.shadow_root, rel)
@@ -146,7 +146,7 @@ class ShadowNamespace(Namespace):
             os.unlink(path)
             os.mkdir(path, 0o755)
 
-    def _settle(self, rel: str, ino: Inode) -> None:
+    def _answer_pending(self, rel: str, ino: Inode) -> None:
         p = self._pending.pop(rel, None)
         if p is None:
             return
@@ -248,47 +248,26 @@ class ShadowNamespace(Namespace):
         return meta
 
     def claim_problems(self, meta: L.FileMeta) -> list[str]:
-        """Why a shadow file's extents may not be served: outside the file area of the device, or
-        sharing a unit with a file the log holds or another provisional file."""
-        sb = self.sb
-        if sb is None:
+        """Why a shadow file's extents may not be served: the volume's one extent validator
+        (daxmode.famfs.media.extents: placement, exact interleave geometry, no unit of a logged
+        file), and no unit shared with another provisional file."""
+        v = self.validator
+        if v is None:
             return ["the superblock has not been read yet"]
-        out: list[str] = []
-        if meta.size <= 0:
-            out.append("size 0 (famfs creates no empty files)")
-        lo, hi, unit = L.data_start(sb.log_len), sb.dd_size, L.ALLOC_UNIT
-        for dev, off, ln in meta.extents:
-            if dev != 0:
-                out.append(f"extent at {off:#x}: device index {dev}")
-            elif ln <= 0 or off % unit or ln % unit or off < lo or off + ln > hi:
-                out.append(
-                    f"extent [{off:#x}+{ln:#x}] is outside the file area [{lo:#x}, {hi:#x}) or unaligned"
-                )
-        if meta.interleaved:
-            cs, ns = meta.chunk_size, meta.nstrips
-            if not L.is_pow2(cs) or cs % unit or ns != len(meta.extents):
-                out.append(f"interleave: chunk {cs:#x} over {ns} strips is not famfs geometry")
-            else:
-                nchunks = -(-meta.size // cs)
-                for j, (_d, _o, ln) in enumerate(meta.extents):
-                    need = (-(-(nchunks - j) // ns) if nchunks > j else 0) * cs
-                    if ln < need:
-                        out.append(f"strip {j} holds {ln:#x} bytes, the file needs {need:#x} there")
-        elif meta.size > meta.allocated:
-            out.append(f"size {meta.size} exceeds the {meta.allocated} bytes its extents hold")
+        out = ["size 0 (famfs creates no empty files)"] if meta.size <= 0 else []
+        out += v.problems(meta)
         if out:
             return out
         mine = [(o, o + n) for _d, o, n in meta.extents]
-        for other in list(self.inodes.values()):
+        for other in list(self._pending.values()):
             m = other.meta
-            if m is None or other.is_dir:
+            if m is None or other.nodeid not in self.inodes:
                 continue
             for _d, o, n in m.extents:
                 for a, b in mine:
                     if a < o + n and o < b:
-                        owner = self.path_of(other.nodeid) or m.path
-                        return [f"extent [{a:#x}, {b:#x}) overlaps {owner!r}"]
-        return out
+                        return [f"extent [{a:#x}, {b:#x}) overlaps the pending file {m.path!r}"]
+        return []
 
     # --- the writer let go of the volume lock ------------------------------------------------------
     def pending_nodeids(self) -> list[int]:
