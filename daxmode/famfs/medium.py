@@ -31,7 +31,7 @@ def _our_mount(sysfs: Sysfs, name: str, where: list[str]) -> str | None:
     if len(where) != 1:
         return None
     for r in records.for_device(sysfs, name):
-        if r.mountpoint == where[0] and r.phase == "live" and records.server_alive(r):
+        if r.mountpoint == where[0] and r.phase == "live" and records.is_live(sysfs, r):
             return r.mountpoint
     return None
 

@@ -40,7 +40,7 @@ from daxmode.errors import (
 )
 from daxmode.famfs.mount import records as S
 from daxmode.famfs.mount.handlers import COPY, DATA_PATHS, DAX
-from daxmode.famfs.mount.spec import AUTO, FSTYPE, MountResult, Target, UmountResult, error_from
+from daxmode.famfs.mount.spec import AUTO, FSTYPE, V1, MountResult, Target, UmountResult, error_from
 from daxmode.fsdev import dax_info, looks_like_device
 from daxmode.fuse import kernel as K
 from daxmode.kernel.devices import resolve_name
@@ -112,18 +112,22 @@ def choose_data_path(sysfs: Sysfs, t: Target, requested: str) -> tuple[str, str]
     """(data path, why).  ``dax`` needs a famfs kernel that offers FUSE_DAX_FMAP to us at INIT:
     kallsyms tells a famfs kernel from a fuse-iomap one (both use INIT bit 43), and a throw-away
     probe mount shows whether the flag is really offered (the famfs fuse series V10 02/10 offers it only
-    to a mounter with CAP_SYS_RAWIO)."""
-    if requested not in (AUTO, *DATA_PATHS):
-        raise InvalidArgument(f"--data-path {requested}: choose auto, dax or copy")
+    to a mounter with CAP_SYS_RAWIO).  ``famfs-v1`` needs the standalone famfs module (loaded, or
+    installed for this kernel); auto picks it on such a kernel when it has no fuse famfs support."""
+    if requested not in (AUTO, V1, *DATA_PATHS):
+        raise InvalidArgument(f"--data-path {requested}: choose auto, dax, copy or {V1}")
     if requested == COPY:
         return COPY, "requested"
     if t.kind == "image":
-        if requested == DAX:
-            raise FamfsError(
-                f"{t.source} is an image file: the dax data path needs a dax device in fsdev mode"
-            )
+        if requested in (DAX, V1):
+            raise FamfsError(f"{t.source} is an image file: the {requested} data path needs a dax device")
         return COPY, "image file"
     ks = detect_kernel(sysfs)
+    v1 = ks.famfs_v1 or ks.v1_module_installed
+    if requested == V1 or (requested == AUTO and v1 and not ks.fuse_famfs):
+        if not v1:
+            raise FamfsError(f"--data-path {V1}: kernel {ks.release or '?'} has no standalone famfs module")
+        return V1, "standalone famfs kernel module" + (" (requested)" if requested == V1 else "")
     if not ks.fuse_famfs:
         why = f"kernel {ks.release or '?'} has no famfs fuse support (no famfs_fuse_iomap_begin in kallsyms)"
         if requested == DAX:
@@ -149,8 +153,8 @@ def choose_data_path(sysfs: Sysfs, t: Target, requested: str) -> tuple[str, str]
 
 def precheck(sysfs: Sysfs, target: str, mountpoint: str, data_path: str) -> tuple[Target, str, str, str]:
     """Every check :func:`mount` makes before changing anything: (target, mount point, path, why)."""
-    if data_path not in (AUTO, *DATA_PATHS):
-        raise InvalidArgument(f"--data-path {data_path}: choose auto, dax or copy")
+    if data_path not in (AUTO, V1, *DATA_PATHS):
+        raise InvalidArgument(f"--data-path {data_path}: choose auto, dax, copy or {V1}")
     if sysfs.is_real and os.geteuid() != 0:
         raise NotRoot("daxmode famfs mount needs root: it mounts, and switches the device's mode")
     if not os.path.exists(K.DEV_FUSE):
@@ -184,6 +188,10 @@ def mount(
     from daxmode.famfs.mount.server import Session
 
     t, mp, path, why = precheck(sysfs, target, mountpoint, data_path)
+    if path == V1:  # the kernel serves the files: nothing runs in the background or foreground
+        from daxmode.famfs.mount import v1
+
+        return v1.mount(sysfs, t, mp, why, restore_mode)
     if foreground:
         sess = Session(sysfs, t, mp, path, why)
         res = sess.run(on_ready)
@@ -355,6 +363,10 @@ def umount(
             raise FamfsError(f"{mp} is not a famfs mount ({m.fstype} from {m.source})")
         steps = [_detach(mp, lazy), "no daxmode record for this mount: the device's mode was left as is"]
         return UmountResult(mp, m.source, None, None, steps)
+    if rec.data_path == V1:
+        from daxmode.famfs.mount import v1
+
+        return UmountResult(mp, rec.source, rec.device, None, v1.umount(sysfs, rec, lazy, restore_mode))
     res = UmountResult(mp, rec.source, rec.device, rec.pid)
     steps = res.steps
     what = rec.device or rec.source
@@ -430,7 +442,7 @@ def mounts(sysfs: Sysfs) -> list[MountStatus]:
     for r in S.records(sysfs):
         m = mount_at(sysfs, r.mountpoint)
         alive = S.server_alive(r)
-        mounted = m is not None and m.fstype == FSTYPE
+        mounted = m is not None and m.fstype == (r.fstype or FSTYPE)
         skipped: list[str] = []
         if alive and mounted:  # the entries the server refused or skipped, each named once
             skipped = _skipped_entries(r.mountpoint)
