@@ -9,7 +9,7 @@ MODULES ?=
 HOSTS ?= 2
 BACKEND ?= cxl
 
-.PHONY: setup venv unit vm-test qemu-test test bench lint kernel-deps kernel kernel-test famfs-kernel famfs-kernel-test famfs-v1-kernel famfs-v1-kernel-test ndctl-test clean
+.PHONY: setup venv unit vm-test qemu-test test bench lint kernel-deps kernel kernel-test famfs-kernel famfs-kernel-test famfs-v1-kernel famfs-v1-kernel-test famfs-build famfs-smoke ndctl-test clean
 
 # Host packages (QEMU >= 8.1, busybox, kmod, ...), the venv, and the default guest kernel.
 setup:
@@ -70,6 +70,20 @@ famfs-kernel: kernel-deps
 famfs-kernel-test: setup kernel-deps
 	bash qemu/kernel-test.sh FAMFS=1 HOSTS="$(HOSTS)" $(if $(VM_LOCK),VM_LOCK="$(VM_LOCK)") $(if $(KSRC),KSRC="$(KSRC)") \
 	  PATCHES="$(or $(PATCHES),$(FAMFS_PATCHES))" $(if $(KCONFIG),KCONFIG="$(KCONFIG)")
+
+# famfs's own user space, built offline from a checkout you fetched (docs/famfs-tools.md says how;
+# nothing of famfs is kept here), then famfs's smoke scripts run unmodified in one nvdimm guest.
+# SERVER=daxmode routes `famfs mount` to daxmode's server; SERVER=famfs uses famfs_fused.
+FAMFS_BUILD ?= $(CACHE)/famfs-build
+SERVER ?= daxmode
+famfs-build:
+	@test -n "$(FAMFS_SRC)" || { echo "daxmode: FAMFS_SRC=<famfs checkout> is required (docs/famfs-tools.md)" >&2; exit 2; }
+	bash scripts/famfs-build.sh "$(FAMFS_SRC)" "$(FAMFS_BUILD)"
+
+famfs-smoke: setup famfs-build
+	bash qemu/cxl-mhd.sh --backend nvdimm --hosts 1 --shared-size 6G --mem 2G --timeout 3600 \
+	  --results results/famfs-smoke-$(SERVER) $(if $(KERNEL),--kernel $(KERNEL)) $(if $(MODULES),--modules $(MODULES)) \
+	  --cmd "cd $(CURDIR) && bash scripts/famfs-smoke.sh $(abspath $(FAMFS_SRC)) $(abspath $(FAMFS_BUILD)) $(SERVER)"
 
 # The standalone famfs kernel (famfs "v1": RFC v2 series of April 2024, dev_dax_iomap + fs/famfs; not in
 # this repository, docs/kernel.md section 8 says how to get it) on Debian's linux-source-6.12 with our

@@ -15,7 +15,7 @@ from typing import Any
 
 import click
 
-from daxmode.cli._common import ID, OCTAL, OFFSET, SIZE, echo_json, existing_file, output_file, state
+from daxmode.cli._common import ID, OCTAL, OFFSET, SIZE, echo_json, output_file, state
 from daxmode.errors import DeviceBusy, FamfsError, FamfsNotFound
 from daxmode.famfs.media import layout as L
 from daxmode.famfs.media.identity import ensure_system_uuid, read_system_uuid
@@ -316,24 +316,47 @@ def mkdir_cmd(
     _done(ctx, res, as_json)
 
 
+def _striping(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """famfs's interleave options (creat and cp ``-N -B -C``)."""
+    for opt in reversed(
+        [
+            click.option(
+                "-N", "--nstrips", type=click.IntRange(0, 16), default=0, help="Interleave across N strips."
+            ),
+            click.option(
+                "-B",
+                "--nbuckets",
+                type=click.IntRange(1, 64),
+                default=None,
+                help="Buckets to spread strips over (default N).",
+            ),
+            click.option(
+                "-C", "--chunk", type=SIZE, default="2M", show_default=True, help="Interleave chunk size."
+            ),
+            click.option(
+                "--small-buckets",
+                is_flag=True,
+                help="Allow buckets under 1 GiB (famfs requires 1 GiB; small test devices need this).",
+            ),
+        ]
+    ):
+        fn = opt(fn)
+    return fn
+
+
+def _umasked(mode: int) -> int:
+    """famfs's creat and cp apply the process umask to the mode (``mode &= ~umask``,
+    ``src/famfs_cli.c:990-992`` and ``:1597-1599``); mkdir does not."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mode & ~mask
+
+
 @famfs.command("creat")
 @_target
 @click.argument("path")
 @click.option("-s", "--size", "size", type=SIZE, required=True, help="File size (e.g. 4096, 64M, 1G).")
-@click.option("-N", "--nstrips", type=click.IntRange(0, 16), default=0, help="Interleave across N strips.")
-@click.option("-C", "--chunk", type=SIZE, default="2M", show_default=True, help="Interleave chunk size.")
-@click.option(
-    "-B",
-    "--nbuckets",
-    type=click.IntRange(1, 64),
-    default=None,
-    help="Buckets to spread strips over (default N).",
-)
-@click.option(
-    "--small-buckets",
-    is_flag=True,
-    help="Allow buckets under 1 GiB (famfs requires 1 GiB; small test devices need this).",
-)
+@_striping
 @click.option(
     "-r", "--random", "randomize", is_flag=True,
     help="Fill the file with pseudo-random bytes from --seed before logging it (famfs creat -r).",
@@ -372,7 +395,7 @@ def creat_cmd(
         meta, created = vol.creat(
             path,
             size,
-            mode=0o644 if mode is None else mode,
+            mode=_umasked(0o644 if mode is None else mode),
             uid=uid,
             gid=gid,
             nstrips=nstrips,
@@ -387,8 +410,12 @@ def creat_cmd(
 
 @famfs.command("cp")
 @_target
-@click.argument("sources", nargs=-1, required=True, type=existing_file(), metavar="SRC...")
+@click.argument("sources", nargs=-1, required=True, type=click.Path(), metavar="SRC...")
 @click.argument("dest", metavar="DEST")
+@click.option(
+    "-r", "--recursive", is_flag=True, help="Copy directories: SRC's contents go into DEST (as famfs cp -r)."
+)
+@_striping
 @click.option("--overwrite", is_flag=True, help="Rewrite an existing famfs file of the same size in place.")
 @_with_owner
 @_json
@@ -398,6 +425,11 @@ def cp_cmd(
     target: str,
     sources: tuple[str, ...],
     dest: str,
+    recursive: bool,
+    nstrips: int,
+    nbuckets: int | None,
+    chunk: int,
+    small_buckets: bool,
     overwrite: bool,
     mode: int | None,
     uid: int,
@@ -406,13 +438,69 @@ def cp_cmd(
 ) -> None:
     """Copy local files into famfs (master only); each new file's data is on the device before its
     log entry, so an interrupted copy leaves no file or the whole file.  Existing names need
-    --overwrite (exit 15 without it)."""
-    from daxmode.famfs.media.copy import copy_in
+    --overwrite (exit 15 without it).  A source that cannot be copied is reported and the others
+    are copied; the exit status is then non-zero."""
+    from daxmode.famfs.media.copy import Copied, Failed, Striping, copy_in
 
+    stripe = Striping(nstrips, chunk if nstrips else 0, nbuckets, L.ALLOC_UNIT if small_buckets else None)
+    failed: list[Failed] = []
+    copies: list[Copied] = []
+    several = len(sources) > 1 or recursive
+    bar = _CopyBar() if sys.stderr.isatty() and not state(ctx).quiet else None
     with _volume(ctx, target, writable=True) as vol:
-        copies = list(copy_in(vol, list(sources), dest, mode=mode, uid=uid, gid=gid, overwrite=overwrite))
+        fmode = None if mode is None else _umasked(mode)
+        for c in copy_in(vol, list(sources), dest, mode=fmode, uid=uid, gid=gid,
+                         recursive=recursive, stripe=stripe, progress=bar, overwrite=overwrite):  # fmt: skip
+            if bar is not None:
+                bar.end()
+            if isinstance(c, Copied):
+                copies.append(c)
+                continue
+            failed.append(c)
+            if several:  # each failure as it happens; the summary below ends the run
+                why = c.why if c.why.startswith(c.source) else f"{c.source}: {c.why}"
+                click.echo(f"daxmode: cp: {why}", err=True)
         res = CopyResult(vol.medium.daxdev, dest, copies)
+    if failed and not several:
+        raise failed[0].error
+    if failed:
+        names = ", ".join(f.source for f in failed[:3]) + (", ..." if len(failed) > 3 else "")
+        raise FamfsError(f"cp: {count(len(copies), 'file')} copied, {len(failed)} failed ({names})")
     _done(ctx, res, as_json)
+
+
+class _CopyBar:
+    """One line on the terminal for each large file being copied: percent, MiB and MiB/s."""
+
+    MIN = 64 << 20
+
+    def __init__(self) -> None:
+        import time
+
+        self.clock = time.monotonic
+        self.started = 0.0
+        self.shown = 0.0
+        self.active = False
+
+    def __call__(self, name: str, done: int, total: int) -> None:
+        if total < self.MIN:
+            return
+        now = self.clock()
+        if not self.active:
+            self.active, self.started, self.shown = True, now, 0.0
+        if now - self.shown < 0.1 and done < total:
+            return
+        self.shown = now
+        rate = done / max(now - self.started, 1e-6) / (1 << 20)
+        pct = 100 * done // max(total, 1)
+        sys.stderr.write(f"\r{name}: {pct:3d}% {done >> 20}/{total >> 20} MiB {rate:.0f} MiB/s\x1b[K")
+        sys.stderr.flush()
+
+    def end(self) -> None:
+        if self.active:
+            sys.stderr.write("\n")
+            sys.stderr.flush()
+            self.active = False
 
 
 @famfs.command("cat")

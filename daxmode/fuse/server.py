@@ -151,6 +151,15 @@ class Server:
             t.start()
             self._threads.append(t)
 
+    def add_worker(self, limit: int = 64) -> None:
+        """One more worker thread (up to ``limit``): called by a handler about to block for long
+        (a flock wait), so the requests that would end the wait are still read."""
+        if len(self._threads) >= limit:
+            return
+        t = threading.Thread(target=self._worker, name=f"fuse-worker-{len(self._threads)}", daemon=True)
+        t.start()
+        self._threads.append(t)
+
     def wait(self, timeout: float | None = None) -> bool:
         """Wait for the loop to end (unmount); True once every worker has stopped.  Short joins,
         so the main thread keeps running signal handlers."""

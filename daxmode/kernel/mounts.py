@@ -70,6 +70,16 @@ def mounts(sysfs: Sysfs) -> list[Mount]:
     return parse_mountinfo(sysfs.read_or(MOUNTINFO, "") or "")
 
 
+def this_process_mounts() -> list[Mount]:
+    """The mounts this process sees, from the real /proc whatever the Sysfs root: for locks, which
+    are real on this host even when daxmode runs over a simulated tree."""
+    try:
+        with open("/" + MOUNTINFO, encoding="utf-8", errors="surrogateescape") as f:
+            return parse_mountinfo(f.read())
+    except OSError:
+        return []
+
+
 def mounts_using(sysfs: Sysfs, name: str) -> list[Mount]:
     """Mounts whose source or super options name ``/dev/<name>`` (famfs, fuse, anything)."""
     return [m for m in mounts(sysfs) if mount_uses(m, name)]

@@ -44,8 +44,8 @@ from daxmode.errors import (
 from daxmode.famfs.media import layout as L
 from daxmode.famfs.media.alloc import Allocator, build_bitmap
 from daxmode.famfs.media.extents import validator_for
+from daxmode.famfs.media.hostlock import host_volume_lock
 from daxmode.famfs.media.lock import DEFAULT_TIMEOUT as DEFAULT_LOCK_TIMEOUT
-from daxmode.famfs.media.lock import volume_lock
 from daxmode.famfs.media.log import LogScan, Tree, play, scan_entries, scan_log, tail_written
 from daxmode.famfs.media.names import check_new_name
 
@@ -102,9 +102,11 @@ class Medium(Protocol):
 
 def lock(
     medium: Medium, timeout: float | None = DEFAULT_LOCK_TIMEOUT
-) -> contextlib.AbstractContextManager[None]:
-    """The volume lock: exclusive across this host's processes, DeviceBusy after ``timeout`` s."""
-    return volume_lock(medium.lock_fd, medium.lock_name, timeout)
+) -> contextlib.AbstractContextManager[list[str]]:
+    """The volume lock: exclusive across this host's processes, DeviceBusy after ``timeout`` s; it
+    includes the flock famfs's own writers take on ``.meta/.log`` of each famfs mount of the volume
+    (:mod:`daxmode.famfs.media.hostlock`), so famfs's CLI and daxmode exclude each other."""
+    return host_volume_lock(medium.lock_fd, medium.lock_name, timeout)
 
 
 class ReadsInto(Protocol):

@@ -119,11 +119,16 @@ class FamfsFuse:
         self.init_out: P.InitOut | None = None
         self.fmaps_sent: dict[int, int] = {}
         self.size_faults = parse_size_faults(os.environ.get(SIZE_FAULT_ENV, ""))
+        self.init_want = 0
+        """More INIT flags to ask for (famfs compatibility asks for FUSE_FLOCK_LOCKS)."""
+        self.overrides: dict[int, Callable[[P.InHeader, memoryview], Payload]] = {}
+        """Handlers that replace or add to the ones below (daxmode.famfs.mount.compat)."""
 
     # --- INIT -------------------------------------------------------------------------------
     def init(self, req: P.InitIn) -> P.InitOut:
         self.init_in = req
         want = P.ASYNC_READ | P.BIG_WRITES | P.MAX_PAGES | P.ATOMIC_O_TRUNC | P.PARALLEL_DIROPS | P.ASYNC_DIO
+        want |= self.init_want
         if self.data_path == COPY:
             want |= P.DIRECT_IO_ALLOW_MMAP
         else:
@@ -179,6 +184,7 @@ class FamfsFuse:
         if self.data_path == DAX:
             h[P.GET_FMAP] = self.get_fmap
             h[P.GET_DAXDEV] = self.get_daxdev
+        h.update(self.overrides)
         return h
 
     # --- attributes ---------------------------------------------------------------------------

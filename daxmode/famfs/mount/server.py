@@ -48,6 +48,7 @@ from daxmode.famfs.media.fsck import fsck
 from daxmode.famfs.media.identity import read_system_uuid
 from daxmode.famfs.mount import attach as A
 from daxmode.famfs.mount import records as S
+from daxmode.famfs.mount.compat import FamfsCompat, shadow_dir
 from daxmode.famfs.mount.handlers import COPY, DAX, Device, FamfsFuse
 from daxmode.famfs.mount.metamap import MountLog
 from daxmode.famfs.mount.namespace import Namespace
@@ -55,6 +56,7 @@ from daxmode.famfs.mount.spec import FSTYPE, MODE_FOR, SUBTYPE, MountResult, Tar
 from daxmode.fsdev import map_device, map_image
 from daxmode.fuse import kernel as K
 from daxmode.fuse.server import FuseError, Server, Stats
+from daxmode.kernel.devices import node_path
 from daxmode.kernel.mountpoint import MNT_DETACH, MountPoint, detach, hold_mountpoint
 from daxmode.kernel.mounts import set_fuse_readahead
 from daxmode.kernel.paths import fd_path
@@ -117,6 +119,7 @@ class Session:
         self._umount_lock = threading.Lock()
         self._reporter: socket.socket | None = None
         self._control: socket.socket | None = None
+        self.compat: FamfsCompat | None = None
 
     # --- logging and signals ------------------------------------------------------------------
     def log(self, msg: str) -> None:
@@ -282,7 +285,7 @@ class Session:
         sb = self._fsck(m.buf, m.size)
         mv = memoryview(m.buf)
         self.stack.callback(mv.release)
-        self.ns = Namespace(
+        self.ns = self._namespace(
             sb, mv[L.LOG_OFFSET : L.LOG_OFFSET + sb.log_len], sync=m.sync, is_master=self._is_master(sb),
             device_size=m.size, on_error=self._skipped,
         )  # fmt: skip
@@ -301,7 +304,7 @@ class Session:
             mv = memoryview(m.buf)
             try:
                 head = bytes(mv[: L.SB_SIZE])
-                self.ns = Namespace(
+                self.ns = self._namespace(
                     sb,
                     mv[L.LOG_OFFSET : L.LOG_OFFSET + sb.log_len],
                     sync=m.sync,
@@ -317,9 +320,11 @@ class Session:
 
     def _mount_and_init(self) -> None:
         if self.ns is None:  # dax path from fsdev: the metadata comes through the mount
-            self.ns = Namespace(None, None, device_size=self.t.size or None, on_error=self._skipped)
+            self.ns = self._namespace(None, None, device_size=self.t.size or None, on_error=self._skipped)
             self.fs = FamfsFuse(self.ns, DAX, daxdev=self.t.source, stats=self.stats, info=self._info)
-        assert self.fs is not None
+        assert self.fs is not None and self.compat is not None
+        self.compat.install(self.fs, lambda: self.conn.fd if self.conn else None, self._spare_worker)
+        self.compat.start_rest()
         # The final checks and the mount on one handle: a path swapped since the command's checks
         # (or during these) cannot send the mount anywhere else.
         self.held = hold_mountpoint(self.sysfs, self.mp)
@@ -352,6 +357,18 @@ class Session:
                 "the mount was undone"
             )
         conn.release_mount_fd()
+
+    def _namespace(self, *args: object, **kw: object) -> Namespace:
+        """The mount's namespace, mirrored into the famfs shadow tree famfs's CLI reads
+        (daxmode.famfs.mount.compat)."""
+        if self.compat is None:
+            volume = node_path(self.sysfs, self.t.device) if self.t.device else self.t.source
+            self.compat = FamfsCompat(shadow_dir(S.ensure_dir(self.sysfs), self.mp), volume, self.log)
+        return self.compat.namespace(*args, **kw)
+
+    def _spare_worker(self) -> None:
+        if self.server is not None:
+            self.server.add_worker()
 
     def _set_readahead(self) -> None:
         """Copy path: a deeper readahead window for mmap (the bdi default is 128 KiB; 8 MiB measured
@@ -479,6 +496,9 @@ class Session:
             self.held = None
         self.stack.close()
         self._stop_control()
+        if self.compat is not None:
+            self.compat.close()
+            self.compat = None
         if self.switched and self.t.device is not None and self.t.mode is not None:
             with device_lock(self.sysfs, self.t.device):
                 set_mode(self.sysfs, self.t.device, Mode.parse(self.t.mode), Options(online=False))
