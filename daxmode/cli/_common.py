@@ -47,7 +47,7 @@ def make_sysfs(root: str | None, sim: bool) -> Sysfs:
     from daxmode.sim import SimKernel, is_simulated  # explicit injection: --sim / DAXMODE_SIM=1
 
     if not is_simulated(root):
-        raise InvalidArgument(f"--sim: {root} is not a simulated tree (build one with daxmode.sim.Sim)")
+        raise InvalidArgument(f"--sim: {root} is not a simulated tree (build one: daxmode sim create DIR)")
     return Sysfs(root, SimKernel())
 
 

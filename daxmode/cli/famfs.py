@@ -17,7 +17,7 @@ import click
 from daxmode.cli._common import ID, OCTAL, OFFSET, SIZE, echo_json, existing_file, output_file, state
 from daxmode.errors import FamfsError
 from daxmode.famfs.media import layout as L
-from daxmode.famfs.media.identity import ensure_system_uuid, read_system_uuid
+from daxmode.famfs.media.identity import SYSTEM_UUID_PATH, claim_system_uuid, read_system_uuid
 from daxmode.famfs.media.volume import Volume
 from daxmode.fsdev import Mapping, open_medium
 from daxmode.sizes import count
@@ -87,7 +87,13 @@ def mkfs_cmd(
 ) -> None:
     """Format TARGET as famfs; this host becomes the master."""
     sysfs = _sysfs(ctx)
-    me = ensure_system_uuid(sysfs)
+    me, minted = claim_system_uuid(sysfs)
+    if minted:
+        click.echo(
+            f"note: this host had no famfs identity; created {sysfs.shown(SYSTEM_UUID_PATH)} ({me}): "
+            "keep it, it makes this host the master of what it formats",
+            err=True,
+        )
     with _medium(ctx, target, writable=True) as m:
         from daxmode.famfs.media.volume import mkfs
 
@@ -99,6 +105,7 @@ def mkfs_cmd(
             _emit(
                 {
                     "device": m.daxdev,
+                    "identity_created": minted,
                     "killed": res.killed,
                     "superblock": sb.to_dict(),
                     "warnings": res.warnings,
@@ -111,6 +118,53 @@ def mkfs_cmd(
                 f"{m.daxdev}: famfs v{sb.version} uuid {sb.uuid}, {sb.dd_size} bytes, "
                 f"log {sb.log_len >> 20} MiB ({L.log_capacity(sb.log_len)} entries), master {sb.system_uuid}"
             )
+
+
+@famfs.command("identity")
+@click.option(
+    "--adopt",
+    "volume",
+    metavar="VOLUME",
+    default=None,
+    help="Take VOLUME's master identity (its ts_system_uuid) as this host's, after the file was lost.",
+)
+@click.option("--force", is_flag=True, help="With --adopt: replace a different identity this host has.")
+@_json
+@click.pass_context
+def identity_cmd(ctx: click.Context, volume: str | None, force: bool, as_json: bool) -> None:
+    """Show this host's famfs identity (/opt/famfs/system_uuid): the master of a volume is the host
+    whose identity the superblock names; every other host only reads it."""
+    sysfs = _sysfs(ctx)
+    shown = sysfs.shown(SYSTEM_UUID_PATH)
+    if force and volume is None:
+        raise click.UsageError("--force goes with --adopt VOLUME")
+    if volume is None:
+        me = read_system_uuid(sysfs)
+        if as_json:
+            _emit({"path": shown, "system_uuid": str(me) if me else None})
+        elif me is None:
+            click.echo(f"no famfs identity ({shown} missing or unreadable): a client of every volume")
+        else:
+            click.echo(f"famfs identity {me} ({shown})")
+        return
+    from daxmode.famfs.media.identity import adopt_system_uuid
+
+    with _medium(ctx, volume, writable=False) as m:
+        got = adopt_system_uuid(sysfs, bytes(m.buf[: L.SB_SIZE]), m.size, force=force)
+    if as_json:
+        _emit(
+            {
+                "path": shown,
+                "system_uuid": str(got.system_uuid),
+                "previous": str(got.previous) if got.previous else None,
+                "changed": got.changed,
+            }
+        )
+    elif not got.changed:
+        click.echo(f"famfs identity {got.system_uuid} is already the master of {volume}")
+    else:
+        was = f" (was {got.previous})" if got.previous else ""
+        click.echo(f"famfs identity {got.system_uuid}{was}: this host is now the master of {volume}")
 
 
 @famfs.command("fsck")

@@ -30,7 +30,7 @@ import re
 import shutil
 from typing import TYPE_CHECKING, Any
 
-from daxmode.sim._files import DAX_BUS, MiB, err, put, symlink
+from daxmode.sim._files import DAX_BUS, MiB, dev_node, err, put, symlink
 
 if TYPE_CHECKING:
     from daxmode.sim._world import _World
@@ -167,7 +167,7 @@ def _new_device(w: _World, rid: str, name: str) -> None:
     put(devdir / "mapping", "", 0o200)
     symlink(devdir / "subsystem", w.p(DAX_BUS))
     symlink(w.p(f"{DAX_BUS}/devices/{name}"), devdir)
-    put(w.p(f"dev/{name}"), "")
+    dev_node(w.p(f"dev/{name}"), 0)
     w.state["devices"][name] = {
         "region": rid,
         "path": str(devdir.relative_to(w.root)),
@@ -309,6 +309,7 @@ def _write_ranges(w: _World, name: str) -> None:
     first = d["ranges"][0][0] if d["ranges"] else reg["start"]
     put(devdir / "resource", f"{first:#x}", 0o400)
     put(devdir / "size", str(w.size_of(name)), 0o644)
+    dev_node(w.p(f"dev/{name}"), w.size_of(name))
 
 
 def _set_align(w: _World, name: str, text: str) -> None:
