@@ -9,7 +9,7 @@ MODULES ?=
 HOSTS ?= 2
 BACKEND ?= cxl
 
-.PHONY: setup venv unit vm-test qemu-test test bench lint kernel kernel-test famfs-kernel famfs-kernel-test clean
+.PHONY: deb boot-test setup venv unit vm-test qemu-test test bench lint kernel kernel-test famfs-kernel famfs-kernel-test clean
 
 # Host packages (QEMU >= 8.1, busybox, kmod, ...), the venv, and the default guest kernel.
 setup:
@@ -65,6 +65,11 @@ famfs-kernel:
 famfs-kernel-test: setup
 	bash qemu/kernel-test.sh FAMFS=1 HOSTS="$(HOSTS)" $(if $(VM_LOCK),VM_LOCK="$(VM_LOCK)") $(if $(KSRC),KSRC="$(KSRC)") \
 	  PATCHES="$(or $(PATCHES),$(FAMFS_PATCHES))" $(if $(KCONFIG),KCONFIG="$(KCONFIG)")
+
+# A Debian package from this checkout (debian/, debhelper + dh-python), lintian-checked:
+# daxmode_<version>_<arch>.deb here; `apt install ./daxmode_*.deb` installs it.
+deb:
+	bash scripts/deb.sh
 
 clean:
 	rm -rf results build *.egg-info
