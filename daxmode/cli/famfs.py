@@ -468,7 +468,7 @@ def umount_cmd(ctx: click.Context, mountpoint: str, lazy: bool) -> None:
 
 @famfs.command("up")
 @click.argument("device")
-@click.argument("mountpoint")
+@click.argument("mountpoint", required=False)
 @click.option("--format", "fmt", is_flag=True, help="Format the device if it has no famfs superblock.")
 @click.option("--no-mount", is_flag=True, help="Only prepare: superblock check/format and fsdev mode.")
 @click.option("--log-len", type=SIZE, default="8M", show_default=True)
@@ -479,7 +479,7 @@ def umount_cmd(ctx: click.Context, mountpoint: str, lazy: bool) -> None:
 def up_cmd(
     ctx: click.Context,
     device: str,
-    mountpoint: str,
+    mountpoint: str | None,
     fmt: bool,
     no_mount: bool,
     log_len: int,
@@ -487,9 +487,21 @@ def up_cmd(
     data_path: str,
     as_json: bool,
 ) -> None:
-    """Format DEVICE on request and mount it (daxmode famfs mount); --no-mount leaves it in fsdev."""
+    """Format DEVICE on request and mount it (daxmode famfs mount); --no-mount leaves it in fsdev.
+
+    Without MOUNTPOINT, the one its rule in /etc/daxmode.d names (mount = "..."): what
+    daxmode-famfs@DEVICE.service runs at boot."""
     from daxmode.famfs.bringup import up as famfs_up
 
+    if mountpoint is None:
+        from daxmode.kernel.devices import device_facts, resolve_name
+        from daxmode.ops.config import mount_for
+
+        sysfs = _sysfs(ctx)
+        found = mount_for(sysfs, device_facts(sysfs, resolve_name(sysfs, device)))
+        if found is None:
+            raise click.UsageError(f"no MOUNTPOINT, and no rule in /etc/daxmode.d has a mount for {device}")
+        mountpoint = found[0]
     res = famfs_up(
         _sysfs(ctx),
         device,
