@@ -71,5 +71,10 @@ famfs-kernel-test: setup
 deb:
 	bash scripts/deb.sh
 
+# The boot path under systemd: a Debian guest with the package installed boots with a configuration
+# (system-ram + famfs mounted at boot), is checked, rebooted, checked, shut down (docs/harness.md).
+boot-test: setup
+	bash qemu/boot-test.sh
+
 clean:
 	rm -rf results build *.egg-info

@@ -1,0 +1,93 @@
+#!/bin/bash
+# make boot-test: daxmode's boot path under a real init.  A Debian guest whose PID 1 is systemd
+# (root: qemu/boot-root.sh, built once into .cache/bootroot), with the .deb of this checkout
+# installed by apt, boots on Debian's 7.3.4 kernel with two nvdimm-backed dax devices and
+# memhp_default_state=offline.  Boot 1 writes the namespaces, formats famfs on dax1.0 and installs a
+# configuration (system-ram for dax0.0; fsdev with mount = "/mnt/famfs" for dax1.0); boots 2 and 3
+# check the configured state from sysfs and mountinfo (and systemctl --failed); boots 3 and 4 check
+# the previous boot's shutdown in its journal.  Each guest reboot ends its QEMU run (-no-reboot), so
+# every boot is a fresh QEMU on the same disk and nvdimm files.  qemu/boot/guest-check.sh does the
+# guest side; results land in RESULTS/phaseN.txt.
+#   RESULTS=dir (results/boot-test)  CACHE=dir (.cache)  KVER=...  DEB=file (default: built now)
+#   ACCEL=tcg|kvm (tcg)  VM_LOCK=file (flock around each QEMU run)  TIMEOUT=s per boot (600)
+set -euo pipefail
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+CACHE=${CACHE:-$ROOT/.cache}
+KVER=${KVER:-7.3.4+deb13-amd64}
+RESULTS=${RESULTS:-$ROOT/results/boot-test}
+ACCEL=${ACCEL:-tcg}
+TIMEOUT=${TIMEOUT:-600}
+QEMU=${QEMU:-qemu-system-x86_64}
+log() { echo "boot-test: $*" >&2; }
+die() { echo "boot-test: $*" >&2; exit 1; }
+[[ $(id -u) -eq 0 ]] || die "needs root (debootstrap, chroot, loop-free mkfs.ext4 -d)"
+t0=$(date +%s)
+
+base=$(bash "$ROOT/qemu/boot-root.sh" "$CACHE" "$KVER")
+bootdir=$(dirname "$base")
+rm -rf "$RESULTS"
+mkdir -p "$RESULTS/share"
+if [[ -z ${DEB:-} ]]; then
+    DEB=$(OUT=$RESULTS bash "$ROOT/scripts/deb.sh")
+fi
+[[ -f $DEB ]] || die "no package $DEB"
+log "package $(basename "$DEB"); guest root from $base"
+
+root=$RESULTS/root
+cp -a "$base" "$root"
+cp "$DEB" "$root/tmp/"
+for d in proc sys dev; do mount --bind "/$d" "$root/$d"; done
+trap 'for d in dev sys proc; do umount "$root/$d" 2>/dev/null || true; done' EXIT
+log "apt install ./$(basename "$DEB") in the guest root"
+chroot "$root" env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-download "/tmp/$(basename "$DEB")" \
+    >"$RESULTS/apt-install.log" 2>&1 || { tail -20 "$RESULTS/apt-install.log" >&2; die "apt install failed"; }
+for d in dev sys proc; do umount "$root/$d"; done
+trap - EXIT
+rm "$root/tmp/$(basename "$DEB")"
+install -m 0755 "$ROOT/qemu/boot/guest-check.sh" "$root/usr/local/sbin/boot-check"
+install -m 0644 "$ROOT/qemu/boot/boot-check.service" "$root/etc/systemd/system/boot-check.service"
+ln -sf /etc/systemd/system/boot-check.service "$root/etc/systemd/system/multi-user.target.wants/boot-check.service"
+log "root disk image"
+truncate -s 3G "$RESULTS/root.img"
+mkfs.ext4 -q -F -L root -d "$root" "$RESULTS/root.img"
+rm -rf "$root"
+truncate -s 1G "$RESULTS/nvdimm0.img"
+truncate -s 512M "$RESULTS/nvdimm1.img"
+t_ready=$(date +%s)
+
+boot() { # boot PHASE: one QEMU run, until the guest powers off or reboots
+    local phase=$1 started rc=0
+    started=$(date +%s)
+    local cmd=("$QEMU" -name daxmode-boot -nodefaults -no-user-config -display none -accel "$ACCEL" -cpu max -smp 2
+        -machine q35,nvdimm=on -m 1024M,slots=3,maxmem=4G
+        -object "memory-backend-file,id=nv0,share=on,mem-path=$RESULTS/nvdimm0.img,size=1G"
+        -device nvdimm,id=nvdimm0,memdev=nv0
+        -object "memory-backend-file,id=nv1,share=on,mem-path=$RESULTS/nvdimm1.img,size=512M"
+        -device nvdimm,id=nvdimm1,memdev=nv1
+        -drive "file=$RESULTS/root.img,if=virtio,format=raw"
+        -virtfs "local,path=$RESULTS/share,mount_tag=share,security_model=none,id=share"
+        -kernel "$bootdir/vmlinuz" -initrd "$bootdir/initrd.img"
+        -append "root=/dev/vda rw console=ttyS0,115200 memhp_default_state=offline panic=-1 loglevel=4 boottest.phase=$phase"
+        -serial "file:$RESULTS/console-$phase.log" -no-reboot)
+    if [[ -n ${VM_LOCK:-} ]]; then
+        timeout "$TIMEOUT" flock "$VM_LOCK" "${cmd[@]}" || rc=$?
+    else
+        timeout "$TIMEOUT" "${cmd[@]}" || rc=$?
+    fi
+    echo "boot $phase: $(($(date +%s) - started)) s, qemu exit $rc" >>"$RESULTS/timings.txt"
+    [[ -f $RESULTS/share/phase$phase.txt ]] || die "boot $phase wrote no results (console: $RESULTS/console-$phase.log)"
+    grep -q "^done:" "$RESULTS/share/phase$phase.txt" || die "boot $phase did not finish: $(cat "$RESULTS/share/phase$phase.txt")"
+}
+
+for phase in 1 2 3 4; do
+    log "boot $phase"
+    boot "$phase"
+    sed "s/^/  [$phase] /" "$RESULTS/share/phase$phase.txt" >&2
+done
+cat "$RESULTS"/share/phase*.txt >"$RESULTS/results.txt"
+echo "image ready after $((t_ready - t0)) s; total $(($(date +%s) - t0)) s" >>"$RESULTS/timings.txt"
+cat "$RESULTS/timings.txt" >&2
+if grep -q "^FAIL" "$RESULTS/results.txt"; then
+    die "$(grep -c '^FAIL' "$RESULTS/results.txt") check(s) failed (results: $RESULTS/results.txt)"
+fi
+log "$(grep -c '^ok' "$RESULTS/results.txt") checks passed over 4 boots"
