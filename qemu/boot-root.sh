@@ -24,16 +24,23 @@ command -v debootstrap >/dev/null || {
     [[ $(id -u) -eq 0 ]] || die "debootstrap is missing (apt-get install debootstrap)"
     DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends debootstrap >&2
 }
-rm -rf "$dest"
-mkdir -p "$dest"
 root=$dest/root
-log "debootstrap $SUITE (minbase + $PKGS) into $root"
-debootstrap --variant=minbase --include="$PKGS" "$SUITE" "$root" "$MIRROR" >"$dest/debootstrap.log" 2>&1 ||
-    { tail -20 "$dest/debootstrap.log" >&2; die "debootstrap failed (log: $dest/debootstrap.log)"; }
+if [[ ! -f $dest/.debootstrapped ]]; then
+    rm -rf "$dest"
+    mkdir -p "$dest"
+    log "debootstrap $SUITE (minbase + $PKGS) into $root"
+    debootstrap --variant=minbase --include="$PKGS" "$SUITE" "$root" "$MIRROR" >"$dest/debootstrap.log" 2>&1 ||
+        { tail -20 "$dest/debootstrap.log" >&2; die "debootstrap failed (log: $dest/debootstrap.log)"; }
+    touch "$dest/.debootstrapped"
+fi
 
 log "kernel modules $KVER and an initramfs for them"
-mkdir -p "$root/usr/lib/modules"
+mkdir -p "$root/usr/lib/modules" "$root/boot"
+rm -rf "${root:?}/usr/lib/modules/$KVER"
 cp -a "$mods" "$root/usr/lib/modules/"
+# mkinitramfs reads the kernel's config only to learn which initramfs compressions it unpacks; the
+# module tree from `make setup` has no config file, and Debian's kernels unpack both of these.
+printf 'CONFIG_RD_GZIP=y\nCONFIG_RD_ZSTD=y\n' >"$root/boot/config-$KVER"
 cp "$mods/vmlinuz" "$dest/vmlinuz"
 echo "MODULES=dep" >"$root/etc/initramfs-tools/conf.d/boot-test"
 printf 'virtio_pci\nvirtio_blk\next4\n' >>"$root/etc/initramfs-tools/modules"
