@@ -39,7 +39,7 @@ cp "$DEB" "$root/tmp/"
 for d in proc sys dev; do mount --bind "/$d" "$root/$d"; done
 trap 'for d in dev sys proc; do umount "$root/$d" 2>/dev/null || true; done' EXIT
 log "apt install ./$(basename "$DEB") in the guest root"
-chroot "$root" env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-download "/tmp/$(basename "$DEB")" \
+chroot "$root" env DEBIAN_FRONTEND=noninteractive apt-get install -y -q "/tmp/$(basename "$DEB")" \
     >"$RESULTS/apt-install.log" 2>&1 || { tail -20 "$RESULTS/apt-install.log" >&2; die "apt install failed"; }
 for d in dev sys proc; do umount "$root/$d"; done
 trap - EXIT
@@ -69,16 +69,17 @@ boot() { # boot PHASE: one QEMU run, until the guest powers off or reboots
         -kernel "$bootdir/vmlinuz" -initrd "$bootdir/initrd.img"
         -append "root=/dev/vda rw console=ttyS0,115200 memhp_default_state=offline panic=-1 loglevel=4 boottest.phase=$phase"
         -serial "file:$RESULTS/console-$phase.log" -no-reboot)
-    if [[ -n ${VM_LOCK:-} ]]; then
-        timeout "$TIMEOUT" flock "$VM_LOCK" "${cmd[@]}" || rc=$?
-    else
-        timeout "$TIMEOUT" "${cmd[@]}" || rc=$?
-    fi
+    timeout "$TIMEOUT" "${cmd[@]}" || rc=$?
     echo "boot $phase: $(($(date +%s) - started)) s, qemu exit $rc" >>"$RESULTS/timings.txt"
     [[ -f $RESULTS/share/phase$phase.txt ]] || die "boot $phase wrote no results (console: $RESULTS/console-$phase.log)"
     grep -q "^done:" "$RESULTS/share/phase$phase.txt" || die "boot $phase did not finish: $(cat "$RESULTS/share/phase$phase.txt")"
 }
 
+if [[ -n ${VM_LOCK:-} ]]; then # one VM run on the machine at a time: hold the lock for all four boots
+    exec 9>>"$VM_LOCK"
+    log "waiting for $VM_LOCK"
+    flock 9
+fi
 for phase in 1 2 3 4; do
     log "boot $phase"
     boot "$phase"
