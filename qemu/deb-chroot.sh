@@ -7,7 +7,8 @@ ROOT=$(cd "$(dirname "$0")/.." && pwd)
 SUITE=${1:?usage: deb-chroot.sh SUITE}
 CACHE=${CACHE:-$ROOT/.cache}
 MIRROR=${MIRROR:-http://deb.debian.org/debian}
-PKGS=debhelper,dh-python,python3-all-dev,python3-setuptools,python3-click,python3-pyudev,build-essential,fakeroot,dpkg-dev,lintian
+# perl-openssl-defaults: lintian needs the virtual perl-openssl-abi-3, which debootstrap cannot resolve
+PKGS=debhelper,dh-python,python3-all-dev,python3-setuptools,python3-click,python3-pyudev,build-essential,fakeroot,dpkg-dev,lintian,perl-openssl-defaults
 dest=$CACHE/bootroot/$SUITE-build
 if [[ ! -f $dest/.complete ]]; then
     [[ $(id -u) -eq 0 ]] || { echo "deb-chroot: needs root (debootstrap)" >&2; exit 1; }

@@ -33,6 +33,10 @@ if [[ $phase == 1 ]]; then
     check "daxmode installed from the package at /usr/bin/daxmode" test "$(command -v daxmode)" = /usr/bin/daxmode
     check "the package's unit runs /usr/bin/daxmode" grep -qx 'ExecStart=/usr/bin/daxmode apply --udev %I' \
         /lib/systemd/system/daxmode-apply@.service
+    # udev loads nfit for the ACPI0012 device during coldplug; wait for both raw namespaces
+    check "nvdimm namespaces present" timeout 120 sh -c \
+        'until [ -e /sys/bus/nd/devices/namespace0.0 ] && [ -e /sys/bus/nd/devices/namespace1.0 ]; do sleep 1; done'
+    udevadm settle
     for r in 0 1; do
         check "devdax namespace on region$r" ndctl create-namespace -f -e "namespace$r.0" -m devdax -M mem -a 2M
     done
@@ -96,7 +100,26 @@ previous_shutdown_clean() {
     ! grep -E "Failed to unmount|Failed with result|failed with result|entered failed state" <<<"$j"
 }
 
+settled() {
+    # udev's dax events start daxmode-apply@ units, apply starts daxmode-famfs@ (--no-block): wait
+    # until no job is queued and the famfs unit has come up (or failed), then for systemd again
+    local i
+    for i in $(seq 240); do
+        if [[ -z $(systemctl list-jobs --no-legend) ]] && {
+            systemctl is-active --quiet daxmode-famfs@dax1.0.service ||
+                systemctl is-failed --quiet daxmode-famfs@dax1.0.service
+        }; then
+            echo "settled after ${i}x0.5 s"
+            return 0
+        fi
+        sleep 0.5
+    done
+    return 1
+}
+
 if [[ $phase == 2 || $phase == 3 ]]; then
+    check "daxmode's units settled (no jobs left; famfs unit up or failed)" settled
+    state=$(systemctl is-system-running)
     check "systemd: running, not degraded ($state)" test "$state" = running
     check "systemctl --failed: none" test -z "$(systemctl --failed --no-legend --plain)"
     check "dax0.0 is System RAM, every block online and movable (sysfs)" system_ram_online
