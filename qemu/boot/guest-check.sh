@@ -44,6 +44,8 @@ if [[ $phase == 1 ]]; then
         check "$d appeared" timeout 60 sh -c "until [ -e /sys/bus/dax/devices/$d ]; do sleep 0.5; done"
     done
     udevadm settle
+    # the new devices' daxmode-apply@ units run now, before there is a configuration ("no rule")
+    check "daxmode-apply@ units done" timeout 120 sh -c 'while [ -n "$(systemctl list-jobs --no-legend)" ]; do sleep 0.5; done'
     check "famfs mkfs on dax1.0" daxmode famfs mkfs dax1.0
     head -c 3000000 /dev/urandom >/root/data.bin
     sha256sum </root/data.bin | cut -d' ' -f1 >/mnt/share/data.sha256
@@ -68,7 +70,13 @@ fi
 blocks_of() { # the memory block numbers in dax device $1's ranges, from sysfs
     local dev=/sys/bus/dax/devices/$1 bs m start end
     bs=$((16#$(cat /sys/devices/system/memory/block_size_bytes)))
-    for m in "$dev"/mapping*; do
+    if ! ls -d "$dev"/mapping[0-9]* >/dev/null 2>&1; then # one range: resource and size
+        start=$(($(cat "$dev/resource")))
+        end=$((start + $(cat "$dev/size") - 1))
+        seq $(((start + bs - 1) / bs)) $(((end + 1) / bs - 1))
+        return
+    fi
+    for m in "$dev"/mapping[0-9]*; do
         start=$(($(cat "$m/start"))); end=$(($(cat "$m/end")))
         seq $(((start + bs - 1) / bs)) $(((end + 1) / bs - 1))
     done
