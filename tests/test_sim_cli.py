@@ -42,6 +42,8 @@ def test_sim_dir_is_root_dir_sim(tmp_path: Path) -> None:
     d = tmp_path / "m"
     sim.machine(d, devices=1, size=GiB)
     assert cli("--sim", str(d), "list")[1] == cli("--root", str(d), "--sim", "list")[1]
+    code, out, _ = cli("sim", "create", str(tmp_path / "j"), "--devices", "1", "--json")
+    assert json.loads(out)["devices"] == [{"chardev": "dax0.0", "size": GiB, "mode": "devdax"}]
     code, _, err = cli("--root", str(d), "--sim", str(d), "list")
     assert code == 2 and "give one of them" in err
     code, _, err = cli("--sim", str(tmp_path / "nothing"), "list")

@@ -32,7 +32,9 @@ def create_cmd(directory: str, devices: int, size: int, as_json: bool) -> None:
     simulator.machine(directory, devices=devices, size=size)
     names = [f"dax{i}.0" for i in range(devices)]
     if as_json:
-        echo_json({"root": directory, "devices": names, "size": size, "mode": "devdax"})
+        echo_json(
+            {"root": directory, "devices": [{"chardev": n, "size": size, "mode": "devdax"} for n in names]}
+        )
         return
     click.echo(
         f"{directory}: simulated kernel with {', '.join(names)} ({human(size)} each, devdax); "

@@ -37,6 +37,7 @@ import fnmatch
 import os
 import re
 import tomllib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from daxmode.errors import BadMode, InvalidArgument, UnsafePath
@@ -119,7 +120,7 @@ class Entry:
         return (self.mode, self.online, self.movable, self.force, self.mount)
 
     def to_json(self) -> dict[str, object]:
-        return {
+        out: dict[str, object] = {
             "source": self.where,
             "origin": self.origin,
             "match": self.match.describe(),
@@ -127,7 +128,10 @@ class Entry:
             "online": self.online,
             "movable": self.movable,
             "force": self.force,
-        } | ({"mount": self.mount} if self.mount else {})
+        }
+        if self.mount:
+            out["mount"] = self.mount
+        return out
 
 
 @dataclass
@@ -325,11 +329,19 @@ def _entry(t: object, source: str, lines: list[str], span: tuple[int, int]) -> E
         for k in ("online", "movable"):
             if k in opts:
                 raise err(f"{k} only applies to mode system-ram", k)
-    mount = _mount(t, mode, err)
-    return Entry(match=match, mode=mode, source=source, line=line, mount=mount, **opts)
+    return Entry(
+        match=match,
+        mode=mode,
+        source=source,
+        line=line,
+        online=opts.get("online", True),
+        movable=opts.get("movable", True),
+        force=opts.get("force", False),
+        mount=_mount(t, mode, err),
+    )
 
 
-def _mount(t: dict[str, object], mode: Mode, err) -> str | None:  # type: ignore[no-untyped-def]
+def _mount(t: dict[str, object], mode: Mode, err: _Err) -> str | None:
     v = t.get("mount")
     if v is None:
         return None
@@ -354,7 +366,11 @@ def mount_for(sysfs: Sysfs, facts: DeviceFacts) -> tuple[str, str] | None:
     return entry.mount, entry.where
 
 
-def _match_name(m: dict[str, object], err) -> str | None:  # type: ignore[no-untyped-def]
+_Err = Callable[..., ConfigError]
+"""Builds the error for one key of one rule (``err(msg, key)``)."""
+
+
+def _match_name(m: dict[str, object], err: _Err) -> str | None:
     v = m.get("name")
     if v is None:
         return None
@@ -365,7 +381,7 @@ def _match_name(m: dict[str, object], err) -> str | None:  # type: ignore[no-unt
     return os.path.basename(v)
 
 
-def _match_region(m: dict[str, object], err) -> int | None:  # type: ignore[no-untyped-def]
+def _match_region(m: dict[str, object], err: _Err) -> int | None:
     v = m.get("region")
     if v is None:
         return None
@@ -376,7 +392,7 @@ def _match_region(m: dict[str, object], err) -> int | None:  # type: ignore[no-u
     raise err(f'match.region must be a dax region id such as 1 or "region1", not {v!r}', "region")
 
 
-def _match_str(m: dict[str, object], key: str, err) -> str | None:  # type: ignore[no-untyped-def]
+def _match_str(m: dict[str, object], key: str, err: _Err) -> str | None:
     v = m.get(key)
     if v is None:
         return None
@@ -387,7 +403,7 @@ def _match_str(m: dict[str, object], key: str, err) -> str | None:  # type: igno
     raise err(f"match.{key} must be a name such as {example} or a uuid, not {v!r}", key)
 
 
-def _match_size(m: dict[str, object], err) -> int | None:  # type: ignore[no-untyped-def]
+def _match_size(m: dict[str, object], err: _Err) -> int | None:
     v = m.get("size")
     if v is None:
         return None
@@ -525,5 +541,11 @@ def _daxctl_entry(uuid: str, joined: dict[str, list[tuple[str, str, int]]], at: 
                 raise ConfigError(ksrc, kline, f"{k} must start with t/y/1 or f/n/0 (daxctl boolean)")
             opts[k] = val
     return Entry(
-        match=Match(namespace=uuid.lower()), mode=mode, source=src, line=line, origin="daxctl", **opts
+        match=Match(namespace=uuid.lower()),
+        mode=mode,
+        source=src,
+        line=line,
+        origin="daxctl",
+        online=opts.get("online", True),
+        movable=opts.get("movable", True),
     )

@@ -79,7 +79,7 @@ def test_adopt_refuses_a_different_identity_unless_forced(tmp_path: Path) -> Non
     assert read_system_uuid(Sysfs(str(root))) == other  # untouched
     code, out, _ = famfs(root, "identity", "--adopt", str(img), "--force", "--json")
     assert code == 0 and json.loads(out) == {
-        "path": "/opt/famfs/system_uuid",
+        "file": "/opt/famfs/system_uuid",
         "system_uuid": str(me),
         "previous": str(other),
         "changed": True,
