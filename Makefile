@@ -9,7 +9,7 @@ MODULES ?=
 HOSTS ?= 2
 BACKEND ?= cxl
 
-.PHONY: deb boot-test setup venv unit vm-test qemu-test test bench lint kernel kernel-test famfs-kernel famfs-kernel-test clean
+.PHONY: deb boot-test setup venv unit vm-test qemu-test test bench lint kernel kernel-test famfs-kernel famfs-kernel-test ndctl-test clean
 
 # Host packages (QEMU >= 8.1, busybox, kmod, ...), the venv, and the default guest kernel.
 setup:
@@ -73,9 +73,18 @@ deb:
 	bash scripts/deb.sh
 
 # The boot path under systemd: a Debian guest with the package installed boots with a configuration
-# (system-ram + famfs mounted at boot), is checked, rebooted, checked, shut down (docs/harness.md).
+# (system-ram + famfs mounted at boot), is checked, rebooted, checked, shut down (docs/boot-test.md).
 boot-test: setup
-	bash qemu/boot-test.sh
+	$(if $(VM_LOCK),VM_LOCK="$(VM_LOCK)") bash qemu/boot-test.sh
+
+# ndctl 85's own dax and cxl test suites (meson test) on a kernel built with its own nfit_test and
+# cxl_test modules: Debian's linux-source-7.3 (default), FAMFS=v10 / FAMFS=v1 (KSRC=<v1 tree>),
+# KERNEL=<build-kernel.sh dir> or KERNEL=debian (the packaged kernel: only tests needing no
+# unit-test module). A skip not declared in qemu/ndctl-skips/<kernel>.skips fails (README-kernel).
+ndctl-test: setup
+	bash qemu/ndctl-test.sh $(if $(FAMFS),FAMFS="$(FAMFS)") $(if $(KERNEL),KERNEL="$(KERNEL)") \
+	  $(if $(MODULES),MODULES="$(MODULES)") $(if $(KSRC),KSRC="$(KSRC)") $(if $(TESTS),TESTS="$(TESTS)") \
+	  $(if $(NDCTL_SRC),NDCTL_SRC="$(NDCTL_SRC)") $(if $(VM_LOCK),VM_LOCK="$(VM_LOCK)")
 
 clean:
 	rm -rf results build *.egg-info

@@ -44,6 +44,8 @@ class Mapping:
     notes: list[str] = field(default_factory=list)
     switched: bool = False
     """The device was switched from fsdev for this mapping and goes back when it closes."""
+    data_mapped: bool = True
+    """Every byte of the device is in ``buf``: file data can be written before its entry exists."""
 
     @property
     def lock_fd(self) -> int:

@@ -8,6 +8,7 @@
 #
 #   bash qemu/kernel-test.sh [KSRC=<tree>] [PATCHES=<dir>] [KCONFIG=<fragment>] [HOSTS=n] [CACHE=dir]
 #   bash qemu/kernel-test.sh FAMFS=1 PATCHES=<famfs V10 mbox> [ADAPT=<dir>] [--build-only] [...]
+#   bash qemu/kernel-test.sh --fetch-only      (print the path of Debian's source tree, fetching it)
 #
 # FAMFS=1 (make famfs-kernel-test) builds the famfs fuse series V10 (PATCHES, an mbox of its 10
 # patches: docs/kernel.md says how to get it) with our 7.3 adaptations (ADAPT, default
@@ -189,11 +190,12 @@ fail() {
     exit "$1"
 }
 
-KSRC="" PATCHES="" ADAPT="" KCONFIG="" HOSTS=2 CACHE="" FAMFS="" BUILD_ONLY="" VM_LOCK="${VM_LOCK:-}"
+KSRC="" PATCHES="" ADAPT="" KCONFIG="" HOSTS=2 CACHE="" FAMFS="" BUILD_ONLY="" FETCH_ONLY="" VM_LOCK="${VM_LOCK:-}"
 for arg in "$@"; do
     case "$arg" in
     KSRC=* | PATCHES=* | ADAPT=* | KCONFIG=* | HOSTS=* | CACHE=* | FAMFS=* | VM_LOCK=*) printf -v "${arg%%=*}" '%s' "${arg#*=}" ;;
     --build-only) BUILD_ONLY=1 ;;
+    --fetch-only) FETCH_ONLY=1 ;;
     -h | --help)
         sed -n '2,/^set -euo/{/^set -euo/d;s/^# \{0,1\}//;p}' "${BASH_SOURCE[0]}" >&2
         exit 0
@@ -242,6 +244,10 @@ fetch_source() {
 if [[ -z "$KSRC" ]]; then
     KSRC="$CACHE/$SUITE_PKG"
     [[ -f "$KSRC/Makefile" ]] || fetch_source
+fi
+if [[ -n "$FETCH_ONLY" ]]; then
+    echo "$KSRC"
+    exit 0
 fi
 
 line="$(bash "$ROOT/qemu/build-kernel.sh" KSRC="$KSRC" PATCHES="$PATCHES" ADAPT="$ADAPT" KCONFIG="$KCONFIG" CACHE="$CACHE")" || exit $?

@@ -241,6 +241,18 @@ def test_nvdimm_command_has_slots_and_a_shared_nvdimm(tmp_path: Path) -> None:
     assert opt_values(cmd, "-cpu") == ["max"]  # the hypervisor bit only matters to CXL region commit
 
 
+def test_nvdimm_label_area_comes_on_top_of_the_region(tmp_path: Path) -> None:
+    """ndctl's tests need labels; the region keeps --shared-size so its 16M alignment holds."""
+    cmd = qemucmd.build_command(
+        spec(tmp_path, backend="nvdimm", shared_size=6 << 30, host=0, label_size=128 << 10)
+    )
+    assert "nvdimm,id=nvdimm0,memdev=nv0,label-size=131072" in opt_values(cmd, "-device")
+    assert any(f"id=nv0,share=on,mem-path=/dev/shm/x/shared.raw,size={(6 << 30) + (128 << 10)}" in o
+               for o in opt_values(cmd, "-object"))  # fmt: skip
+    cfg = harness.parse_args(["--backend", "nvdimm", "--nvdimm-label-size", "128K", "--no-second-nvdimm"])
+    assert cfg.label_size == 128 << 10 and not cfg.second_nvdimm
+
+
 def test_shares_and_channels_are_per_host(tmp_path: Path) -> None:
     c0 = qemucmd.build_command(spec(tmp_path, host=0, share_dir=tmp_path / "s0"))
     c1 = qemucmd.build_command(spec(tmp_path, host=1, share_dir=tmp_path / "s1"))
@@ -318,6 +330,8 @@ def test_sizes(text: str, want: int) -> None:
         (["--backend", "nvdimm", "--shared-size", "3M"], "multiple of 2M"),
         (["--mem", "lots"], "bad size"),
         (["--mem", "128M"], "at least 256M"),
+        (["--nvdimm-label-size", "128K"], "nvdimm backend only"),
+        (["--backend", "nvdimm", "--nvdimm-label-size", "64K"], "at least 128K"),
     ],
 )
 def test_bad_arguments_are_one_clear_error(argv: list[str], match: str) -> None:

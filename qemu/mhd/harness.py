@@ -48,6 +48,8 @@ MHD_DIR = Path(__file__).resolve().parent
 GUEST_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 SECOND_NVDIMM_SIZE = 512 << 20
 """nvdimm guests get a second device (DAXMODE_TEST_DEV2) for concurrent runs on two devices."""
+# hw/mem/nvdimm.c rejects a label-size under MIN_NAMESPACE_LABEL_SIZE (128 KiB).
+NVDIMM_MIN_LABEL_SIZE = 128 << 10
 
 
 def default_kernel(project: Path = PROJECT) -> Path:
@@ -68,6 +70,8 @@ class Config:
     modules: Path | None = None
     shared_size: int = 0
     shared_file: Path | None = None
+    label_size: int = 0
+    second_nvdimm: bool = True
     mem_mb: int = 1024
     smp: int = 0
     kvm: str = "auto"
@@ -101,6 +105,17 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--shared-size", default=None, help="shared device size (cxl: 512M, nvdimm: 1G)")
     ap.add_argument(
         "--shared-file", type=Path, default=None, help="backing file (default: a new one in /dev/shm)"
+    )
+    ap.add_argument(
+        "--nvdimm-label-size",
+        default=None,
+        help="nvdimm: give the shared nvdimm a label area of this size (>= 128K; ndctl's tests need labels)",
+    )
+    ap.add_argument(
+        "--no-second-nvdimm",
+        dest="second_nvdimm",
+        action="store_false",
+        help="nvdimm: only the shared nvdimm (ndctl's tests take the first namespace on the bus)",
     )
     ap.add_argument("--mem", default="1G", help="guest RAM (default 1G)")
     ap.add_argument("--smp", type=int, default=0, help="vCPUs per guest (default: host cores / hosts, 1..2)")
@@ -145,6 +160,7 @@ def parse_args(argv: list[str]) -> Config:
     try:
         mem = parse_size(a.mem)
         size = parse_size(a.shared_size) if a.shared_size else (512 << 20 if a.backend == "cxl" else 1 << 30)
+        label = parse_size(a.nvdimm_label_size) if a.nvdimm_label_size else 0
     except ValueError as e:
         raise BadInput(str(e)) from None
     if mem < 256 << 20:
@@ -153,6 +169,11 @@ def parse_args(argv: list[str]) -> Config:
         check_shared_size(a.backend, size)
     except ValueError as e:
         raise BadInput(f"--shared-size: {e}") from None
+    if label and (a.backend != "nvdimm" or label < NVDIMM_MIN_LABEL_SIZE or label >= size // 2):
+        raise BadInput(
+            f"--nvdimm-label-size {a.nvdimm_label_size}: nvdimm backend only, at least 128K "
+            "(QEMU's minimum) and under half the shared size"
+        )
     if a.smp < 0 or a.smp > 8:
         raise BadInput(f"--smp {a.smp}: choose 1..8")
     if a.timeout <= 0 or a.boot_timeout <= 0:
@@ -163,6 +184,8 @@ def parse_args(argv: list[str]) -> Config:
         kernel=a.kernel or default_kernel(),
         modules=a.modules,
         shared_size=size,
+        label_size=label,
+        second_nvdimm=a.second_nvdimm,
         shared_file=a.shared_file,
         mem_mb=mem >> 20,
         smp=a.smp,
@@ -265,7 +288,7 @@ class Run:
                 self.shared_file = self.shm_dir / f"{cfg.backend}-shared.raw"
             else:
                 self.shared_file = cfg.shared_file.resolve()
-            if cfg.backend == "nvdimm":
+            if cfg.backend == "nvdimm" and cfg.second_nvdimm:
                 if self.shm_dir is None:
                     self.shm_dir = Path(tempfile.mkdtemp(prefix="daxmode-mhd-", dir=shm))
                 self.second_file = self.shm_dir / "nvdimm-shared2.raw"
@@ -301,7 +324,9 @@ class Run:
         log(f"results in {self.results}")
 
     def shared_files(self) -> list[tuple[Path, int]]:
-        files = [(self.shared_file, self.cfg.shared_size)] if self.shared_file is not None else []
+        # The nvdimm label area comes on top of the region (qemucmd.GuestSpec.label_size).
+        size = self.cfg.shared_size + self.cfg.label_size
+        files = [(self.shared_file, size)] if self.shared_file is not None else []
         if self.second_file is not None:
             files.append((self.second_file, SECOND_NVDIMM_SIZE))
         return files
@@ -381,6 +406,7 @@ class Run:
                 accel=self.accel,
                 shared_file=self.shared_file,
                 shared_size=cfg.shared_size,
+                label_size=cfg.label_size,
                 second_file=self.second_file,
                 second_size=SECOND_NVDIMM_SIZE if self.second_file else 0,
                 net=links[h],

@@ -122,9 +122,9 @@ def test_two_hosts_share_famfs(pair) -> None:  # type: ignore[no-untyped-def]
     # --- host B cannot append ----------------------------------------------------------------
     for args in (("mkdir", dev, "b-was-here"), ("creat", dev, "b-file", "-s", "1M")):
         r = famfs(b, dev, *args)
-        assert r.rc == 12 and "famfs client" in r.stderr, (args, r.rc, r.stderr)
+        assert r.rc == 17 and "famfs client" in r.stderr, (args, r.rc, r.stderr)
     r = famfs(b, dev, "mkfs", dev)
-    assert r.rc == 12 and "owned by another host" in r.stderr
+    assert r.rc == 15 and "owned by another host" in r.stderr
 
     # --- host A re-plays idempotently ----------------------------------------------------------
     for _ in range(2):

@@ -22,9 +22,10 @@ import json
 import os
 import signal
 import sys
+import threading
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 
 from daxmode import errors as E
 from daxmode.errors import (
@@ -407,6 +408,9 @@ class MountStatus:
     mounted: bool
     """The kernel still has the mount (fuse.famfs at the mount point)."""
     phase: str
+    skipped_entries: list[str] = field(default_factory=list)
+    """Log entries the live server skipped (extent validator refusals, bad slots or paths), each
+    one line; the first 100 (the server's log has them all)."""
 
     @property
     def state(self) -> str:
@@ -425,6 +429,11 @@ def mounts(sysfs: Sysfs) -> list[MountStatus]:
     out = []
     for r in S.records(sysfs):
         m = mount_at(sysfs, r.mountpoint)
+        alive = S.server_alive(r)
+        mounted = m is not None and m.fstype == FSTYPE
+        skipped: list[str] = []
+        if alive and mounted:  # the entries the server refused or skipped, each named once
+            skipped = _skipped_entries(r.mountpoint)
         out.append(
             MountStatus(
                 mountpoint=r.mountpoint,
@@ -434,12 +443,28 @@ def mounts(sysfs: Sysfs) -> list[MountStatus]:
                 mode=r.mode,
                 previous_mode=r.previous_mode,
                 server_pid=r.pid,
-                server_running=S.server_alive(r),
-                mounted=m is not None and m.fstype == FSTYPE,
+                server_running=alive,
+                mounted=mounted,
                 phase=r.phase,
+                skipped_entries=skipped,
             )
         )
     return out
+
+
+def _skipped_entries(mountpoint: str, timeout: float = 2.0) -> list[str]:
+    """The log entries a live server skipped (refused by the extent validator, bad slots, bad
+    paths), asked through the mount in a thread: a wedged server must not hang ``status``."""
+    got: list[list[str]] = []
+
+    def ask() -> None:
+        with contextlib.suppress(FamfsError, ValueError, TypeError, KeyError):
+            got.append([str(x) for x in server_stats(mountpoint)["namespace"]["errors"]])  # type: ignore[index]
+
+    t = threading.Thread(target=ask, daemon=True)
+    t.start()
+    t.join(timeout)
+    return got[0] if got else []
 
 
 def server_stats(mountpoint: str) -> dict[str, object]:

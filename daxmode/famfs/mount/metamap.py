@@ -62,6 +62,8 @@ class MountMapping:
     writable: bool
     kind: str = "mount"
     notes: list[str] = field(default_factory=list)
+    data_mapped: bool = False
+    """Only files reach data here (each mapped once its entry is played), not ``buf`` as a whole."""
     switched: bool = False
     _base: int = 0
     _mapped: set[int] = field(default_factory=set)

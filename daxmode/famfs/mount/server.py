@@ -231,12 +231,19 @@ class Session:
             steps=list(self.steps), files=ns.files, directories=ns.dirs, entries=ns.played,
         )  # fmt: skip
 
+    def _skipped(self, why: str) -> None:
+        self.log(f"log entry skipped: {why}")
+
     def _fsck(self, buf: L.Bytes, size: int) -> L.Superblock:
+        """Refuse a volume whose superblock or log header is bad; entries that fail (the extent
+        validator's refusals, bad CRCs, missing parents) are skipped by the namespace as it plays,
+        each named once in the server's log and in ``famfs status``, and the rest is served."""
         rep = fsck(buf, size)
-        if rep.problems:
-            more = f" (and {len(rep.problems) - 1} more)" if len(rep.problems) > 1 else ""
+        fatal = rep.fatal
+        if fatal:
+            more = f" (and {len(fatal) - 1} more)" if len(fatal) > 1 else ""
             raise FamfsError(
-                f"{self.t.source}: refusing to mount a famfs that fails fsck: {rep.problems[0]}{more}; "
+                f"{self.t.source}: refusing to mount a famfs that fails fsck: {fatal[0]}{more}; "
                 f"run daxmode famfs fsck {self.t.device or self.t.source}"
             )
         assert rep.superblock is not None
@@ -259,8 +266,9 @@ class Session:
         mv = memoryview(m.buf)
         self.stack.callback(mv.release)
         self.ns = Namespace(
-            sb, mv[L.LOG_OFFSET : L.LOG_OFFSET + sb.log_len], sync=m.sync, is_master=self._is_master(sb)
-        )
+            sb, mv[L.LOG_OFFSET : L.LOG_OFFSET + sb.log_len], sync=m.sync, is_master=self._is_master(sb),
+            device_size=m.size, on_error=self._skipped,
+        )  # fmt: skip
         self.stack.callback(self.ns.detach_log)  # runs before mv.release (ExitStack is LIFO)
         self.fs = FamfsFuse(
             self.ns, COPY, device=Device(mv, m.sync, m.size), stats=self.stats, info=self._info
@@ -281,6 +289,8 @@ class Session:
                     mv[L.LOG_OFFSET : L.LOG_OFFSET + sb.log_len],
                     sync=m.sync,
                     is_master=self._is_master(sb),
+                    device_size=m.size,
+                    on_error=self._skipped,
                 )
                 self.ns.detach_log()
             finally:
@@ -290,7 +300,7 @@ class Session:
 
     def _mount_and_init(self) -> None:
         if self.ns is None:  # dax path from fsdev: the metadata comes through the mount
-            self.ns = Namespace(None, None)
+            self.ns = Namespace(None, None, device_size=self.t.size or None, on_error=self._skipped)
             self.fs = FamfsFuse(self.ns, DAX, daxdev=self.t.source, stats=self.stats, info=self._info)
         assert self.fs is not None
         self.conn = K.mount_fuse(self.t.source, self.mp, SUBTYPE)
