@@ -3,7 +3,8 @@ of this checkout, in a private mount namespace (so the tour's famfs identity and
 out of the host's), comparing what each prints with the block's ``#>`` lines.
 
 ``...`` in an expected line matches anything (UUIDs, pids, paths); everything else must match
-exactly, line for line, and every command must exit 0.
+exactly, line for line, and every command must exit 0.  ``#>~`` lines match in any order (umount's
+two lines: the server's exit and the unmount race).
 """
 
 from __future__ import annotations
@@ -26,19 +27,37 @@ pytestmark = pytest.mark.skipif(
 )
 
 
-def tour_steps(readme: str) -> list[tuple[str, list[str]]]:
-    """(command, expected output lines) for each command of the tour block; comments are prose."""
+def tour_steps(readme: str) -> list[tuple[str, list[str], bool]]:
+    """(command, expected output lines, whether they come in any order) for each command of the tour
+    block; comments are prose."""
     at = readme.index(MARK)
     m = re.compile(r"```sh\n(.*?)```", re.S).search(readme, at)
     assert m, "the tour block follows its marker"
-    steps: list[tuple[str, list[str]]] = []
+    steps: list[tuple[str, list[str], bool]] = []
     for line in m.group(1).splitlines():
-        if line.startswith("#> ") or line == "#>":
+        if line.startswith(("#> ", "#>~ ")) or line == "#>":
             assert steps, "expected output before any command"
-            steps[-1][1].append(line[3:])
+            cmd, want, unordered = steps[-1]
+            any_order = line.startswith("#>~ ")
+            want.append(line[4:] if any_order else line[3:])
+            steps[-1] = (cmd, want, unordered or any_order)
         elif line.strip() and not line.startswith("#"):
-            steps.append((line, []))
+            steps.append((line, [], False))
     return steps
+
+
+def output_matches(want: list[str], got: list[str], any_order: bool) -> bool:
+    if len(want) != len(got):
+        return False
+    if not any_order:
+        return all(matches(w, g) for w, g in zip(want, got, strict=True))
+    left = list(got)
+    for w in want:
+        hit = next((g for g in left if matches(w, g)), None)
+        if hit is None:
+            return False
+        left.remove(hit)
+    return True
 
 
 def matches(pattern: str, line: str) -> bool:
@@ -47,9 +66,13 @@ def matches(pattern: str, line: str) -> bool:
 
 def test_tour_steps_parse() -> None:
     steps = tour_steps((ROOT / "README.md").read_text())
-    assert steps[0][0].startswith("python3 -m venv") and any("sim create" in c for c, _ in steps)
+    assert steps[0][0].startswith("python3 -m venv") and any("sim create" in c for c, _, _ in steps)
     assert matches("server pid ...", "server pid 42") and not matches("server pid ...", "server pid")
     assert not matches("exit 7", "exit 70") and matches("a ... b", "a x.y b")
+    assert output_matches(["b ...", "a"], ["a", "b 1"], True) and not output_matches(
+        ["b ...", "a"], ["a", "b 1"], False
+    )
+    assert not output_matches(["a", "a"], ["a", "b"], True)
 
 
 def _checkout_copy(dest: Path) -> None:
@@ -78,7 +101,7 @@ def test_readme_tour_runs_as_written(tmp_path: Path) -> None:
         'trap \'for m in $(awk "\\$9 == \\"fuse.famfs\\" {print \\$5}" /proc/self/mountinfo); do '
         'daxmode famfs umount --lazy "$m" >/dev/null 2>&1 || umount -l "$m"; done\' EXIT',
     ]
-    for i, (cmd, _) in enumerate(steps):
+    for i, (cmd, _, _) in enumerate(steps):
         lines.append(f"{{ {cmd}\n}} >{shlex.quote(str(out / str(i)))} 2>&1 </dev/null")
         lines.append(f'rc=$?; [ $rc -eq 0 ] || {{ echo "step {i} exit $rc"; exit 1; }}')
     script = tmp_path / "tour.sh"
@@ -105,10 +128,10 @@ def test_readme_tour_runs_as_written(tmp_path: Path) -> None:
     assert r.returncode == 0, f"{failed or r.stderr}\n{steps[done[-1]][0] if done else ''}:\n" + (
         (out / str(done[-1])).read_text() if done else ""
     )
-    for i, (cmd, want) in enumerate(steps):
+    for i, (cmd, want, any_order) in enumerate(steps):
         got = (out / str(i)).read_text().splitlines()
         if cmd.startswith("python3 -m venv"):  # pip's own chatter (warnings about this machine's indexes)
             continue
-        assert len(got) == len(want) and all(matches(w, g) for w, g in zip(want, got, strict=True)), (
+        assert output_matches(want, got, any_order), (
             f"step {i}: {cmd}\nexpected:\n" + "\n".join(want) + "\ngot:\n" + "\n".join(got)
         )
