@@ -24,6 +24,17 @@
 # mount or DAX-path test that skips for want of a famfs kernel fails the run. --build-only stops
 # after the build (make famfs-kernel).
 #
+# FAMFS=v1 (make famfs-v1-kernel-test) builds the standalone famfs series (RFC v2, April 2024:
+# dev_dax_iomap + fs/famfs; PATCHES, default $CACHE/famfs-v1/famfs-v1.mbox) on Debian's
+# linux-source-6.12 (trixie) with our adaptations (ADAPT, default qemu/patches/famfs-v1-6.12) and
+# the fragment qemu/famfs-v1.config, and checks in each guest
+#   - the fresh release runs; /proc/config.gz has FAMFS=m, FS_DAX=y, DEV_DAX_IOMAP=y;
+#   - the CXL region committed with the hypervisor bit visible;
+#   - famfs.ko loads, `famfs` is in /proc/filesystems, famfs_kabi_version reads 42;
+#   - a famfs mount of the dax device answers the ioctls: FAMFSIOC_NOP, MAP_CREATE on a new file,
+#     MAP_GET and MAP_GETEXT give the map back, a bad map is refused (qemu/famfs_v1_probe.py);
+# then boots the hosts again and runs the VM suite (skips judged by qemu/famfs-v1-kernel.skips).
+#
 # VM_LOCK=<file> (argument or environment) holds that lock with flock(1) around each boot only,
 # so a machine-wide VM lock is not held during the long build.
 #
@@ -156,6 +167,34 @@ check_init() { # INIT offers FUSE_DAX_FMAP to a mounter with CAP_SYS_RAWIO, and 
     ok "INIT without CAP_SYS_RAWIO: $without"
 }
 
+check_famfs_v1_config() { # the standalone famfs options are in the running kernel
+    local cfg opt
+    cfg="$(zcat /proc/config.gz)" || no "cannot read /proc/config.gz"
+    for opt in CONFIG_FAMFS=m CONFIG_FS_DAX=y CONFIG_DEV_DAX_IOMAP=y; do
+        grep -qx "$opt" <<<"$cfg" || no "/proc/config.gz lacks $opt: $(grep "${opt%=*}[= ]" <<<"$cfg" || echo unset)"
+    done
+    ok "config: CONFIG_FAMFS=m CONFIG_FS_DAX=y CONFIG_DEV_DAX_IOMAP=y"
+    local sym
+    sym="$(grep -m1 -w fs_dax_get /proc/kallsyms)" || no "/proc/kallsyms has no fs_dax_get (dev_dax_iomap not linked in)"
+    ok "kallsyms: ${sym#* }"
+}
+
+check_famfs_v1_module() { # famfs.ko loads and registers the file system
+    grep -qw famfs /proc/filesystems || modprobe famfs || no "modprobe famfs failed"
+    grep -qw famfs /proc/filesystems || no "famfs is not in /proc/filesystems after modprobe"
+    ok "famfs.ko loaded; /proc/filesystems: $(grep -w famfs /proc/filesystems | tr '\t' ' ')"
+    local kabi=/sys/module/famfs/parameters/famfs_kabi_version
+    [[ -r "$kabi" ]] || no "no $kabi"
+    ok "famfs_kabi_version=$(cat "$kabi")"
+}
+
+check_famfs_v1_ioctl() { # a mount of the dax device answers the famfs ioctls
+    local here out
+    here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+    out="$(/usr/bin/python3 "$here/famfs_v1_probe.py" "/dev/${DAXMODE_TEST_DEV:-}" 2>&1)" || no "famfs ioctl probe: $out"
+    while IFS= read -r line; do ok "$line"; done <<<"$out"
+}
+
 if [[ "${1:-}" == --guest ]]; then
     # kernel-test.sh --guest <expected release> [release|region|fsdev|famfs-config|famfs-fsdev|init ...]
     # (default: release region fsdev)
@@ -174,6 +213,9 @@ if [[ "${1:-}" == --guest ]]; then
             famfs-config) check_famfs_config ;;
             famfs-fsdev) check_famfs_fsdev ;;
             init) check_init ;;
+            famfs-v1-config) check_famfs_v1_config ;;
+            famfs-v1-module) check_famfs_v1_module ;;
+            famfs-v1-ioctl) check_famfs_v1_ioctl ;;
             *) no "unknown check '$s'" ;;
             esac
         done
@@ -204,7 +246,7 @@ for arg in "$@"; do
     esac
 done
 [[ "$HOSTS" =~ ^[1-8]$ ]] || fail 2 "HOSTS must be 1..8, not '$HOSTS'"
-[[ -z "$FAMFS" || "$FAMFS" == 1 ]] || fail 2 "FAMFS must be 1 or empty, not '$FAMFS'"
+[[ -z "$FAMFS" || "$FAMFS" == 1 || "$FAMFS" == v1 ]] || fail 2 "FAMFS must be 1, v1 or empty, not '$FAMFS'"
 CACHE="${CACHE:-$ROOT/.cache}"
 SERIES_HELP="the famfs fuse series V10 is not in this repository (it is unmerged, other people's code).
   Get it into an mbox, e.g.:  b4 am -o - 20260331123702.35052-1-john@jagalactic.com > $CACHE/famfs-v10/famfs-v10.mbox
@@ -214,6 +256,13 @@ if [[ "$FAMFS" == 1 ]]; then
     [[ -n "$PATCHES" ]] || PATCHES="$CACHE/famfs-v10/famfs-v10.mbox"
     [[ -f "$PATCHES" ]] || fail 5 "no famfs series at PATCHES=$PATCHES: $SERIES_HELP"
     ADAPT="${ADAPT:-$ROOT/qemu/patches/famfs-7.3}"
+elif [[ "$FAMFS" == v1 ]]; then
+    # The standalone series was posted against 6.9-rc; Debian's nearest is 6.12 (trixie).
+    SUITE_PKG="linux-source-6.12" SUITE="trixie"
+    [[ -n "$PATCHES" ]] || PATCHES="$CACHE/famfs-v1/famfs-v1.mbox"
+    [[ -f "$PATCHES" ]] || fail 5 "no famfs series at PATCHES=$PATCHES: the standalone famfs series (RFC v2, 'Introduce the famfs shared-memory file system', April 2024) is not in this repository; docs/kernel.md section 8 says how to get it"
+    ADAPT="${ADAPT:-$ROOT/qemu/patches/famfs-v1-6.12}"
+    KCONFIG="${KCONFIG:-$ROOT/qemu/famfs-v1.config}"
 else
     PATCHES="${PATCHES:-$ROOT/qemu/patches}"
 fi
@@ -255,7 +304,11 @@ read -r _ bzimage _ modules <<<"$line"
 release="$(sed -n 's/^release=//p' "$modules/build-info")"
 say "kernel $release: $line"
 say "build: $(grep -E '^(compile|compile_cpu|total)_seconds=' "$modules/build-info" | tr '\n' ' ')"
-if [[ "$FAMFS" == 1 ]]; then
+if [[ "$FAMFS" == v1 ]]; then
+    say "config: $(grep -E '^CONFIG_(FAMFS|DEV_DAX_IOMAP|FS_DAX)[= ]' "$modules/config" | tr '\n' ' ')"
+    grep -qx CONFIG_FAMFS=m "$modules/config" ||
+        fail 1 "the build's config lacks CONFIG_FAMFS=m (report: $modules/config-report.txt)"
+elif [[ "$FAMFS" == 1 ]]; then
     say "config: $(grep -E '^CONFIG_(FUSE_FAMFS_DAX|DEV_DAX_FSDEV|FS_DAX|FUSE_IO_URING)[= ]|^# CONFIG_FUSE_IO_URING ' "$modules/config" | tr '\n' ' ')"
     grep -qx CONFIG_FUSE_FAMFS_DAX=y "$modules/config" ||
         fail 1 "the build's config lacks CONFIG_FUSE_FAMFS_DAX=y (report: $modules/config-report.txt)"
@@ -278,22 +331,27 @@ if [[ "$FAMFS" != 1 ]]; then
 fi
 
 # famfs: the kernel-level checks, then the VM suite on the same kernel.
-res="$ROOT/results/famfs-kernel-test"
+res="$ROOT/results/famfs-kernel-test" checks="release region famfs-config famfs-fsdev init"
+policy="$ROOT/qemu/famfs-kernel.skips"
+if [[ "$FAMFS" == v1 ]]; then
+    res="$ROOT/results/famfs-v1-kernel-test" checks="release region famfs-v1-config famfs-v1-module famfs-v1-ioctl"
+    policy="$ROOT/qemu/famfs-v1-kernel.skips"
+fi
 rm -rf "$res/kernel" "$res/suite"
 mkdir -p "$res"
 say "booting $HOSTS hosts for the kernel-level famfs checks (results in $res/kernel)"
 rc=0
 "${boot[@]}" --results "$res/kernel" \
-    --cmd "bash $ROOT/qemu/kernel-test.sh --guest $release release region famfs-config famfs-fsdev init" || rc=$?
+    --cmd "bash $ROOT/qemu/kernel-test.sh --guest $release $checks" || rc=$?
 ((rc == 0)) || fail "$rc" "the kernel-level famfs checks failed (rc $rc; logs in $res/kernel)"
 say "booting $HOSTS hosts again for the VM suite on $release (results in $res/suite)"
 "${boot[@]}" --results "$res/suite" --suite tests/vm || rc=$?
 # Judge the skips even when something failed: a wrong skip is worth knowing either way.
 src=0
-python3 "$ROOT/qemu/skip_policy.py" --policy "$ROOT/qemu/famfs-kernel.skips" --kernel "$release" \
+python3 "$ROOT/qemu/skip_policy.py" --policy "$policy" --kernel "$release" \
     "$res/suite" || src=$?
 ((rc == 0)) || fail "$rc" "the VM suite failed on $release (rc $rc; logs in $res/suite)"
-((src == 0)) || fail 6 "the VM suite skipped tests that $release does not justify (see above; policy qemu/famfs-kernel.skips)"
+((src == 0)) || fail 6 "the VM suite skipped tests that $release does not justify (see above; policy $policy)"
 say "famfs kernel $release: kernel checks and VM suite passed; boot with: $line"
 exit 0
 }

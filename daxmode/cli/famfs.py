@@ -258,7 +258,17 @@ def ls_cmd(ctx: click.Context, target: str, path: str, long_: bool, as_json: boo
 @_json
 @click.pass_context
 def logplay_cmd(ctx: click.Context, target: str, as_json: bool) -> None:
-    """Play the log into memory and report what it holds (famfs logplay without a mount)."""
+    """Play the log into memory and report what it holds (famfs logplay without a mount).
+
+    TARGET may also be the mount point of a famfs-v1 mount: then the entries the log gained since
+    the mount are created in it (files mapped with FAMFSIOC_MAP_CREATE)."""
+    import os
+
+    if os.path.isdir(target):
+        from daxmode.famfs.mount import v1
+
+        _v1_report(v1.logplay(_sysfs(ctx), target), as_json)
+        return
     with _volume(ctx, target, writable=False) as vol:
         tree = vol.tree
         bad = [why for _i, why in vol.scan.bad]
@@ -285,6 +295,54 @@ def logplay_cmd(ctx: click.Context, target: str, as_json: bool) -> None:
             click.echo(f"error: {e}")
     if errors:
         raise FamfsError(f"logplay found {len(errors)} error(s)")
+
+
+def _v1_report(rep: Any, as_json: bool) -> None:
+    if as_json:
+        _emit(rep.to_dict())
+    else:
+        for p in rep.created_dirs:
+            click.echo(f"created directory {p}")
+        for p in rep.created_files:
+            click.echo(f"created file {p}")
+        parts = [
+            count(rep.entries, "log entry", "log entries"),
+            count(len(rep.created_files), "new file"),
+            count(len(rep.created_dirs), "new directory", "new directories"),
+            f"{rep.present} already present",
+            count(len(rep.refused), "refused entry", "refused entries"),
+            count(len(rep.errors), "error"),
+        ]
+        click.echo("logplay: " + "; ".join(parts))
+        for r in rep.refused:
+            click.echo(f"refused: {r}")
+        for e in rep.errors:
+            click.echo(f"error: {e}")
+    # A refused entry is a property of the volume, named every time and never mapped; errors are
+    # entries that should have been played and were not.
+    if rep.errors:
+        raise FamfsError(f"logplay: {len(rep.errors)} error(s)")
+
+
+@famfs.command("check")
+@click.argument("mountpoint")
+@_json
+@click.pass_context
+def check_cmd(ctx: click.Context, mountpoint: str, as_json: bool) -> None:
+    """Read each file's map back from a famfs-v1 mount (FAMFSIOC_MAP_GET/GETEXT) and compare with the log."""
+    from daxmode.famfs.mount import v1
+
+    res = v1.check(_sysfs(ctx), mountpoint)
+    bad = [r for r in res if not r.ok]
+    if as_json:
+        _emit({"files": [r.to_dict() for r in res], "ok": not bad})
+    else:
+        for r in bad:
+            click.echo(f"mismatch: {r.path}: {r.problem}")
+        n_bad = count(len(bad), "mismatch", "mismatches")
+        click.echo(f"check: {count(len(res), 'file')} compared with the kernel's maps; {n_bad}")
+    if bad:
+        raise FamfsError(f"check: {len(bad)} of {len(res)} file(s) differ from the log")
 
 
 @famfs.command("mkdir")
@@ -469,10 +527,11 @@ def getmap_cmd(ctx: click.Context, target: str, path: str, as_json: bool) -> Non
 
 _data_path = click.option(
     "--data-path",
-    type=click.Choice(["auto", "dax", "copy"]),
+    type=click.Choice(["auto", "dax", "copy", "famfs-v1"]),
     default="auto",
     show_default=True,
-    help="dax: the famfs kernel maps files (device in fsdev); copy: the server copies (devdax).",
+    help="dax: the famfs kernel maps files (device in fsdev); copy: the server copies (devdax); "
+    "famfs-v1: the standalone famfs module maps files (devdax, no server).",
 )
 
 
@@ -502,12 +561,14 @@ def mount_cmd(
             return
         for s in res.steps:
             click.echo(s)
-        click.echo(f"server pid {res.server_pid}" + ("; Ctrl-C or SIGTERM unmounts" if foreground else ""))
+        if res.server_pid:
+            tail = "; Ctrl-C or SIGTERM unmounts" if foreground else ""
+            click.echo(f"server pid {res.server_pid}{tail}")
 
     res = famfs_mount.mount(
         _sysfs(ctx), target, mountpoint, data_path=data_path, foreground=foreground, on_ready=ready
     )
-    if not foreground:
+    if not foreground or not res.server_pid:
         ready(res)
 
 

@@ -31,7 +31,7 @@ def _our_mount(sysfs: Sysfs, name: str, where: list[str]) -> str | None:
     if len(where) != 1:
         return None
     for r in records.for_device(sysfs, name):
-        if r.mountpoint == where[0] and r.phase == "live" and records.server_alive(r):
+        if r.mountpoint == where[0] and r.phase == "live" and records.is_live(sysfs, r):
             return r.mountpoint
     return None
 
@@ -59,8 +59,9 @@ def open_device(sysfs: Sysfs, name: str, *, writable: bool = True) -> Iterator[M
 
 @contextlib.contextmanager
 def open_medium(sysfs: Sysfs, target: str, *, writable: bool = True) -> Iterator[Medium]:
-    """A dax device by name (``dax0.0``, ``/dev/dax0.0``) or an image file by path."""
-    if os.path.isfile(target) and not looks_like_device(target):
+    """A dax device by name (``dax0.0``, ``/dev/dax0.0``) or an image file by path (anything else
+    that exists is refused by :func:`daxmode.fsdev.open_image`, naming what it is)."""
+    if os.path.lexists(target) and not looks_like_device(target):
         with map_image(target, writable=writable) as m:
             yield m
         return
