@@ -9,7 +9,7 @@ MODULES ?=
 HOSTS ?= 2
 BACKEND ?= cxl
 
-.PHONY: setup venv unit vm-test qemu-test test bench lint kernel-deps kernel kernel-test famfs-kernel famfs-kernel-test famfs-v1-kernel famfs-v1-kernel-test famfs-build famfs-smoke ndctl-test clean
+.PHONY: deb boot-test setup venv unit vm-test qemu-test test bench lint kernel-deps kernel kernel-test famfs-kernel famfs-kernel-test famfs-v1-kernel famfs-v1-kernel-test famfs-build famfs-smoke ndctl-test clean
 
 # Host packages (QEMU >= 8.1, busybox, kmod, ...), the venv, and the default guest kernel.
 setup:
@@ -84,6 +84,16 @@ famfs-smoke: setup famfs-build
 	bash qemu/cxl-mhd.sh --backend nvdimm --hosts 1 --shared-size 6G --mem 2G --timeout 3600 \
 	  --results results/famfs-smoke-$(SERVER) $(if $(KERNEL),--kernel $(KERNEL)) $(if $(MODULES),--modules $(MODULES)) \
 	  --cmd "cd $(CURDIR) && bash scripts/famfs-smoke.sh $(abspath $(FAMFS_SRC)) $(abspath $(FAMFS_BUILD)) $(SERVER)"
+
+# A Debian package from this checkout (debian/, debhelper + dh-python), lintian-checked:
+# daxmode_<version>_<arch>.deb here; `apt install ./daxmode_*.deb` installs it.
+deb:
+	bash scripts/deb.sh
+
+# The boot path under systemd: a Debian guest with the package installed boots with a configuration
+# (system-ram + famfs mounted at boot), is checked, rebooted, checked, shut down (docs/boot-test.md).
+boot-test: setup
+	$(if $(VM_LOCK),VM_LOCK="$(VM_LOCK)") bash qemu/boot-test.sh
 
 # The standalone famfs kernel (famfs "v1": RFC v2 series of April 2024, dev_dax_iomap + fs/famfs; not in
 # this repository, docs/kernel.md section 8 says how to get it) on Debian's linux-source-6.12 with our

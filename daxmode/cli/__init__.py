@@ -33,6 +33,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "destroy-device": ("daxmode.cli.ops", "destroy_device_cmd"),
     "resize": ("daxmode.cli.ops", "resize_cmd"),
     "famfs": ("daxmode.cli.famfs", "famfs"),
+    "sim": ("daxmode.cli.sim", "sim"),
     "completion": ("daxmode.cli.ops", "completion_cmd"),
     "man": ("daxmode.cli.ops", "man_cmd"),
 }
@@ -44,7 +45,37 @@ def _fail(msg: str, code: int) -> None:
     sys.exit(code)
 
 
+def sim_shorthand(ctx: click.Context, args: list[str]) -> list[str]:
+    """``--sim DIR`` is ``--root DIR --sim``: the tree ``daxmode sim create DIR`` built, named once.
+
+    Only among the global options (before the command), and only when the word after ``--sim``
+    is not an option or a command name (``--sim ./list`` names a directory called list)."""
+    i = 0
+    while i < len(args):
+        a = args[i]
+        if a in COMMANDS or a == "--":
+            break
+        if a == "--root":
+            i += 2
+            continue
+        nxt = args[i + 1] if i + 1 < len(args) else None
+        if a.startswith("--sim="):
+            nxt, skip = a.removeprefix("--sim="), 1
+        elif a == "--sim" and nxt is not None and not nxt.startswith("-") and nxt not in COMMANDS:
+            skip = 2
+        else:
+            i += 1
+            continue
+        if any(b == "--root" or b.startswith("--root=") for b in args[:i]):
+            raise click.UsageError("--sim DIR names the tree already given by --root; give one of them", ctx)
+        return [*args[:i], "--root", nxt, "--sim", *args[i + skip :]]
+    return args
+
+
 class DaxmodeGroup(click.Group):
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        return super().parse_args(ctx, sim_shorthand(ctx, args))
+
     def list_commands(self, ctx: click.Context) -> list[str]:
         return list(COMMANDS)
 
@@ -105,7 +136,7 @@ class DaxmodeGroup(click.Group):
     "--sim",
     is_flag=True,
     envvar="DAXMODE_SIM",
-    help="The --root tree is a simulated kernel (daxmode.sim); for tests and demos.",
+    help="The --root tree is a simulated kernel; --sim DIR is --root DIR --sim (daxmode sim create DIR).",
 )
 @click.option("-v", "--verbose", count=True, help="Print each sysfs write as it happens.")
 @click.option("-q", "--quiet", is_flag=True, help="Print nothing on success.")

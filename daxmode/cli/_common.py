@@ -44,13 +44,14 @@ def make_sysfs(root: str | None, sim: bool) -> Sysfs:
     root = root or os.environ.get("DAXMODE_ROOT") or "/"
     if not os.path.isdir(root):  # an empty listing of a tree that is not there would be a lie
         what = "is not a directory" if os.path.exists(root) else "does not exist"
-        raise InvalidArgument(f"--root {root}: {what}")
+        hint = f" (build one: daxmode sim create {root})" if sim and not os.path.exists(root) else ""
+        raise InvalidArgument(f"--root {root}: {what}{hint}")
     if not sim:
         return Sysfs(root)
     from daxmode.sim import SimKernel, is_simulated  # explicit injection: --sim / DAXMODE_SIM=1
 
     if not is_simulated(root):
-        raise InvalidArgument(f"--sim: {root} is not a simulated tree (build one with daxmode.sim.Sim)")
+        raise InvalidArgument(f"--sim: {root} is not a simulated tree (build one: daxmode sim create DIR)")
     return Sysfs(root, SimKernel())
 
 

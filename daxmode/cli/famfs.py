@@ -18,7 +18,7 @@ import click
 from daxmode.cli._common import ID, OCTAL, OFFSET, SIZE, echo_json, output_file, state
 from daxmode.errors import DeviceBusy, FamfsError, FamfsNotFound
 from daxmode.famfs.media import layout as L
-from daxmode.famfs.media.identity import ensure_system_uuid, read_system_uuid
+from daxmode.famfs.media.identity import SYSTEM_UUID_PATH, claim_system_uuid, read_system_uuid
 from daxmode.famfs.media.names import escape
 from daxmode.famfs.media.results import CopyResult, CreatResult, MkdirResult
 from daxmode.famfs.media.volume import Medium, Volume
@@ -102,7 +102,13 @@ def mkfs_cmd(
 ) -> None:
     """Format TARGET as famfs; this host becomes the master."""
     sysfs = _sysfs(ctx)
-    me = ensure_system_uuid(sysfs)
+    me, minted = claim_system_uuid(sysfs)
+    if minted and not state(ctx).quiet:
+        click.echo(
+            f"note: this host had no famfs identity; created {sysfs.shown(SYSTEM_UUID_PATH)} ({me}): "
+            "keep it, it makes this host the master of what it formats",
+            err=True,
+        )
     with _medium(ctx, target, writable=True) as m:
         from daxmode.famfs.media.volume import mkfs
         from daxmode.famfs.medium import mounts_of
@@ -119,6 +125,53 @@ def mkfs_cmd(
         _emit(res.to_json())
         return
     _say(ctx, res.summary())
+
+
+@famfs.command("identity")
+@click.option(
+    "--adopt",
+    "volume",
+    metavar="VOLUME",
+    default=None,
+    help="Take VOLUME's master identity (its ts_system_uuid) as this host's, after the file was lost.",
+)
+@click.option("--force", is_flag=True, help="With --adopt: replace a different identity this host has.")
+@_json
+@click.pass_context
+def identity_cmd(ctx: click.Context, volume: str | None, force: bool, as_json: bool) -> None:
+    """Show this host's famfs identity (/opt/famfs/system_uuid): the master of a volume is the host
+    whose identity the superblock names; every other host only reads it."""
+    sysfs = _sysfs(ctx)
+    shown = sysfs.shown(SYSTEM_UUID_PATH)
+    if force and volume is None:
+        raise click.UsageError("--force goes with --adopt VOLUME")
+    if volume is None:
+        me = read_system_uuid(sysfs)
+        if as_json:
+            _emit({"file": shown, "system_uuid": str(me) if me else None})
+        elif me is None:
+            click.echo(f"no famfs identity ({shown} missing or unreadable): a client of every volume")
+        else:
+            click.echo(f"famfs identity {me} ({shown})")
+        return
+    from daxmode.famfs.media.identity import adopt_system_uuid
+
+    with _medium(ctx, volume, writable=False) as m:
+        got = adopt_system_uuid(sysfs, bytes(m.buf[: L.SB_SIZE]), m.size, force=force)
+    if as_json:
+        _emit(
+            {
+                "file": shown,
+                "system_uuid": str(got.system_uuid),
+                "previous": str(got.previous) if got.previous else None,
+                "changed": got.changed,
+            }
+        )
+    elif not got.changed:
+        _say(ctx, f"famfs identity {got.system_uuid} is already the master of {volume}")
+    else:
+        was = f" (was {got.previous})" if got.previous else ""
+        _say(ctx, f"famfs identity {got.system_uuid}{was}: this host is now the master of {volume}")
 
 
 @famfs.command("fsck")
@@ -629,7 +682,7 @@ def umount_cmd(ctx: click.Context, mountpoint: str, lazy: bool, as_json: bool) -
 
 @famfs.command("up")
 @click.argument("device")
-@click.argument("mountpoint")
+@click.argument("mountpoint", required=False)
 @click.option("--format", "fmt", is_flag=True, help="Format the device if it has no famfs superblock.")
 @click.option("--no-mount", is_flag=True, help="Only prepare: superblock check/format and fsdev mode.")
 @click.option("--log-len", type=SIZE, default="8M", show_default=True)
@@ -640,7 +693,7 @@ def umount_cmd(ctx: click.Context, mountpoint: str, lazy: bool, as_json: bool) -
 def up_cmd(
     ctx: click.Context,
     device: str,
-    mountpoint: str,
+    mountpoint: str | None,
     fmt: bool,
     no_mount: bool,
     log_len: int,
@@ -648,9 +701,21 @@ def up_cmd(
     data_path: str,
     as_json: bool,
 ) -> None:
-    """Format DEVICE on request and mount it (daxmode famfs mount); --no-mount leaves it in fsdev."""
+    """Format DEVICE on request and mount it (daxmode famfs mount); --no-mount leaves it in fsdev.
+
+    Without MOUNTPOINT, the one its rule in /etc/daxmode.d names (mount = "..."): what
+    daxmode-famfs@DEVICE.service runs at boot."""
     from daxmode.famfs.bringup import up as famfs_up
 
+    if mountpoint is None:
+        from daxmode.kernel.devices import device_facts, resolve_name
+        from daxmode.ops.config import mount_for
+
+        sysfs = _sysfs(ctx)
+        found = mount_for(sysfs, device_facts(sysfs, resolve_name(sysfs, device)))
+        if found is None:
+            raise click.UsageError(f"no MOUNTPOINT, and no rule in /etc/daxmode.d has a mount for {device}")
+        mountpoint = found[0]
     res = famfs_up(
         _sysfs(ctx),
         device,

@@ -17,7 +17,7 @@ from dataclasses import asdict, dataclass, field
 from daxmode import runstate
 from daxmode.errors import BadMode, DeviceBusy, FamfsError
 from daxmode.famfs.media import layout as L
-from daxmode.famfs.media.identity import ensure_system_uuid
+from daxmode.famfs.media.identity import SYSTEM_UUID_PATH, claim_system_uuid
 from daxmode.famfs.media.volume import has_superblock, mkfs
 from daxmode.famfs.mount import command as M
 from daxmode.famfs.mount import records
@@ -79,7 +79,10 @@ def up(
         if not has_superblock(m.buf):
             if not format:
                 raise FamfsError(f"{name} has no famfs superblock; use --format to create one")
-            mk = mkfs(m, ensure_system_uuid(sysfs), log_len=log_len, version=version)
+            me, minted = claim_system_uuid(sysfs)
+            if minted:
+                res.steps.append(f"created this host's famfs identity {me} ({sysfs.shown(SYSTEM_UUID_PATH)})")
+            mk = mkfs(m, me, log_len=log_len, version=version)
             res.formatted = True
             res.steps.append(f"formatted {name} (famfs v{mk.superblock.version}, uuid {mk.superblock.uuid})")
             res.steps += mk.warnings

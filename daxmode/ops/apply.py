@@ -12,9 +12,11 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 from daxmode.errors import DaxmodeError
+from daxmode.fsdev import mounted_at
 from daxmode.kernel.devices import bus_device_names, device_facts, read_device, resolve_name
 from daxmode.modes import Mode, Options, Progress, set_mode
 from daxmode.ops import config as cfgmod
+from daxmode.ops import units
 from daxmode.signals import Interrupted
 from daxmode.sysfs import Sysfs
 
@@ -99,7 +101,12 @@ def _apply_one(
             res.status = SKIPPED
             res.message = "size 0 (an unallocated seed); nothing can bind it"
             return res
-        if dev.mode is entry.mode and entry.mode is not Mode.SYSTEM_RAM:
+        if entry.mount and entry.mount in mounted_at(sysfs, name):
+            # a mount holds the mode it needs (devdax on the copy data path); the rule is met
+            res.status = UNCHANGED
+            res.message = f"famfs mounted at {entry.mount}"
+            return res
+        if dev.mode is entry.mode and entry.mode is not Mode.SYSTEM_RAM and not entry.mount:
             # nothing to plan (set_mode would do nothing either); also works without root
             res.status = UNCHANGED
             res.message = f"already {entry.mode.value}"
@@ -115,12 +122,17 @@ def _apply_one(
         out = set_mode(sysfs, name, entry.mode, opts)
         if dry_run:
             res.plan = [a.render() for a in out.plan.actions]
+            if entry.mount:
+                res.plan.append(f"start daxmode-famfs@{name}.service  # famfs up: mount at {entry.mount}")
             res.status = WOULD_CHANGE if res.plan else UNCHANGED
         else:
             res.status = CHANGED if out.changed else UNCHANGED
             res.message = out.summary().split(": ", 1)[-1]
             if out.warnings:
                 res.message += "; " + "; ".join(out.warnings)
+            if entry.mount:
+                res.message += "; " + units.start_famfs_mount(sysfs, name)
+                res.status = CHANGED
     except Interrupted:
         raise  # Ctrl-C stops apply (the device in progress was rolled back), not just one device
     except DaxmodeError as e:

@@ -8,6 +8,7 @@ daxmode.d schema (one or more TOML files; docs/operations.md)::
     online = true                   # system-ram only: online the memory (default true)
     movable = true                  # system-ram only: ZONE_MOVABLE (default) or ZONE_NORMAL
     force = false                   # allow offlining memory to leave system-ram
+    mount = "/mnt/famfs"            # fsdev only: mount its famfs here when it appears (famfs up)
 
 Match keys: ``name`` (``dax0.0``; shell globs such as ``dax1.*`` allowed), ``region``
 (dax region id: ``1`` or ``"region1"``), ``namespace`` (nvdimm namespace name such as
@@ -48,7 +49,7 @@ DAXMODE_DIR = "etc/daxmode.d"
 DAXCTL_DIR = "etc/daxctl.conf.d"
 
 MATCH_KEYS = ("name", "region", "namespace", "cxl_region", "size")
-OPTION_KEYS = ("mode", "online", "movable", "force")
+OPTION_KEYS = ("mode", "online", "movable", "force", "mount")
 _UUID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
 
 
@@ -107,6 +108,8 @@ class Entry:
     online: bool = True
     movable: bool = True
     force: bool = False
+    mount: str | None = None
+    """fsdev only: where ``daxmode-famfs@DEV.service`` (``daxmode famfs up DEV``) mounts its famfs."""
     origin: str = "daxmode"
 
     @property
@@ -114,10 +117,10 @@ class Entry:
         return f"{self.source}:{self.line}"
 
     def settings(self) -> tuple[object, ...]:
-        return (self.mode, self.online, self.movable, self.force)
+        return (self.mode, self.online, self.movable, self.force, self.mount)
 
     def to_json(self) -> dict[str, object]:
-        return {
+        out: dict[str, object] = {
             "source": self.where,
             "origin": self.origin,
             "match": self.match.describe(),
@@ -126,6 +129,9 @@ class Entry:
             "movable": self.movable,
             "force": self.force,
         }
+        if self.mount:
+            out["mount"] = self.mount
+        return out
 
 
 @dataclass
@@ -331,7 +337,33 @@ def _entry(t: object, source: str, lines: list[str], span: tuple[int, int]) -> E
         online=opts.get("online", True),
         movable=opts.get("movable", True),
         force=opts.get("force", False),
+        mount=_mount(t, mode, err),
     )
+
+
+def _mount(t: dict[str, object], mode: Mode, err: _Err) -> str | None:
+    v = t.get("mount")
+    if v is None:
+        return None
+    if mode is not Mode.FSDEV:
+        raise err("mount only applies to mode fsdev (famfs)", "mount")
+    if (
+        not isinstance(v, str)
+        or not v.startswith("/")
+        or v == "/"
+        or os.path.normpath(v) != v
+        or any(c.isspace() or ord(c) < 32 or c in "\\'\"" for c in v)
+    ):
+        raise err(f"mount must be an absolute path such as /mnt/famfs, no spaces or quotes: {v!r}", "mount")
+    return v
+
+
+def mount_for(sysfs: Sysfs, facts: DeviceFacts) -> tuple[str, str] | None:
+    """(mount point, rule location) the configuration asks for this device's famfs, or None."""
+    entry = resolve(load(sysfs), facts)
+    if entry is None or entry.mount is None:
+        return None
+    return entry.mount, entry.where
 
 
 _Err = Callable[..., ConfigError]
@@ -509,5 +541,11 @@ def _daxctl_entry(uuid: str, joined: dict[str, list[tuple[str, str, int]]], at: 
                 raise ConfigError(ksrc, kline, f"{k} must start with t/y/1 or f/n/0 (daxctl boolean)")
             opts[k] = val
     return Entry(
-        match=Match(namespace=uuid.lower()), mode=mode, source=src, line=line, origin="daxctl", **opts
+        match=Match(namespace=uuid.lower()),
+        mode=mode,
+        source=src,
+        line=line,
+        origin="daxctl",
+        online=opts.get("online", True),
+        movable=opts.get("movable", True),
     )

@@ -5,7 +5,9 @@ Two flavours (daxmode/data/):
 * ``systemd``: ``90-daxmode.rules`` tags the device for systemd and wants
   ``daxmode-apply@<dev>.service`` (a oneshot running ``daxmode apply <dev>``), the way
   daxctl's ``90-daxctl-device.rules`` + ``daxdev-reconfigure@.service`` work (ndctl v81,
-  ``daxctl/90-daxctl-device.rules`` and ``daxctl/daxdev-reconfigure@.service``).
+  ``daxctl/90-daxctl-device.rules`` and ``daxctl/daxdev-reconfigure@.service``).  ``apply`` starts
+  ``daxmode-famfs@<dev>.service`` (``daxmode famfs up <dev>``, the FUSE server as its main
+  process) for a device whose rule has ``mount``; stopping it unmounts.
 * ``run``: without systemd as PID 1, ``90-daxmode-run.rules`` has udev start
   ``daxmode apply <dev>`` itself, detached, logging to /run/daxmode-apply.log.
 
@@ -25,13 +27,14 @@ from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 
-from daxmode.errors import InvalidArgument, NotRoot, UnsafePath
+from daxmode.errors import FamfsError, InvalidArgument, NotRoot, UnsafePath
 from daxmode.sysfs import Sysfs
 
 RULES_DIR = "etc/udev/rules.d"
 UNIT_DIR = "etc/systemd/system"
 RULE_NAME = "90-daxmode.rules"
 UNIT_NAME = "daxmode-apply@.service"
+FAMFS_UNIT_NAME = "daxmode-famfs@.service"
 FLAVOURS = ("auto", "systemd", "run")
 
 
@@ -150,8 +153,22 @@ def render(flavour: str, executable: str) -> dict[str, str]:
     src = "90-daxmode.rules" if flavour == "systemd" else "90-daxmode-run.rules"
     files = {f"{RULES_DIR}/{RULE_NAME}": template(src).replace("@DAXMODE@", executable)}
     if flavour == "systemd":
-        files[f"{UNIT_DIR}/{UNIT_NAME}"] = template("daxmode-apply@.service").replace("@DAXMODE@", executable)
+        for unit in (UNIT_NAME, FAMFS_UNIT_NAME):
+            files[f"{UNIT_DIR}/{unit}"] = template(unit).replace("@DAXMODE@", executable)
     return files
+
+
+def start_famfs_mount(sysfs: Sysfs, device: str) -> str:
+    """Ask systemd to start ``daxmode-famfs@DEVICE.service`` without waiting (apply runs in a udev-started
+    oneshot); what was done, for apply's message.  Without systemd, say how to mount it instead."""
+    unit = FAMFS_UNIT_NAME.replace("@", f"@{device}")
+    if not (systemd_running(sysfs) and shutil.which("systemctl")):
+        return f"famfs not mounted: no systemd here (run daxmode famfs up {device})"
+    r = subprocess.run(["systemctl", "start", "--no-block", unit], capture_output=True, text=True, timeout=60)
+    if r.returncode != 0:
+        why = (r.stderr.strip().splitlines() or [f"exit {r.returncode}"])[-1]
+        raise FamfsError(f"systemctl start {unit} failed: {why}")
+    return f"started {unit}"
 
 
 def install(
@@ -175,7 +192,7 @@ def install(
             raise UnsafePath(f"{would} to install units that run {exe} as root: {why}")
     report = UnitsReport(flavour, dry_run=dry_run)
     base = _base(sysfs, prefix)
-    stale = [] if flavour == "systemd" else [f"{UNIT_DIR}/{UNIT_NAME}"]
+    stale = [] if flavour == "systemd" else [f"{UNIT_DIR}/{UNIT_NAME}", f"{UNIT_DIR}/{FAMFS_UNIT_NAME}"]
     for rel, content in files.items():
         target = base / rel
         report.installed.append(str(target))
@@ -198,7 +215,7 @@ def install(
 def uninstall(sysfs: Sysfs, *, prefix: str | None = None, dry_run: bool = False) -> UnitsReport:
     report = UnitsReport("any", dry_run=dry_run)
     base = _base(sysfs, prefix)
-    for rel in (f"{RULES_DIR}/{RULE_NAME}", f"{UNIT_DIR}/{UNIT_NAME}"):
+    for rel in (f"{RULES_DIR}/{RULE_NAME}", f"{UNIT_DIR}/{UNIT_NAME}", f"{UNIT_DIR}/{FAMFS_UNIT_NAME}"):
         target = base / rel
         if target.exists() or target.is_symlink():
             report.removed.append(str(target))

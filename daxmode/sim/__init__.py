@@ -49,11 +49,24 @@ from pathlib import Path
 from typing import Any
 
 import daxmode.sim._regions as _regions
-from daxmode.sim._files import DAX_BUS, DEV_NAME_RE, DRIVERS, MEMORY, NODE, SIM_MARKER, GiB, MiB, put, symlink
+from daxmode.errors import InvalidArgument
+from daxmode.sim._files import (
+    DAX_BUS,
+    DEV_NAME_RE,
+    DRIVERS,
+    MEMORY,
+    NODE,
+    SIM_MARKER,
+    GiB,
+    MiB,
+    dev_node,
+    put,
+    symlink,
+)
 from daxmode.sim._world import SimKernel, _World, world
 from daxmode.sysfs import Sysfs
 
-__all__ = ["SIM_MARKER", "GiB", "LogEntry", "MiB", "Sim", "SimKernel", "is_simulated", "standard"]
+__all__ = ["SIM_MARKER", "GiB", "LogEntry", "MiB", "Sim", "SimKernel", "is_simulated", "machine", "standard"]
 
 
 def is_simulated(root: str | os.PathLike[str]) -> bool:
@@ -207,7 +220,7 @@ class Sim:
                 off += sz // 4096
             symlink(devdir / "subsystem", self.p(DAX_BUS))
             symlink(self.p(f"{DAX_BUS}/devices/{name}"), devdir)
-            put(self.p(f"dev/{name}"), "")
+            dev_node(self.p(f"dev/{name}"), total)
             w.state["devices"][name] = {
                 "region": rid,
                 "path": str(devdir.relative_to(self.root)),
@@ -240,7 +253,7 @@ class Sim:
         cls_dir = self.p("sys/class/dax")
         cls_dir.mkdir(parents=True, exist_ok=True)
         symlink(cls_dir / name, devdir)
-        put(self.p(f"dev/{name}"), "")
+        dev_node(self.p(f"dev/{name}"), size)
 
     # ----- behaviour knobs -------------------------------------------------------------
     def fail_write(self, path: str, err: int, nth: int = 1) -> None:
@@ -363,6 +376,36 @@ def standard(
         sim.add_device("dax1.1", [(base1 + 2 * block_size, block_size)], driver=None)
         sim.p(f"{MEMORY}/auto_online_blocks").write_text(pol + "\n")
     return sim
+
+
+def machine(root: str | os.PathLike[str], *, devices: int = 2, size: int = 1 * GiB) -> Sim:
+    """A machine for people to try daxmode on (``daxmode sim create``): like the nvdimm test guest,
+    ``devices`` pmem namespaces, each a static region with one device ``daxN.0`` of ``size`` bytes in
+    devdax, and auto-online ``offline``.  ``root`` must not exist or be empty.
+
+    ``size`` is whole memory blocks (128 MiB), so every device can go to system-ram (kmem takes
+    whole blocks only); each device node is a sparse file of that size, so famfs works on it."""
+    bs = 128 * MiB
+    if not 1 <= devices <= MAX_MACHINE_DEVICES:
+        raise InvalidArgument(f"--devices {devices}: between 1 and {MAX_MACHINE_DEVICES}")
+    if size <= 0 or size % bs:
+        raise InvalidArgument(f"--size {size}: must be a positive multiple of 128 MiB (a memory block)")
+    where = Path(root)
+    if where.is_symlink() or (where.exists() and not where.is_dir()):
+        raise InvalidArgument(f"{where}: exists and is not a directory")
+    if where.is_dir() and any(where.iterdir()):
+        what = "already a simulated kernel" if is_simulated(where) else "not empty"
+        raise InvalidArgument(f"{where}: {what}; pick a new directory")
+    sim = Sim.create(where, block_size=bs, auto_online="offline")
+    base = 64 * bs  # above the 8 boot blocks, with a gap, like a pmem range above boot RAM
+    for i in range(devices):
+        start = base + i * (size + bs)
+        sim.add_region(i, start, size)
+        sim.add_device(f"dax{i}.0", [(start, size)])
+    return sim
+
+
+MAX_MACHINE_DEVICES = 16
 
 
 # --- builders for tests ---------------------------------------------------------------------------

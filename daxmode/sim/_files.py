@@ -40,3 +40,16 @@ def symlink(link: Path, target: Path) -> None:
     if link.is_symlink():
         link.unlink()
     link.symlink_to(os.path.relpath(target, link.parent))
+
+
+def dev_node(path: Path | str, size: int) -> None:
+    """The device node ``/dev/daxX.Y`` as a sparse file of the device's size: what a devdax
+    mapping of the whole device reaches, so famfs and ``mmap`` work on a simulated tree.
+
+    Existing bytes are kept (a resize keeps the memory under the ranges that stay), like the
+    memory itself; a new node reads as zeros, like fresh memory in QEMU's backends."""
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        os.ftruncate(fd, size)
+    finally:
+        os.close(fd)

@@ -31,7 +31,7 @@ import shutil
 from pathlib import Path
 from typing import Any, Protocol
 
-from daxmode.sim._files import DAX_BUS, MiB, err, put, symlink
+from daxmode.sim._files import DAX_BUS, MiB, dev_node, err, put, symlink
 
 
 class _World(Protocol):
@@ -184,7 +184,7 @@ def _new_device(w: _World, rid: str, name: str) -> None:
     put(devdir / "mapping", "", 0o200)
     symlink(devdir / "subsystem", w.p(DAX_BUS))
     symlink(w.p(f"{DAX_BUS}/devices/{name}"), devdir)
-    put(w.p(f"dev/{name}"), "")
+    dev_node(w.p(f"dev/{name}"), 0)
     w.state["devices"][name] = {
         "region": rid,
         "path": str(devdir.relative_to(w.root)),
@@ -326,6 +326,7 @@ def _write_ranges(w: _World, name: str) -> None:
     first = d["ranges"][0][0] if d["ranges"] else reg["start"]
     put(devdir / "resource", f"{first:#x}", 0o400)
     put(devdir / "size", str(w.size_of(name)), 0o644)
+    dev_node(w.p(f"dev/{name}"), w.size_of(name))
 
 
 def _set_align(w: _World, name: str, text: str) -> None:

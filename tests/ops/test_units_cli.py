@@ -60,9 +60,14 @@ def test_install_systemd_flavour_when_systemd_runs(tmp_path, exe):
     assert "RUN+=" not in rule
     unit = (tmp_path / "etc/systemd/system/daxmode-apply@.service").read_text()
     assert f"ExecStart={EXE} apply --udev %I" in unit and "Type=oneshot" in unit
-    # back to run: the unit goes
+    famfs = (tmp_path / "etc/systemd/system/daxmode-famfs@.service").read_text()
+    assert f"ExecStart={EXE} famfs up %I" in famfs and "Type=forking" in famfs
+    # back to run: the units go
     rep = units.install(Sysfs(tmp_path), flavour="run", executable=EXE)
-    assert rep.removed == [str(tmp_path / "etc/systemd/system/daxmode-apply@.service")]
+    assert rep.removed == [
+        str(tmp_path / "etc/systemd/system/daxmode-apply@.service"),
+        str(tmp_path / "etc/systemd/system/daxmode-famfs@.service"),
+    ]
 
 
 def test_prefix_and_uninstall(tmp_path):
@@ -75,7 +80,7 @@ def test_prefix_and_uninstall(tmp_path):
     assert (dest / "etc/systemd/system/daxmode-apply@.service").exists()
     assert not (tmp_path / "root/etc").exists()
     r = cli(tmp_path / "root", "uninstall-units", "--prefix", str(dest), "--dry-run")
-    assert r.output.count("would remove ") == 2 and (dest / "etc/udev/rules.d/90-daxmode.rules").exists()
+    assert r.output.count("would remove ") == 3 and (dest / "etc/udev/rules.d/90-daxmode.rules").exists()
     r = cli(tmp_path / "root", "uninstall-units", "--prefix", str(dest))
     assert r.exit_code == 0
     assert not (dest / "etc/udev/rules.d/90-daxmode.rules").exists()
@@ -89,7 +94,8 @@ def test_bad_daxmode_path(tmp_path):
 
 
 def test_shipped_files_are_package_data():
-    for name in ("90-daxmode.rules", "90-daxmode-run.rules", "daxmode-apply@.service"):
+    shipped = ("90-daxmode.rules", "90-daxmode-run.rules", "daxmode-apply@.service", "daxmode-famfs@.service")
+    for name in shipped:
         assert "@DAXMODE@" in units.template(name)
 
 
@@ -216,7 +222,7 @@ def test_dry_runs_say_would(tmp_path):
     dest = tmp_path / "dest"
     r = cli(tmp_path / "root", "install-units", "--prefix", str(dest), "--flavour", "systemd", "--dry-run")
     assert r.exit_code == 0, r.output
-    assert r.output.count("would install ") == 2 and "installed" not in r.output
+    assert r.output.count("would install ") == 3 and "installed" not in r.output
     assert not (dest / "etc/udev/rules.d/90-daxmode.rules").exists()
     r = cli(
         tmp_path / "root",
