@@ -1,7 +1,7 @@
-"""``python -m mhd`` (with qemu/ on sys.path): the harness; see mhd.harness."""
+"""``python -m mhd`` (what qemu/cxl-mhd.sh runs): the harness; see mhd.host.cli."""
 
 import sys
 
-from mhd.harness import main
+from mhd.host.cli import main
 
 sys.exit(main())

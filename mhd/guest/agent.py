@@ -1,9 +1,10 @@
 """The guest agent: runs commands for the host, one JSON line in, one JSON line out.
 
-It runs inside each guest (started by stage2.sh with the host venv's python; stdlib only, so it
-works before anything else is set up) on the virtio-serial port named ``mhd.agent``.
+It runs inside each guest (``python -m mhd.guest.agent``, started by stage2.sh with the host venv's
+python; stdlib only, so it works before anything else is set up) on the virtio-serial port named
+``mhd.agent`` (mhd.constants.AGENT_PORT).
 
-It is also the guest's warm interpreter (mhd.warm): before serving it imports daxmode, its
+It is also the guest's warm interpreter (mhd.guest.warm): before serving it imports daxmode, its
 requirements, pytest and pytest's plugins, and every command that launches the venv's Python (the
 guest suite's pytest, bring-up, ``daxmode ...``, ``python -c ...``, also as ``sh -c`` of one such
 simple command) runs as a fork of it instead of a new interpreter.  Other commands are exec'd.
@@ -30,15 +31,14 @@ import subprocess
 import sys
 import time
 
-# The interpreter's own sys.path, before this script's directory and qemu/ (for mhd) are added:
-# forked commands get a sys.path built on it, as a fresh interpreter would have.
-BASE_PATH = list(sys.path[1:])
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from mhd import pipeline, shwords, warm, zygote  # noqa: E402
+from mhd.constants import AGENT_PORT, BOOT_TIMES
+from mhd.guest import pipeline, shwords, warm, zygote
 
+# The interpreter's own sys.path without the directory ``-m`` put first: forked commands get a
+# sys.path built on it, as a fresh interpreter would have.
+BASE_PATH = list(sys.path[1:])
 warm.set_base_path(BASE_PATH)
 
-PORT_NAME = "mhd.agent"
 BASE_ENV = {
     # stage2.sh passes PATH with the project's venv first; this is only the fallback.
     "PATH": os.environ.get("PATH", "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"),
@@ -51,7 +51,7 @@ BASE_ENV = {
 }
 
 
-def find_port(name: str = PORT_NAME, timeout: float = 30.0) -> str:
+def find_port(name: str = AGENT_PORT, timeout: float = 30.0) -> str:
     """Device node of the virtio-serial port called ``name`` (no udev needed for this)."""
     deadline = time.monotonic() + timeout
     while True:
@@ -194,14 +194,11 @@ def mark(name: str) -> None:
         out.write(f"{name} {f.read().split()[0]}\n")
 
 
-BOOT_TIMES = "/run/mhd/share/boot.times"
-
-
 def main() -> None:
     mark("agent")
     port = find_port()
     if warm.enabled():
-        # The harness computes the list on the host (mhd.warm.preload_names), where it is cheap.
+        # The harness computes the list on the host (mhd.guest.warm.preload_names), where it is cheap.
         names = os.environ.get("MHD_PRELOAD", "").split() or None
         WARMUP.update(warm.preload(names))
         failed = WARMUP["failed"]

@@ -1,6 +1,6 @@
 """Guest-side bring-up: from a fresh boot to one dax device in devdax mode.  Runs INSIDE a guest.
 
-``python bringup.py --backend cxl|nvdimm [--create]`` prints one JSON line: the device name and the
+``python -m mhd.guest.bringup --backend cxl|nvdimm [--create]`` prints one JSON line: the device name and the
 steps taken.  Stdlib only (it must work before daxmode does).
 
 cxl: load the CXL and DAX modules, then create a volatile (ram) region through sysfs, because
@@ -211,14 +211,9 @@ def daxmode_cli() -> str | None:
 
 
 def _run_python(cmd: list[str]) -> subprocess.CompletedProcess[str]:
-    """Run a venv command, as a warm fork of this process when mhd.warm can (see mhd.warm)."""
-    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-    try:
-        from mhd import warm
-    except ImportError:
-        return subprocess.run(cmd, capture_output=True, text=True)
-    finally:
-        sys.path.pop(0)
+    """Run a venv command, as a warm fork of this process when mhd.guest.warm can (see mhd.guest.warm)."""
+    from mhd.guest import warm  # stdlib only; in the agent's fork it is imported already
+
     return warm.run(cmd, capture_output=True, text=True)
 
 

@@ -1,10 +1,10 @@
 """Facts about a guest that decide which skips its suite may take.  Runs INSIDE a guest (stdlib only).
 
-``python facts.py`` prints one JSON object: the kernel release and whether it can mount famfs
+``python -m mhd.guest.facts`` prints one JSON object: the kernel release and whether it can mount famfs
 (fuse-famfs, CONFIG_FUSE_FAMFS_DAX, or the famfs v1 module), whether udevd runs, and which tools
 the tests may use (daxctl, famfs's own tools).  The harness adds what it knows itself (backend,
 hosts, accelerator, whether memory may be onlined, whether host state was planted) and judges
-every skip against the suite's expected-skips.toml with them.
+every skip against the kernel's declared-skips file (qemu/skips/) with them.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Guest side: bring up this guest's links of the private network.  Runs INSIDE a guest (stdlib only).
 
-``python guestnet.py HOST LINK...`` finds each link's NIC by the MAC the harness gave it
+``python -m mhd.guest.guestnet HOST LINK...`` finds each link's NIC by the MAC the harness gave it
 (52:54:00:6d:HOST:LINK, read from /sys/class/net), names it ``mhdLINK``, sets it up and assigns
 10.77.LINK.{1|2}/24, all in one ``ip -batch`` (iproute2).  No default route: only the guests' own
 subnets are reachable.

@@ -75,7 +75,7 @@ mount --move /share $R/run/mhd/share || fail "move share"
 # the host's own state (below) reaches this guest.
 mount --bind /lower $R/run/mhd/hostroot || fail "bind hostroot"
 
-# This guest's own identity, whatever the host holds (qemu/mhd/identity.py): host-specific files
+# This guest's own identity, whatever the host holds (mhd/host/identity.py): host-specific files
 # are removed on the overlay (whiteouts; the host is untouched), then this guest's are written.
 for p in $MHD_MASK; do
     rm -rf "$R$p"

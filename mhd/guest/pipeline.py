@@ -1,8 +1,8 @@
 """The agent's own ``sh -c`` for pipelines whose stages include a venv Python command.
 
 ``daxmode famfs cat dax0.0 f | sha256sum`` through sh pays a full interpreter start for the
-daxmode half (~5 s under TCG).  For commands mhd.shwords.parse_pipeline understands -- words, ``|``,
-``<``, ``>``, ``>>`` -- the agent starts the stages itself, each forked warm when mhd.warm can, and
+daxmode half (~5 s under TCG).  For commands mhd.guest.shwords.parse_pipeline understands -- words, ``|``,
+``<``, ``>``, ``>>`` -- the agent starts the stages itself, each forked warm when mhd.guest.warm can, and
 wires them as sh would: stage i's stdout is stage i+1's stdin, every stage's stderr is the
 command's, files are opened as sh opens them (``>`` creates 0666 & ~umask and truncates), and the
 status is the last stage's (128 + N when it died of signal N, as dash reports it, with dash's
@@ -20,8 +20,8 @@ import subprocess
 import threading
 import time
 
-from mhd import warm
-from mhd.shwords import Stage
+from mhd.guest import warm
+from mhd.guest.shwords import Stage
 
 
 def shell_status(rc: int) -> int:

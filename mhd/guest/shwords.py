@@ -1,7 +1,7 @@
 """Shell words without a shell: what ``sh -c CMD`` would run, for the CMDs simple enough to tell.
 
-mhd.warm forks a venv Python command warm also when it comes as ``sh -c`` of one simple command,
-and the agent runs pipelines of such commands itself (mhd.pipeline), so a test's ``daxmode famfs
+mhd.guest.warm forks a venv Python command warm also when it comes as ``sh -c`` of one simple command,
+and the agent runs pipelines of such commands itself (mhd.guest.pipeline), so a test's ``daxmode famfs
 cat ... | sha256sum`` does not pay a full interpreter start for the daxmode half.  Anything these
 functions do not fully understand gives None, and the shell runs it as always.
 """

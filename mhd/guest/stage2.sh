@@ -42,7 +42,7 @@ fi
 
 say "starting agent on $(uname -r) (host $MHD_HOST)"
 env -i PATH="$MHD_PATH" HOME=/root LANG=C.UTF-8 MHD_WARM="$MHD_WARM" MHD_PRELOAD="$MHD_PRELOAD" \
-    "$MHD_PYTHON" "$MHD_AGENT" \
+    "$MHD_PYTHON" -m "$MHD_AGENT" \
     >/run/mhd/share/agent.log 2>&1
 say "agent exited with $?"
 sync

@@ -12,8 +12,8 @@ console script) and ``simple_command`` for ``sh -c`` strings without shell synta
 variable that differs from this interpreter's -- runs as a real exec, exactly as before.
 
 Only a process that has imported the modules but used none of them may fork itself this way: a
-fork takes every module's state along.  The agent does (mhd.agent), for the commands the host sends;
-in-guest tests go through its pristine zygote instead (mhd.zygote).
+fork takes every module's state along.  The agent does (mhd.guest.agent), for the commands the host sends;
+in-guest tests go through its pristine zygote instead (mhd.guest.zygote).
 
 ``popen()`` is ``subprocess.Popen`` with the fork doing the work in ``preexec_fn``: the child runs
 the Python command and ends with ``os._exit``, so it never reaches the exec.  Everything Popen does
@@ -44,7 +44,7 @@ import types
 import warnings
 from dataclasses import dataclass, field
 
-from mhd.shwords import simple_command
+from mhd.guest.shwords import simple_command
 
 _INTERPRETER = re.compile(r"python(3(\.\d+)?)?")
 _NOARG_FLAGS = set("uBqsP")

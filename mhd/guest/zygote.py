@@ -4,7 +4,7 @@ A test process cannot fork *itself* for a subprocess: it has used the modules it
 their state goes with the fork (click's ``version_option`` keeps the first program name it saw; a
 module-level cache, an open lock).  So the agent, right after preloading and before running
 anything, forks this server; it listens on ``SOCKET``.  The in-guest suite's conftest installs
-``ZygotePopen`` as ``subprocess.Popen``: for a command mhd.warm can run, ``_execute_child`` sends
+``ZygotePopen`` as ``subprocess.Popen``: for a command mhd.guest.warm can run, ``_execute_child`` sends
 the argv, environment, cwd, credentials and the child's standard descriptors (SCM_RIGHTS) to the
 zygote, which forks a child that sets them up the way Popen's child would and runs the command
 (``warm.child_main``).  The zygote reports the child's exit status when it ends, so ``poll``,
@@ -30,9 +30,10 @@ import sys
 from dataclasses import asdict
 from pathlib import Path
 
-from mhd import pipeline, warm
+from mhd.constants import ZYGOTE_SOCKET
+from mhd.guest import pipeline, warm
 
-SOCKET = "/run/mhd/warm.sock"
+SOCKET = ZYGOTE_SOCKET
 _MAX_FDS = 64
 
 
@@ -377,7 +378,7 @@ def install_popen_hook(path: str = SOCKET) -> contextlib.AbstractContextManager:
 
 
 def main(argv: list[str]) -> int:
-    """``python -m mhd.zygote PATH [MODULE...]``: preload, then serve at PATH (tests use this)."""
+    """``python -m mhd.guest.zygote PATH [MODULE...]``: preload, then serve at PATH (tests use this)."""
     warm.set_base_path(list(sys.path[1:]))
     warm.preload(argv[1:] or None)
     Path(argv[0]).parent.mkdir(parents=True, exist_ok=True)

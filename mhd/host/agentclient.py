@@ -1,4 +1,4 @@
-"""Host side of the guest agent protocol (see mhd.agent): connect to a guest's socket, run commands.
+"""Host side of the guest agent protocol (see mhd.guest.agent): connect to a guest's socket, run commands.
 
 Used by the harness and by tests/vm/conftest.py (host-side scenarios), which reconnect to the same
 guests through the session file the harness writes.

@@ -15,10 +15,11 @@ import shutil
 import subprocess
 from pathlib import Path
 
-from mhd.errors import BadInput
-from mhd.kernel import load_order, module_name, parse_modules_dep, read_builtin
+from mhd.constants import GUEST_DIR
+from mhd.host.errors import BadInput
+from mhd.host.kernel import load_order, module_name, parse_modules_dep, read_builtin
 
-INIT_SCRIPT = Path(__file__).with_name("init.sh")
+INIT_SCRIPT = Path(GUEST_DIR) / "init.sh"
 BUSYBOX_CANDIDATES = ("/bin/busybox", "/usr/bin/busybox")
 # The 9p root needs these; virtio_pci/virtio_console are built into Debian kernels, and are
 # listed so custom kernels that build them as modules get them too.

@@ -12,7 +12,7 @@ import struct
 from dataclasses import dataclass
 from pathlib import Path
 
-from mhd.errors import BadInput
+from mhd.host.errors import BadInput
 
 # x86 boot protocol (Documentation/arch/x86/boot.rst): the real-mode setup header holds the magic
 # "HdrS" at 0x202 and, at 0x20E, a 16-bit pointer to the version string, relative to 0x200.

@@ -13,8 +13,8 @@ import subprocess
 import time
 from pathlib import Path
 
-from mhd.errors import BadInput
-from mhd.qemucmd import (
+from mhd.host.errors import BadInput
+from mhd.host.qemucmd import (
     QEMU_MIN_CXL,
     QEMU_MIN_NVDIMM,
     kvm_probe_decided,

@@ -11,14 +11,14 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from mhd.constants import AGENT_PORT
+
 BACKENDS = ("cxl", "nvdimm")
 QEMU_MIN_CXL = (8, 1)
 """Volatile CXL memdevs (``volatile-memdev=``) and event-log interrupts arrived in QEMU 8.1; with 7.2
 kernels >= 6.3 never create mem0 (qemu-cxl.md section 1, version table)."""
 QEMU_MIN_NVDIMM = (6, 0)
 
-AGENT_PORT = "mhd.agent"
-"""virtio-serial port name the guest agent looks for in /sys/class/virtio-ports/*/name."""
 
 # The CXL fixed memory window must cover the device; regions are carved in 256 MiB multiples.
 CXL_REGION_ALIGN = 256 << 20

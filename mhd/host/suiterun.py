@@ -4,7 +4,7 @@ Stage 1 runs the guest suite on every guest at once, without the ``shared_media`
 shared backing file is checksummed before and after, and a change fails the run (a test that
 writes the device's contents is racing the other guests and must carry the marker).  Stage 2
 runs the ``shared_media`` tests one guest after the other.  Every outcome is judged against the
-suite's expected-skips.toml (mhd.verdict).
+kernel's declared-skips file (mhd.host.verdict).
 """
 
 from __future__ import annotations
@@ -21,13 +21,15 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from mhd.errors import GuestFailure
-from mhd.suites import SHARED_MEDIA, media_digest, pytest_argv
-from mhd.verdict import Case, Judged, judge, junit_cases, merge_junit
+from mhd.constants import GUEST_SHARE, PROJECT, SHARED_MEDIA
+from mhd.host.errors import GuestFailure
+from mhd.host.prepare import log
+from mhd.host.suites import media_digest, pytest_argv
+from mhd.host.verdict import Case, Judged, SkipDecl, judge, junit_cases, merge_junit
 
 if TYPE_CHECKING:
-    from mhd.harness import Run
-    from mhd.vm import Guest
+    from mhd.host.run import Run
+    from mhd.host.vm import Guest
 
 
 @dataclass
@@ -39,25 +41,18 @@ class StageResult:
     deselected: int = 0
 
 
-def _log(msg: str) -> None:
-    print(f"mhd: {msg}", flush=True)
-
-
 def guest_stage(run: Run, g: Guest, stage: str, markexpr: str | None) -> StageResult:
     """One pytest run of the guest suite inside ``g`` (forked warm by the agent)."""
-    from mhd.harness import PROJECT
-
-    share = run.results / g.name / "share"
+    share = run.stack.results / g.name / "share"
     junit_host = share / f"junit-{stage}.xml"
     with contextlib.suppress(FileNotFoundError):
         junit_host.unlink()
-    argv = pytest_argv(
-        str(run.python), str(PROJECT), run.guest_paths, f"/run/mhd/share/junit-{stage}.xml", markexpr
-    )
+    paths = list(run.suite.guest_paths)
+    argv = pytest_argv(str(run.stack.python), PROJECT, paths, f"{GUEST_SHARE}/junit-{stage}.xml", markexpr)
     t0 = time.monotonic()
-    r = g.run(argv, timeout=run.cfg.timeout, cwd=str(PROJECT))
+    r = g.run(argv, timeout=run.cfg.timeout, cwd=PROJECT)
     res = StageResult(seconds=time.monotonic() - t0)
-    with open(run.results / g.name / "guest-pytest.log", "a") as f:
+    with open(run.stack.results / g.name / "guest-pytest.log", "a") as f:
         f.write(f"===== stage {stage}: {' '.join(argv)}\n===== rc {r.rc} in {res.seconds:.1f}s\n")
         f.write(r.stdout + r.stderr)
     if r.timed_out:
@@ -97,10 +92,10 @@ def warm_stats(run: Run) -> None:
             agent = {k: int(r.get(k, 0)) for k in agent}
         tests = {"warm": 0, "exec": 0}
         with contextlib.suppress(OSError, ValueError):
-            for line in (run.results / g.name / "share" / "warm-stats.jsonl").read_text().splitlines():
+            for line in (run.stack.results / g.name / "share" / "warm-stats.jsonl").read_text().splitlines():
                 d = json.loads(line)
                 tests = {k: tests[k] + int(d.get(k, 0)) for k in tests}
-        run.summary.append(
+        run.outcome.summary.append(
             f"{g.name} commands: agent {agent['warm']} warm forks + {agent['exec']} execs; "
             f"in-guest tests {tests['warm']} warm forks + {tests['exec']} execs"
         )
@@ -111,10 +106,9 @@ def run_guest_suites(run: Run) -> None:
     guests = run.guests
     parallel = len(guests) > 1
     results: dict[int, list[StageResult]] = {g.spec.host: [] for g in guests}
-    assert run.shared_file is not None
     with run.timing.phase("guest suites") as ph:
         if parallel:
-            before = [media_digest(f) for f, _ in run.shared_files()]
+            before = [media_digest(f) for f, _ in run.ws.shared_files()]
             with ThreadPoolExecutor(max_workers=len(guests)) as pool:
                 futs = {
                     g.spec.host: pool.submit(guest_stage, run, g, "parallel", f"not {SHARED_MEDIA}")
@@ -122,9 +116,9 @@ def run_guest_suites(run: Run) -> None:
                 }
                 for h, fut in futs.items():
                     results[h].append(fut.result())
-            after = [media_digest(f) for f, _ in run.shared_files()]
+            after = [media_digest(f) for f, _ in run.ws.shared_files()]
             if after != before:
-                run.parts.append(
+                run.outcome.parts.append(
                     Judged(
                         "shared media",
                         problems=[
@@ -153,48 +147,50 @@ def run_guest_suites(run: Run) -> None:
     for g in guests:
         h = g.spec.host
         stages = results[h]
-        share = run.results / g.name / "share"
+        share = run.stack.results / g.name / "share"
         merge_junit(sorted(share.glob("junit-*.xml")), share / "guest-junit.xml")
         cases = [c for s in stages for c in s.cases]
-        j = judge(f"{g.name} guest suite", cases, run.decls, run.facts.get(h, {}))
+        j = judge(f"{g.name} guest suite", cases, _decls(run), run.facts.get(h, {}))
         for s in stages:
             j.problems.extend(s.problems)
-        run.parts.append(j)
+        run.outcome.parts.append(j)
         dev = run.devices.get(h, {}).get("device", "?")
         secs = sum(s.seconds for s in stages)
-        run.summary.append(f"{g.name} ({cfg.backend}, {dev}): {j.line()} in {secs:.1f}s")
+        run.outcome.summary.append(f"{g.name} ({cfg.backend}, {dev}): {j.line()} in {secs:.1f}s")
         _skip_lines(run, g.name, j)
         for s in stages:
             for ln in s.failed_lines[:20]:
-                run.summary.append(f"  {g.name} {ln}")
+                run.outcome.summary.append(f"  {g.name} {ln}")
+
+
+def _decls(run: Run) -> tuple[SkipDecl, ...]:
+    return run.suite.skips.decls if run.suite.skips is not None else ()
 
 
 def _skip_lines(run: Run, name: str, j: Judged) -> None:
     for c, d in j.expected:
         cond = ", ".join(f"{k}={v}" for k, v in d.when.items())
-        run.summary.append(f"  {name} skip ok ({cond}): {c.nodeid}")
+        run.outcome.summary.append(f"  {name} skip ok ({cond}): {c.nodeid}")
     for c in j.unexpected:
-        run.summary.append(f"  {name} UNEXPECTED SKIP: {c.nodeid}: {c.message}")
+        run.outcome.summary.append(f"  {name} UNEXPECTED SKIP: {c.nodeid}: {c.message}")
 
 
 def run_host_suite(run: Run) -> None:
-    from mhd.harness import PROJECT
-
     session = run.write_session()
     for g in run.guests:
         g.client.close()  # the agent socket takes one client: let pytest's fixture connect
-    xml = run.results / "host-junit.xml"
+    xml = run.stack.results / "host-junit.xml"
     with contextlib.suppress(FileNotFoundError):
         xml.unlink()
     env = dict(os.environ, DAXMODE_VM_SESSION=str(session), PYTHONDONTWRITEBYTECODE="1")
     argv = [
-        str(run.python), "-m", "pytest", "-q", "-rfEs", "-p", "no:cacheprovider",
-        "-o", "junit_family=xunit1", "--durations=10", f"--junitxml={xml}", *run.host_paths,
+        str(run.stack.python), "-m", "pytest", "-q", "-rfEs", "-p", "no:cacheprovider",
+        "-o", "junit_family=xunit1", "--durations=10", f"--junitxml={xml}", *run.suite.host_paths,
     ]  # fmt: skip
-    _log(f"host-side scenarios: {' '.join(run.host_paths)}")
+    log(f"host-side scenarios: {' '.join(run.suite.host_paths)}")
     problems = []
     with run.timing.phase("host-side scenarios") as ph:
-        with open(run.results / "host-pytest.log", "w") as out:
+        with open(run.stack.results / "host-pytest.log", "w") as out:
             try:
                 p = subprocess.run(
                     argv, cwd=PROJECT, env=env, stdout=out, stderr=subprocess.STDOUT, timeout=run.cfg.timeout
@@ -203,7 +199,7 @@ def run_host_suite(run: Run) -> None:
             except subprocess.TimeoutExpired:
                 rc = None
                 problems.append(f"host-side scenarios timed out after {run.cfg.timeout:.0f}s")
-        text = (run.results / "host-pytest.log").read_text(errors="replace")
+        text = (run.stack.results / "host-pytest.log").read_text(errors="replace")
         try:
             cases = junit_cases(xml.read_text())
         except (OSError, ET.ParseError):
@@ -212,15 +208,17 @@ def run_host_suite(run: Run) -> None:
                 problems.append(f"host-side pytest rc {rc} and no report")
         if rc not in (0, 1, 5, None) and not any(c.outcome in ("failed", "error") for c in cases):
             problems.append(f"host-side pytest exited {rc} (interrupted or internal error)")
-        j = judge("host-side scenarios", cases, run.decls, run.facts.get(0, {}))
+        j = judge("host-side scenarios", cases, _decls(run), run.facts.get(0, {}))
         j.problems.extend(problems)
         ph.detail = j.line()
-    run.parts.append(j)
-    run.summary.append(f"host-side scenarios ({run.cfg.hosts} hosts): {j.line()} in {ph.seconds:.1f}s")
+    run.outcome.parts.append(j)
+    run.outcome.summary.append(
+        f"host-side scenarios ({run.cfg.hosts} hosts): {j.line()} in {ph.seconds:.1f}s"
+    )
     _skip_lines(run, "host-side", j)
     for ln in text.splitlines():
         if ln.startswith(("FAILED", "ERROR")):
-            run.summary.append(f"  host-side {ln}")
+            run.outcome.summary.append(f"  host-side {ln}")
 
 
 def run_cmd(run: Run, cmd: str) -> None:
@@ -235,8 +233,8 @@ def run_cmd(run: Run, cmd: str) -> None:
             sys.stdout.write(r.stdout)
             if r.stderr:
                 sys.stdout.write(r.stderr)
-            run.cmd_results.append((g.name, r))
-            run.summary.append(
+            run.outcome.commands.append((g.name, r))
+            run.outcome.summary.append(
                 f"{g.name}: command {'ok' if r.ok else 'FAILED'} (rc {r.rc}, {r.seconds:.1f}s)"
             )
         ph.detail = f"{len(run.guests)} host(s)"

@@ -22,12 +22,9 @@ import time
 import zlib
 from pathlib import Path
 
-from mhd.errors import BadInput
+from mhd.host.errors import BadInput
 
-SHARED_MEDIA = "shared_media"
-"""Marker of guest tests that write the shared device's contents (run one guest at a time)."""
-
-COMPILE_DIRS = ("daxmode", "tests", "qemu", "bench")
+COMPILE_DIRS = ("daxmode", "mhd", "tests", "qemu", "bench")
 
 
 def split_suite(suite: str, project: Path) -> tuple[list[str], list[str]]:

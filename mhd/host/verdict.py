@@ -1,16 +1,24 @@
-"""Honest verdicts: every test's outcome, judged against the skips its suite declares.
+"""Honest verdicts: every outcome judged against the skips declared for the kernel under test.
 
-A skip is a claim.  Each suite directory may hold ``expected-skips.toml``::
+A skip is a claim.  The one judge of the harness reads one declared-skips file per kernel
+(``qemu/skips/<name>.toml``: ``debian`` for the stock kernel, ``famfs-v10`` for the famfs kernel)::
+
+    include = ["setup.toml"]           # optional: declarations the run's setup justifies on any kernel
+
+    [kernel]
+    name = "Debian's 7.3.4"
+    release = ["7.3.4+deb13-*"]        # globs; the booted kernel's release must match one
 
     [[skip]]
-    test = "test_modes.py::test_rollback_midway_through_onlining"   # glob, relative to the file
+    test = "tests/vm/guest/test_modes.py::test_rollback_midway_through_onlining"  # glob, from the project
     when = { online_ok = false }     # facts of the run; all must hold (a list: any of its values)
     message = "needs DAXMODE_VM_ONLINE_OK"   # optional regex the skip message must contain
     because = "memory is onlined only on a single nvdimm host: ..."
 
 The run fails on a failed or erroring test, a skip no declaration justifies, a suite part that
 collected no tests, or a run in which nothing passed.  Outcomes come from pytest's JUnit XML
-(``-o junit_family=xunit1``, which keeps each test's file).
+(``-o junit_family=xunit1``, which keeps each test's file); other runners (a shell suite) hand
+their results over as ``Case`` objects with node ids of their own.
 """
 
 from __future__ import annotations
@@ -19,10 +27,14 @@ import fnmatch
 import re
 import tomllib
 import xml.etree.ElementTree as ET
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-DECL_FILE = "expected-skips.toml"
+from mhd.constants import PROJECT
+
+SKIPS_DIR = Path(PROJECT) / "qemu" / "skips"
+"""One declared-skips file per kernel, and the files they include."""
 
 FACTS = {
     "backend": str,
@@ -37,7 +49,7 @@ FACTS = {
     "famfs_tools": bool,
     "host_state_planted": bool,
 }
-"""Facts a declaration may name (mhd.facts gathers the guest's; the harness adds the run's)."""
+"""Facts a declaration may name (mhd.guest.facts gathers the guest's; the harness adds the run's)."""
 
 
 class DeclarationError(ValueError):
@@ -55,18 +67,13 @@ class Case:
 @dataclass(frozen=True)
 class SkipDecl:
     where: str  # file:index, for messages
-    base: str  # directory of the declaration file, relative to the project ("tests/vm/guest")
-    test: str
+    test: str  # glob over node ids, relative to the project ("tests/vm/guest/test_ops.py::*")
     when: dict
     message: str | None = None
     because: str = ""
 
     def covers(self, case: Case, facts: dict) -> bool:
         rel = case.nodeid
-        prefix = self.base.rstrip("/") + "/"
-        if self.base and not rel.startswith(prefix):
-            return False
-        rel = rel[len(prefix) :] if self.base else rel
         if not (fnmatch.fnmatchcase(rel, self.test) or fnmatch.fnmatchcase(rel.split("[", 1)[0], self.test)):
             return False
         if not facts_hold(self.when, facts):
@@ -91,14 +98,8 @@ def facts_hold(when: dict, facts: dict) -> bool:
     return True
 
 
-def parse_declarations(text: str, base: str, where: str) -> list[SkipDecl]:
-    try:
-        data = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as e:
-        raise DeclarationError(f"{where}: {e}") from None
-    extra = set(data) - {"skip"}
-    if extra:
-        raise DeclarationError(f"{where}: unknown table(s) {', '.join(sorted(extra))}; expected [[skip]]")
+def parse_declarations(data: dict, where: str) -> list[SkipDecl]:
+    """The ``[[skip]]`` tables of one parsed file."""
     out = []
     for i, item in enumerate(data.get("skip", []), 1):
         at = f"{where}: skip #{i}"
@@ -126,22 +127,104 @@ def parse_declarations(text: str, base: str, where: str) -> list[SkipDecl]:
                 raise DeclarationError(f"{at}: bad message regex: {e}") from None
         if not str(item.get("because", "")).strip():
             raise DeclarationError(f'{at}: needs because = "why the facts justify the skip"')
-        out.append(SkipDecl(at, base, test, dict(when), msg, item["because"]))
+        out.append(SkipDecl(at, test, dict(when), msg, item["because"]))
     return out
 
 
-def load_declarations(project: Path, suite_dirs: list[Path]) -> list[SkipDecl]:
-    """Every expected-skips.toml under the given directories (each test file's dir and its parents)."""
-    seen: set[Path] = set()
-    decls: list[SkipDecl] = []
-    for d in suite_dirs:
-        for f in sorted(d.rglob(DECL_FILE)) if d.is_dir() else []:
-            if f in seen:
-                continue
-            seen.add(f)
-            base = f.parent.relative_to(project).as_posix()
-            decls += parse_declarations(f.read_text(), base, str(f.relative_to(project)))
-    return decls
+@dataclass(frozen=True)
+class SkipFile:
+    """The skips one kernel justifies: its own declarations and those of the files it includes."""
+
+    name: str  # file stem: debian, famfs-v10, ...
+    path: str  # as messages show it (relative to the project when inside it)
+    kernel: str  # what the file says the kernel is
+    release: tuple[str, ...]  # globs the booted kernel's release must match
+    decls: tuple[SkipDecl, ...]
+
+    def fits(self, release: str) -> bool:
+        return any(fnmatch.fnmatchcase(release, g) for g in self.release)
+
+
+def _read_toml(path: Path, where: str) -> dict:
+    try:
+        return tomllib.loads(path.read_text())
+    except OSError as e:
+        raise DeclarationError(f"{where}: {e.strerror or e}") from None
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
+        raise DeclarationError(f"{where}: {e}") from None
+
+
+def _where(path: Path) -> str:
+    try:
+        return path.resolve().relative_to(PROJECT).as_posix()
+    except ValueError:
+        return str(path)
+
+
+def load_skip_file(path: Path) -> SkipFile:
+    """Parse a kernel's declared-skips file (and its includes, which hold ``[[skip]]`` only)."""
+    where = _where(path)
+    data = _read_toml(path, where)
+    extra = set(data) - {"include", "kernel", "skip"}
+    if extra:
+        raise DeclarationError(f"{where}: unknown key(s) {', '.join(sorted(extra))}")
+    kernel = data.get("kernel")
+    if not isinstance(kernel, dict) or set(kernel) != {"name", "release"}:
+        raise DeclarationError(f'{where}: needs [kernel] with name = "..." and release = ["glob", ...]')
+    release = kernel["release"]
+    if not (isinstance(release, list) and release and all(isinstance(g, str) and g for g in release)):
+        raise DeclarationError(f"{where}: kernel.release must be a non-empty list of globs")
+    decls = parse_declarations(data, where)
+    includes = data.get("include", [])
+    if not isinstance(includes, list) or not all(isinstance(i, str) for i in includes):
+        raise DeclarationError(f"{where}: include must be a list of file names")
+    for inc in includes:
+        ipath = path.parent / inc
+        iwhere = _where(ipath)
+        idata = _read_toml(ipath, iwhere)
+        if set(idata) - {"skip"}:
+            raise DeclarationError(f"{iwhere}: an included file holds [[skip]] tables only")
+        decls += parse_declarations(idata, iwhere)
+    return SkipFile(path.stem, where, str(kernel["name"]), tuple(release), tuple(decls))
+
+
+def skip_files(directory: Path = SKIPS_DIR) -> dict[str, Path]:
+    """The kernels' files by name (files without a [kernel] table are includes, not kernels)."""
+    out = {}
+    for p in sorted(directory.glob("*.toml")):
+        try:
+            data = tomllib.loads(p.read_text())
+        except (OSError, tomllib.TOMLDecodeError, UnicodeDecodeError):
+            out[p.stem] = p  # load_skip_file reports what is wrong with it
+            continue
+        if "kernel" in data:
+            out[p.stem] = p
+    return out
+
+
+def choose_skip_file(choice: str | None, release: str, directory: Path = SKIPS_DIR) -> SkipFile:
+    """``--skips NAME|FILE``, or the one kernel file whose release globs match ``release``."""
+    known = skip_files(directory)
+    if choice:
+        path = Path(choice) if ("/" in choice or choice.endswith(".toml")) else known.get(choice)
+        if path is None:
+            raise DeclarationError(f"--skips {choice}: no such kernel file (known: {', '.join(known)})")
+        chosen = load_skip_file(path)
+        if not chosen.fits(release):
+            raise DeclarationError(
+                f"{_where(path)} is for kernel releases {', '.join(chosen.release)}, "
+                f"not {release}: pass the file of this kernel"
+            )
+        return chosen
+    files = [load_skip_file(p) for p in known.values()]
+    fits = [f for f in files if f.fits(release)]
+    if len(fits) != 1:
+        which = ", ".join(f.name for f in fits) if fits else "none"
+        raise DeclarationError(
+            f"kernel {release}: {len(fits)} declared-skips files fit ({which}); choose one with "
+            f"--skips NAME (known: {', '.join(known)})"
+        )
+    return fits[0]
 
 
 def _nodeid(file: str | None, classname: str, name: str) -> str:
@@ -177,7 +260,7 @@ def junit_cases(xml_text: str) -> list[Case]:
 
 def merge_junit(sources: list[Path], dest: Path) -> None:
     """One JUnit file with every testsuite of ``sources`` (the stages of one guest's run), for
-    tools that read one file per guest (qemu/skip_policy.py reads host*/share/guest-junit.xml)."""
+    tools that read one file per guest (hostN/share/guest-junit.xml)."""
     out = ET.Element("testsuites")
     for src in sources:
         try:
@@ -223,7 +306,7 @@ class Judged:
         return s
 
 
-def judge(name: str, cases: list[Case], decls: list[SkipDecl], facts: dict) -> Judged:
+def judge(name: str, cases: list[Case], decls: Sequence[SkipDecl], facts: dict) -> Judged:
     j = Judged(name, list(cases))
     if not cases:
         j.problems.append("no tests collected")

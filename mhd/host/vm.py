@@ -14,9 +14,9 @@ import subprocess
 import time
 from pathlib import Path
 
-from mhd.agentclient import AgentClient, AgentError, Result
-from mhd.errors import GuestFailure
-from mhd.qemucmd import GuestSpec, build_command
+from mhd.host.agentclient import AgentClient, AgentError, Result
+from mhd.host.errors import GuestFailure
+from mhd.host.qemucmd import GuestSpec, build_command
 
 _PR_SET_PDEATHSIG = 1
 
