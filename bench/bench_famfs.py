@@ -17,7 +17,7 @@ import uuid
 
 from daxmode import cacheflush
 from daxmode.famfs import Volume, mkfs
-from daxmode.famfs.access import FamfsFile
+from daxmode.famfs.media.access import FamfsFile
 from daxmode.fsdev import create_image, map_image
 
 MiB = 1 << 20

@@ -1,7 +1,7 @@
 """famfs through daxmode's FUSE server (issue 9), measured side by side in one run on /dev/shm images.
 
 * 1 GiB sequential read through the mount (copy data path): ``dd bs=2M`` and ``mmap``, next to the
-  user-space API (:mod:`daxmode.famfs.access`) and a plain memcpy from the same mapping; goal
+  user-space API (:mod:`daxmode.famfs.media.access`) and a plain memcpy from the same mapping; goal
   >= 0.5x memcpy.  Run twice: as an image (no cache flushing needed) and with daxmode's native
   cache invalidation before every READ, as on a real devdax device;
 * ``stat`` + ``open`` + 4 KiB read of 1,000 files: per-file latency, cold (fresh mount) and warm;
@@ -25,9 +25,9 @@ from pathlib import Path
 from bench.bench_famfs import _best, fill_log
 from daxmode import cacheflush, fsdev
 from daxmode.famfs import Volume, mkfs
-from daxmode.famfs import mount as M
-from daxmode.famfs.access import FamfsFile
-from daxmode.famfs.identity import ensure_system_uuid
+from daxmode.famfs.media.access import FamfsFile
+from daxmode.famfs.media.identity import ensure_system_uuid
+from daxmode.famfs.mount import command as M
 from daxmode.fsdev import create_image, map_image
 from daxmode.sysfs import Sysfs
 
@@ -63,7 +63,7 @@ def _native_sync_for_images(on: bool) -> Iterator[None]:
             yield m
 
     fsdev.map_image = patched  # type: ignore[assignment]
-    import daxmode.famfs.mountserver as ms
+    import daxmode.famfs.mount.server as ms
 
     ms.map_image = patched  # type: ignore[assignment]
     try:

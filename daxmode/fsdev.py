@@ -21,8 +21,8 @@ from dataclasses import dataclass, field
 from daxmode import cacheflush
 from daxmode.cacheflush import CacheSync
 from daxmode.errors import BadMode, DeviceBusy, FamfsError, InvalidArgument
-from daxmode.famfs.loglock import DEFAULT_TIMEOUT as DEFAULT_LOCK_TIMEOUT
-from daxmode.famfs.loglock import volume_lock
+from daxmode.famfs.media.lock import DEFAULT_TIMEOUT as DEFAULT_LOCK_TIMEOUT
+from daxmode.famfs.media.lock import volume_lock
 from daxmode.kernel.devices import get_device, is_name, node_path, resolve_name
 from daxmode.kernel.mounts import mounts_using
 from daxmode.sysfs import Sysfs
@@ -44,7 +44,7 @@ class Mapping:
 
     def lock(self, timeout: float | None = DEFAULT_LOCK_TIMEOUT) -> contextlib.AbstractContextManager[None]:
         """The volume lock: an exclusive flock on the device node's or image's inode, shared by
-        every process on this host (:mod:`daxmode.famfs.loglock`); DeviceBusy after ``timeout``."""
+        every process on this host (:mod:`daxmode.famfs.media.lock`); DeviceBusy after ``timeout``."""
         return volume_lock(self.fd, self.daxdev, timeout)
 
     def close(self) -> None:
@@ -133,7 +133,7 @@ def mounted_at(sysfs: Sysfs, name: str) -> list[str]:
 
 def _our_mount(sysfs: Sysfs, name: str, where: list[str]) -> str | None:
     """The mount point if every mount of ``name`` is one live daxmode famfs mount, else None."""
-    from daxmode.famfs import mountstate
+    from daxmode.famfs.mount import records as mountstate
 
     if len(where) != 1:
         return None
@@ -196,7 +196,7 @@ def map_device(sysfs: Sysfs, name: str, *, writable: bool = True) -> Iterator[Ma
             at = ", ".join(where)
             raise DeviceBusy(f"{name} is mounted at {at}; unmount it first (daxmode famfs umount)")
         if via is not None and info.mode == "fsdev":  # dax data path: only the mount reaches it
-            from daxmode.famfs.viamount import open_via_mount
+            from daxmode.famfs.mount.metamap import open_via_mount
 
             vm = open_via_mount(via, f"/dev/{name}", info.size, writable=writable)
             held.close()

@@ -16,9 +16,9 @@ import click
 
 from daxmode.cli._common import ID, OCTAL, OFFSET, SIZE, echo_json, existing_file, output_file, state
 from daxmode.errors import FamfsError
-from daxmode.famfs import layout as L
-from daxmode.famfs.identity import ensure_system_uuid, read_system_uuid
-from daxmode.famfs.volume import Volume
+from daxmode.famfs.media import layout as L
+from daxmode.famfs.media.identity import ensure_system_uuid, read_system_uuid
+from daxmode.famfs.media.volume import Volume
 from daxmode.fsdev import Mapping, open_medium
 from daxmode.sizes import count
 from daxmode.sysfs import Sysfs
@@ -89,7 +89,7 @@ def mkfs_cmd(
     sysfs = _sysfs(ctx)
     me = ensure_system_uuid(sysfs)
     with _medium(ctx, target, writable=True) as m:
-        from daxmode.famfs.volume import mkfs
+        from daxmode.famfs.media.volume import mkfs
 
         res = mkfs(m, me, log_len=log_len, version=int(version), force=force, kill=kill)
         for w in res.warnings:
@@ -119,7 +119,7 @@ def mkfs_cmd(
 @click.pass_context
 def fsck_cmd(ctx: click.Context, target: str, as_json: bool) -> None:
     """Check superblock, log and allocations; exit 12 with one line per problem."""
-    from daxmode.famfs.fsck import fsck as run_fsck
+    from daxmode.famfs.media.fsck import fsck as run_fsck
 
     with _medium(ctx, target, writable=False) as m:
         rep = run_fsck(m.buf, m.size)
@@ -293,7 +293,7 @@ def cp_cmd(
     ctx: click.Context, target: str, sources: tuple[str, ...], dest: str, mode: int | None, uid: int, gid: int
 ) -> None:
     """Copy local files into famfs (master only); data is written through the device."""
-    from daxmode.famfs.files import copy_in
+    from daxmode.famfs.media.copy import copy_in
 
     with _volume(ctx, target, writable=True) as vol:
         for c in copy_in(vol, list(sources), dest, mode=mode, uid=uid, gid=gid):
@@ -326,7 +326,7 @@ def read_cmd(
 def _read_out(
     ctx: click.Context, target: str, path: str, output: str | None, off: int, length: int | None
 ) -> None:
-    from daxmode.famfs.files import read_out
+    from daxmode.famfs.media.copy import read_out
 
     with _volume(ctx, target, writable=False) as vol:
         if output is None:
@@ -381,7 +381,7 @@ def mount_cmd(
     Returns once the mount is live; the server runs on in the background until
     `daxmode famfs umount MOUNTPOINT`, which also restores the device's mode."""
 
-    from daxmode.famfs import mount as famfs_mount
+    from daxmode.famfs.mount import command as famfs_mount
 
     def ready(res: famfs_mount.MountResult) -> None:
         if as_json:
@@ -406,7 +406,7 @@ def mount_cmd(
 @click.pass_context
 def umount_cmd(ctx: click.Context, mountpoint: str, lazy: bool) -> None:
     """Unmount a daxmode famfs mount and put its device back in the mode it had before."""
-    from daxmode.famfs import mount as famfs_mount
+    from daxmode.famfs.mount import command as famfs_mount
 
     for s in famfs_mount.umount(_sysfs(ctx), mountpoint, lazy=lazy):
         click.echo(s)
@@ -434,7 +434,7 @@ def up_cmd(
     as_json: bool,
 ) -> None:
     """Format DEVICE on request and mount it (daxmode famfs mount); --no-mount leaves it in fsdev."""
-    from daxmode.famfs.updown import up as famfs_up
+    from daxmode.famfs.bringup import up as famfs_up
 
     res = famfs_up(
         _sysfs(ctx),
@@ -461,7 +461,7 @@ def up_cmd(
 @click.pass_context
 def down_cmd(ctx: click.Context, mountpoint: str, restore_mode: bool) -> None:
     """Unmount a famfs mount point (daxmode famfs umount), or undo a --no-mount preparation."""
-    from daxmode.famfs.updown import down as famfs_down
+    from daxmode.famfs.bringup import down as famfs_down
 
     for s in famfs_down(_sysfs(ctx), mountpoint, restore_mode=restore_mode):
         click.echo(s)
@@ -509,7 +509,9 @@ def status_cmd(ctx: click.Context, as_json: bool) -> None:
         click.echo("cannot mount famfs here:")
         for m in missing:  # type: ignore[attr-defined]
             click.echo(f"  - {m}")
-        click.echo("user-space access (daxmode famfs ls/cat, daxmode.famfs.access) works without a mount")
+        click.echo(
+            "user-space access (daxmode famfs ls/cat, daxmode.famfs.media.access) works without a mount"
+        )
     else:
         click.echo("famfs mounts are possible (daxmode famfs mount DEVICE MOUNTPOINT)")
 

@@ -6,9 +6,9 @@ master's mutations on a mapped medium (:mod:`daxmode.fsdev`); ``access`` gives a
 zero-copy views of famfs files without a famfs kernel.
 """
 
-from daxmode.famfs.fsck import FsckReport, fsck
-from daxmode.famfs.layout import DirMeta, FileMeta, FormatError, Superblock
-from daxmode.famfs.volume import LogFull, NotMaster, Volume, mkfs, open_volume
+from daxmode.famfs.media.fsck import FsckReport, fsck
+from daxmode.famfs.media.layout import DirMeta, FileMeta, FormatError, Superblock
+from daxmode.famfs.media.volume import LogFull, NotMaster, Volume, mkfs, open_volume
 
 __all__ = [
     "DirMeta",

@@ -11,10 +11,10 @@ import os
 from dataclasses import asdict
 
 from daxmode.errors import DaxmodeError
-from daxmode.famfs import layout as L
-from daxmode.famfs.identity import read_system_uuid
-from daxmode.famfs.mount import mounts
-from daxmode.famfs.volume import has_superblock
+from daxmode.famfs.media import layout as L
+from daxmode.famfs.media.identity import read_system_uuid
+from daxmode.famfs.media.volume import has_superblock
+from daxmode.famfs.mount.command import mounts
 from daxmode.fsdev import map_device, mounted_at
 from daxmode.fuse.kernel import DEV_FUSE
 from daxmode.kernel.features import KernelSupport, detect_kernel, find_tools

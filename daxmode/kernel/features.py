@@ -5,7 +5,7 @@ own check requires ``[fuse]`` and so fails when fuse is built in (famfs issue #1
 reads /proc/filesystems (v1 registers ``famfs``), the kernel config when it is readable, fuse's
 module parameters, and modules.dep for a v1 module that is installed but not loaded.  famfs's own
 user-space tools are optional: daxmode mounts famfs with its own FUSE server
-(:mod:`daxmode.famfs.mount`); :func:`find_tools` only reports them.
+(:mod:`daxmode.famfs.mount.command`); :func:`find_tools` only reports them.
 """
 
 from __future__ import annotations

@@ -24,7 +24,7 @@ import pytest
 from daxmode.cacheflush import NoSync
 from daxmode.errors import DeviceBusy, FamfsError
 from daxmode.famfs import Volume, fsck, mkfs
-from daxmode.famfs.volume import Reformatted
+from daxmode.famfs.media.volume import Reformatted
 from daxmode.fsdev import create_image, map_image
 
 MiB = 1 << 20
@@ -405,7 +405,7 @@ def test_concurrent_writers_on_a_simulated_fsdev_device(tmp_path: Path) -> None:
     sysfs writes, a writer that looked before taking it saw the device unbound mid-switch (as on
     the real kernel).  All succeed; the device ends in fsdev."""
     from daxmode import sim
-    from daxmode.famfs.identity import ensure_system_uuid
+    from daxmode.famfs.media.identity import ensure_system_uuid
     from daxmode.fsdev import open_medium
     from daxmode.modes import Mode, set_mode
 

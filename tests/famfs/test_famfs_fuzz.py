@@ -11,8 +11,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from daxmode.famfs import Volume, fsck, mkfs
-from daxmode.famfs import layout as L
-from daxmode.famfs.log import play, scan_log
+from daxmode.famfs.media import layout as L
+from daxmode.famfs.media.log import play, scan_log
 from daxmode.fsdev import create_image, map_image
 
 MiB = 1 << 20

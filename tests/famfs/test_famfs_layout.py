@@ -9,7 +9,7 @@ import zlib
 import pytest
 
 from daxmode.errors import InvalidArgument
-from daxmode.famfs import layout as L
+from daxmode.famfs.media import layout as L
 
 U1 = uuid.UUID("00112233-4455-6677-8899-aabbccddeeff")
 U2 = uuid.UUID("0f1e2d3c-4b5a-6978-8796-a5b4c3d2e1f0")

@@ -11,9 +11,9 @@ import pytest
 
 from daxmode.errors import FamfsError, InvalidArgument
 from daxmode.famfs import LogFull, NotMaster, Volume, fsck, mkfs
-from daxmode.famfs import layout as L
-from daxmode.famfs.alloc import Allocator, Bitmap, NoSpace, build_bitmap
-from daxmode.famfs.log import scan_log
+from daxmode.famfs.media import layout as L
+from daxmode.famfs.media.alloc import Allocator, Bitmap, NoSpace, build_bitmap
+from daxmode.famfs.media.log import scan_log
 from daxmode.fsdev import Mapping
 
 MiB = 1 << 20

@@ -6,7 +6,7 @@ import os
 import uuid
 
 from daxmode.famfs import Volume
-from daxmode.famfs import layout as L
+from daxmode.famfs.media import layout as L
 from daxmode.fsdev import Mapping
 
 MiB = 1 << 20

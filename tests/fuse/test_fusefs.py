@@ -13,8 +13,8 @@ from fuseworld import MiB, log_view, populate
 
 from daxmode.errors import InvalidArgument
 from daxmode.famfs import Volume
-from daxmode.famfs.fusefs import COPY, DAX, STATS_XATTR, Device, FamfsFuse
-from daxmode.famfs.namespace import LOG_ID, META_DIR_ID, ROOT_ID, SUPERBLOCK_ID, Namespace
+from daxmode.famfs.mount.handlers import COPY, DAX, STATS_XATTR, Device, FamfsFuse
+from daxmode.famfs.mount.namespace import LOG_ID, META_DIR_ID, ROOT_ID, SUPERBLOCK_ID, Namespace
 from daxmode.fsdev import Mapping
 from daxmode.fuse import fmap as F
 from daxmode.fuse import proto as P
@@ -213,7 +213,7 @@ def test_fmap_replies(world) -> None:  # type: ignore[no-untyped-def]
     assert fm.ext_type == F.EXT_INTERLEAVE and fm.interleaved[0].chunk_size == 2 * MiB
     assert list(fm.interleaved[0].strips) == list(m2.extents) and fm.interleaved[0].nbytes == m2.size
     # every byte resolves where the log says
-    from daxmode.famfs import layout as L
+    from daxmode.famfs.media import layout as L
 
     for off in (0, 2 * MiB - 1, 2 * MiB, 5 * MiB + 3, m2.size - 1):
         assert F.resolve(fm, off) == L.file_segments(m2, off, 1)[0][0]

@@ -24,8 +24,8 @@ from pathlib import Path
 import pytest
 
 from daxmode.famfs import Volume
-from daxmode.famfs import mountstate as S
-from daxmode.famfs.identity import ensure_system_uuid
+from daxmode.famfs.media.identity import ensure_system_uuid
+from daxmode.famfs.mount import records as S
 from daxmode.fsdev import create_image, map_image
 from daxmode.kernel.mounts import mount_uses, parse_mountinfo
 from daxmode.sysfs import Sysfs
@@ -387,7 +387,7 @@ class _FakeDaxFuse:
 
     def __new__(cls, ns, data_path, *, daxdev=None, stats=None, info=None):  # type: ignore[no-untyped-def]
         from daxmode.cacheflush import NoSync
-        from daxmode.famfs.fusefs import COPY, Device, FamfsFuse
+        from daxmode.famfs.mount.handlers import COPY, Device, FamfsFuse
         from daxmode.fuse import proto as P
 
         assert data_path == "dax" and daxdev
@@ -422,8 +422,8 @@ def test_dax_path_orchestration_with_a_stand_in_kernel(
 ) -> None:  # type: ignore[no-untyped-def]
     import json
 
-    from daxmode.famfs import mount as M
-    from daxmode.famfs import mountserver
+    from daxmode.famfs.mount import command as M
+    from daxmode.famfs.mount import server as mountserver
 
     s = simdev
     sysfs = s.sysfs()

@@ -9,9 +9,16 @@ import time
 from fuseworld import ME, MiB, log_view, populate
 
 from daxmode.famfs import Volume
-from daxmode.famfs import layout as L
-from daxmode.famfs.log import play, scan_log
-from daxmode.famfs.namespace import FIRST_ENTRY_ID, LOG_ID, META_DIR_ID, ROOT_ID, SUPERBLOCK_ID, Namespace
+from daxmode.famfs.media import layout as L
+from daxmode.famfs.media.log import play, scan_log
+from daxmode.famfs.mount.namespace import (
+    FIRST_ENTRY_ID,
+    LOG_ID,
+    META_DIR_ID,
+    ROOT_ID,
+    SUPERBLOCK_ID,
+    Namespace,
+)
 from daxmode.fsdev import Mapping
 
 

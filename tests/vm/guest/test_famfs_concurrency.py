@@ -95,7 +95,7 @@ def run_writers(nproc: int, nfiles: int, tag: str, barrier: bool) -> list[str]:
     """``nproc`` processes open the device, (optionally) wait until all have played the log, and
     each logs ``nfiles`` files and one directory; returns their "kind path size" reports."""
     from daxmode.famfs import Volume
-    from daxmode.famfs.identity import read_system_uuid
+    from daxmode.famfs.media.identity import read_system_uuid
     from daxmode.fsdev import open_medium
     from daxmode.sysfs import Sysfs
 
@@ -174,7 +174,7 @@ def check(lines: list[str], before: tuple[dict, set]) -> None:
 def formatted() -> Iterator[None]:
     """A fresh famfs on the device (this host is its master); the superblock is invalidated after."""
     from daxmode.famfs import mkfs
-    from daxmode.famfs.identity import ensure_system_uuid
+    from daxmode.famfs.media.identity import ensure_system_uuid
     from daxmode.fsdev import open_medium
     from daxmode.modes import Mode, Options, set_mode
     from daxmode.sysfs import Sysfs

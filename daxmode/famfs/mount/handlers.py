@@ -35,8 +35,8 @@ from dataclasses import dataclass
 
 from daxmode.cacheflush import CacheSync, NoSync
 from daxmode.errors import InvalidArgument
-from daxmode.famfs import layout as L
-from daxmode.famfs.namespace import ROOT_ID, Inode, Namespace
+from daxmode.famfs.media import layout as L
+from daxmode.famfs.mount.namespace import ROOT_ID, Inode, Namespace
 from daxmode.fuse import fmap as F
 from daxmode.fuse import proto as P
 from daxmode.fuse.server import FuseError, Payload, Stats

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from typing import BinaryIO
 
 from daxmode.errors import FamfsError, InvalidArgument
-from daxmode.famfs.volume import Volume
+from daxmode.famfs.media.volume import Volume
 
 _RUN = 8 << 20  # bytes per copy: large enough for memcpy speed, small enough to stay cache-friendly
 

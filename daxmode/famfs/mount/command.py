@@ -35,9 +35,9 @@ from daxmode.errors import (
     LeftPartial,
     NotRoot,
 )
-from daxmode.famfs import mountstate as S
-from daxmode.famfs.fusefs import COPY, DATA_PATHS, DAX
-from daxmode.famfs.mountspec import AUTO, FSTYPE, MountResult, Target, error_from
+from daxmode.famfs.mount import records as S
+from daxmode.famfs.mount.handlers import COPY, DATA_PATHS, DAX
+from daxmode.famfs.mount.spec import AUTO, FSTYPE, MountResult, Target, error_from
 from daxmode.fsdev import dax_info, looks_like_device
 from daxmode.fuse import kernel as K
 from daxmode.kernel import paths
@@ -179,7 +179,7 @@ def mount(
 
     Background: returns the live mount's :class:`MountResult`.  Foreground: calls ``on_ready(result)``
     once the mount is live, serves until it is unmounted, then returns the result."""
-    from daxmode.famfs.mountserver import Session
+    from daxmode.famfs.mount.server import Session
 
     t, mp, path, why = precheck(sysfs, target, mountpoint, data_path)
     if foreground:
@@ -192,7 +192,7 @@ def mount(
 def _spawn(sysfs: Sysfs, t: Target, mp: str, path: str, why: str) -> MountResult:
     """Start the server as a daemon (double fork: it is never a child of the caller, so a long-lived
     caller collects no zombie); wait on a pipe for "live" or the error that stopped it."""
-    from daxmode.famfs.mountserver import Session
+    from daxmode.famfs.mount.server import Session
 
     S.ensure_dir(sysfs)
     logfile = S.log_path(sysfs, mp)
@@ -337,7 +337,7 @@ def recover(sysfs: Sysfs, mountpoint: str) -> list[str]:
 
 def umount(sysfs: Sysfs, mountpoint: str, *, lazy: bool = False, timeout: float = UMOUNT_WAIT) -> list[str]:
     """Unmount a daxmode famfs mount and restore its device's mode; lines saying what was done."""
-    from daxmode.famfs.mountserver import request_umount
+    from daxmode.famfs.mount.server import request_umount
 
     if sysfs.is_real and os.geteuid() != 0:
         raise NotRoot("daxmode famfs umount needs root")
@@ -410,7 +410,7 @@ def mounts(sysfs: Sysfs) -> list[dict[str, object]]:
 
 def server_stats(mountpoint: str) -> dict[str, object]:
     """The live server's counters (its ``user.daxmode.stats`` xattr on the mount's root)."""
-    from daxmode.famfs.fusefs import STATS_XATTR
+    from daxmode.famfs.mount.handlers import STATS_XATTR
 
     try:
         return json.loads(os.getxattr(mountpoint, STATS_XATTR.decode()))

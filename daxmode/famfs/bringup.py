@@ -3,7 +3,7 @@ not needed), or only prepare the device (fsdev mode) with ``--no-mount``.
 
 ``up`` leaves the device as it found it on any failure: formatting maps the device through
 :func:`daxmode.fsdev.map_device` (an fsdev device is switched to devdax and back for it), and
-:func:`daxmode.famfs.mount.mount` restores the mode itself when mounting fails.  ``down`` is
+:func:`daxmode.famfs.mount.command.mount` restores the mode itself when mounting fails.  ``down`` is
 ``daxmode famfs umount`` (which restores the mode); for a ``--no-mount`` preparation the mode it
 replaced is remembered under /run/daxmode/famfs so ``down --restore-mode`` can return to it.
 """
@@ -15,11 +15,11 @@ import os
 from dataclasses import dataclass, field
 
 from daxmode.errors import BadMode, DeviceBusy, FamfsError
-from daxmode.famfs import layout as L
-from daxmode.famfs import mount as M
-from daxmode.famfs import mountstate
-from daxmode.famfs.identity import ensure_system_uuid
-from daxmode.famfs.volume import has_superblock, mkfs
+from daxmode.famfs.media import layout as L
+from daxmode.famfs.media.identity import ensure_system_uuid
+from daxmode.famfs.media.volume import has_superblock, mkfs
+from daxmode.famfs.mount import command as M
+from daxmode.famfs.mount import records as mountstate
 from daxmode.fsdev import dax_info, map_device, mounted_at
 from daxmode.kernel import locks, paths
 from daxmode.kernel.devices import resolve_name

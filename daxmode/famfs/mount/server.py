@@ -35,14 +35,14 @@ from collections.abc import Callable
 
 from daxmode import cacheflush
 from daxmode.errors import DaxmodeError, DeviceBusy, FamfsError, KernelRefused, LeftPartial, RolledBack
-from daxmode.famfs import layout as L
-from daxmode.famfs import mountstate as S
-from daxmode.famfs.fsck import fsck
-from daxmode.famfs.fusefs import COPY, DAX, Device, FamfsFuse
-from daxmode.famfs.identity import read_system_uuid
-from daxmode.famfs.mountspec import FSTYPE, MODE_FOR, SUBTYPE, MountResult, Target, report_error
-from daxmode.famfs.namespace import Namespace
-from daxmode.famfs.viamount import MountLog
+from daxmode.famfs.media import layout as L
+from daxmode.famfs.media.fsck import fsck
+from daxmode.famfs.media.identity import read_system_uuid
+from daxmode.famfs.mount import records as S
+from daxmode.famfs.mount.handlers import COPY, DAX, Device, FamfsFuse
+from daxmode.famfs.mount.metamap import MountLog
+from daxmode.famfs.mount.namespace import Namespace
+from daxmode.famfs.mount.spec import FSTYPE, MODE_FOR, SUBTYPE, MountResult, Target, report_error
 from daxmode.fsdev import map_device, map_image
 from daxmode.fuse import kernel as K
 from daxmode.fuse.server import FuseError, Server, Stats

@@ -12,8 +12,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from daxmode.famfs import layout as L
-from daxmode.famfs.log import LogScan, play, scan_log
+from daxmode.famfs.media import layout as L
+from daxmode.famfs.media.log import LogScan, play, scan_log
 
 
 @dataclass

@@ -8,8 +8,8 @@ device's first 2 MiB, ``.meta/.log`` the log, and every file is mapped by DAX on
 the device's size (private, anonymous, ``MAP_NORESERVE``: it costs no memory) over which the
 superblock and log files are mapped with ``MAP_FIXED`` at offsets 0 and 2 MiB.  A file's data is
 mapped at its extents' device offsets the first time the volume asks for its segments
-(:meth:`MountMapping.prepare_file`, called by :meth:`daxmode.famfs.volume.Volume.segments`), so
-the :class:`~daxmode.famfs.volume.Volume` code runs unchanged on it.  Untouched parts of the
+(:meth:`MountMapping.prepare_file`, called by :meth:`daxmode.famfs.media.volume.Volume.segments`), so
+the :class:`~daxmode.famfs.media.volume.Volume` code runs unchanged on it.  Untouched parts of the
 reservation read as zeros and are never handed out.
 """
 
@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from daxmode import cacheflush
 from daxmode.cacheflush import CacheSync
 from daxmode.errors import FamfsError
-from daxmode.famfs import layout as L
+from daxmode.famfs.media import layout as L
 
 PAGE = mmap.PAGESIZE
 MAP_FIXED = 0x10
@@ -112,7 +112,7 @@ class MountMapping:
     def lock(self, timeout: float | None = 60.0) -> contextlib.AbstractContextManager[None]:
         """The volume lock on .meta/.log's inode (famfs's tools flock that file too): every process
         on this host reaching the volume through the mount shares it."""
-        from daxmode.famfs.loglock import volume_lock
+        from daxmode.famfs.media.lock import volume_lock
 
         return volume_lock(self.fd, f"{self.mountpoint}/.meta/.log", timeout)
 

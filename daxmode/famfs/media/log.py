@@ -12,7 +12,7 @@ import struct
 import zlib
 from dataclasses import dataclass, field
 
-from daxmode.famfs import layout as L
+from daxmode.famfs.media import layout as L
 
 _crc = struct.Struct("<Q").unpack_from
 # seqnum, type, then the FILE fields through fmap_nextents (bytes 0..135): one call per entry

@@ -9,7 +9,7 @@ from dataclasses import asdict, dataclass, field
 
 from daxmode import errors as E
 from daxmode.errors import DaxmodeError
-from daxmode.famfs.fusefs import COPY, DAX
+from daxmode.famfs.mount.handlers import COPY, DAX
 from daxmode.fuse import kernel as K
 
 AUTO = "auto"

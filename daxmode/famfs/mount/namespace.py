@@ -4,7 +4,7 @@ A mounted famfs never rescans the whole log: it remembers how many entries it ha
 any operation that could see a new name (a LOOKUP that misses, OPENDIR, READDIR, STATFS), reads
 the log header's ``next_index`` (8 bytes, cache line invalidated first) and plays only the entries
 appended since.  So a file another host creates with ``daxmode famfs creat``/``cp`` appears on
-every mount without a remount.  Playing follows famfs logplay (and :func:`daxmode.famfs.log.play`):
+every mount without a remount.  Playing follows famfs logplay (and :func:`daxmode.famfs.media.log.play`):
 an existing path is skipped, an entry whose parent is missing or whose path is invalid is an
 error and not played, a bad entry (CRC or seqnum) is re-read once after an invalidate and then
 reported and skipped.
@@ -23,8 +23,8 @@ import time
 from dataclasses import dataclass, field
 
 from daxmode.cacheflush import CacheSync, NoSync
-from daxmode.famfs import layout as L
-from daxmode.famfs.log import scan_entries
+from daxmode.famfs.media import layout as L
+from daxmode.famfs.media.log import scan_entries
 
 ROOT_ID = 1
 META_DIR_ID = 2

@@ -20,9 +20,9 @@ import io
 from collections.abc import Iterator
 
 from daxmode.errors import FamfsError
-from daxmode.famfs import layout as L
-from daxmode.famfs.identity import read_system_uuid
-from daxmode.famfs.volume import Volume
+from daxmode.famfs.media import layout as L
+from daxmode.famfs.media.identity import read_system_uuid
+from daxmode.famfs.media.volume import Volume
 from daxmode.fsdev import open_medium
 from daxmode.sysfs import Sysfs
 

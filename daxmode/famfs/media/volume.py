@@ -2,8 +2,8 @@
 
 A *medium* is anything that exposes the whole device as one writable buffer (an ``mmap`` of a
 devdax device or of an image file) plus a cache syncer and the volume lock; see
-:mod:`daxmode.fsdev` and :mod:`daxmode.famfs.loglock`.  All metadata goes through
-:mod:`daxmode.famfs.layout`; this module adds the rules around it:
+:mod:`daxmode.fsdev` and :mod:`daxmode.famfs.media.lock`.  All metadata goes through
+:mod:`daxmode.famfs.media.layout`; this module adds the rules around it:
 
 * only the master (this host's system UUID equals the superblock's) may mutate;
 * one mutating session at a time per volume on this host: each mutation takes the volume lock,
@@ -32,10 +32,10 @@ from typing import BinaryIO, Protocol
 
 from daxmode.cacheflush import CacheSync
 from daxmode.errors import FamfsError, InvalidArgument
-from daxmode.famfs import layout as L
-from daxmode.famfs.alloc import Allocator, build_bitmap
-from daxmode.famfs.log import LogScan, Tree, play, scan_entries, scan_log, tail_written
-from daxmode.famfs.loglock import DEFAULT_TIMEOUT as DEFAULT_LOCK_TIMEOUT
+from daxmode.famfs.media import layout as L
+from daxmode.famfs.media.alloc import Allocator, build_bitmap
+from daxmode.famfs.media.lock import DEFAULT_TIMEOUT as DEFAULT_LOCK_TIMEOUT
+from daxmode.famfs.media.log import LogScan, Tree, play, scan_entries, scan_log, tail_written
 
 _counters = struct.Struct("<2Q")  # next_seqnum, next_index: written together
 
@@ -49,7 +49,7 @@ class Medium(Protocol):
     sync: CacheSync
 
     def lock(self, timeout: float | None = ...) -> contextlib.AbstractContextManager[None]:
-        """The volume lock (:mod:`daxmode.famfs.loglock`): exclusive across this host's processes,
+        """The volume lock (:mod:`daxmode.famfs.media.lock`): exclusive across this host's processes,
         DeviceBusy after ``timeout`` seconds."""
         ...
 

@@ -11,7 +11,7 @@ import random
 from dataclasses import dataclass, field
 
 from daxmode.errors import FamfsError, InvalidArgument
-from daxmode.famfs import layout as L
+from daxmode.famfs.media import layout as L
 
 GIB = 1 << 30
 MIN_BUCKET = GIB
