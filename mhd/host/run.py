@@ -30,6 +30,8 @@ from mhd.host.vm import Guest
 
 
 class Run:
+    """The guests of one run; every attribute is made here, the phases only fill them in."""
+
     def __init__(self, cfg: Config, suite: Suite, stack: Stack, ws: Workspace, timing: Timing) -> None:
         self.cfg = cfg
         self.suite = suite
