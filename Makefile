@@ -27,6 +27,7 @@ unit: venv
 lint: venv
 	$(VENV)/bin/ruff check daxmode mhd tests bench qemu scripts
 	$(VENV)/bin/ruff format --check daxmode mhd tests bench qemu scripts
+	$(VENV)/bin/mypy  # daxmode/ ([tool.mypy] in pyproject.toml)
 
 # One nvdimm-backed guest: the real-kernel mode-transition runs (fast backend).
 vm-test: setup

@@ -221,7 +221,7 @@ def _full_log_mount(sysfs: Sysfs, base: Path, me: uuid.UUID, mnt: Path) -> dict[
     t = time.perf_counter()
     res = M.mount(sysfs, str(img), str(mnt))
     wall = time.perf_counter() - t
-    cpu = _cpu_of(res.pid)
+    cpu = _cpu_of(res.server_pid)
     n = len(os.listdir(mnt / "d8"))
     M.umount(sysfs, str(mnt))
     assert res.entries == 15420 and n == 7, (res.entries, n)

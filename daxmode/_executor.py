@@ -6,7 +6,7 @@ back like a failed step, exit 130.  Any exception rolls back, not only daxmode's
 rollback undoes the step that failed (its partial work) and then the completed steps in
 reverse, verifies the starting state from sysfs, and otherwise names exactly what is left.
 
-While it runs, ``run/daxmode/<dev>.journal`` records where it is (kernel.journal); a run that
+While it runs, ``run/daxmode/<dev>.journal`` records where it is (runstate.journal); a run that
 dies without clearing it (SIGKILL) is repaired by :func:`recover` at the next ``set``.
 """
 
@@ -14,28 +14,39 @@ from __future__ import annotations
 
 import signal
 from contextlib import AbstractContextManager
-from typing import TYPE_CHECKING, NamedTuple
+from typing import Any
 
 from daxmode import signals
+from daxmode._plan import Plan, mode_name
 from daxmode._steps import Bind, Ctx, Options, Step, Unbind
 from daxmode.errors import DaxmodeError, KernelRefused, LeftPartial, RolledBack
-from daxmode.kernel import drivers, journal, locks, memory
+from daxmode.kernel import drivers, memory
 from daxmode.kernel.devices import DaxDevice, Mode, driver_of, get_device, read_device
 from daxmode.kernel.memory import compress_blocks
+from daxmode.runstate import journal, locks
 from daxmode.signals import Interrupted
 from daxmode.sysfs import Sysfs
 
-if TYPE_CHECKING:
-    from daxmode.modes import Plan
 
+class Journal:
+    """The journal of this run on one device (:mod:`daxmode.runstate.journal`): the executor is its
+    one writer, and the steps report what they change through ``ctx.journal``."""
 
-def _name(m: Mode | None) -> str:
-    return m.value if m else "unbound"
+    def __init__(self, sysfs: Sysfs, name: str) -> None:
+        self.sysfs = sysfs
+        self.name = name
 
+    def record(self, **fields: Any) -> None:
+        journal.record(self.sysfs, self.name, **fields)
 
-class Result(NamedTuple):
-    changed: bool
-    ctx: Ctx
+    def hold_policy(self, value: str) -> None:
+        journal.hold_policy(self.sysfs, value)
+
+    def release_policy(self) -> None:
+        journal.release_policy(self.sysfs)
+
+    def clear(self) -> None:
+        journal.clear(self.sysfs, self.name)
 
 
 def residual(sysfs: Sysfs, dev: DaxDevice, policy: str | None) -> str:
@@ -125,12 +136,19 @@ class _BusHold:
             cm.__exit__(None, None, None)
 
 
-def execute(sysfs: Sysfs, dev: DaxDevice, p: Plan, opts: Options) -> Result:
-    """Run ``p``'s steps under the device lock the caller holds; see the module docstring."""
-    ctx = Ctx(sysfs, dev, opts)
-    ctx.known = {b.id: b for b in p.blocks}  # read by plan() under the same lock
+def execute(p: Plan) -> bool:
+    """Run ``p``'s steps in the context it was planned in, under the device lock the caller held
+    for planning too; True if anything changed.  See the module docstring.  The journal is
+    cleared however it ends: the device is where the run asked for, or back where it started,
+    or the error says exactly what is left (a plan with no steps clears what an interrupted
+    run left, which :func:`recover` has repaired)."""
+    ctx = p.ctx
+    sysfs, dev, opts = ctx.sysfs, ctx.dev, ctx.opts
+    log = Journal(sysfs, dev.name)
+    ctx.journal = log
     if not p.steps:
-        return Result(False, ctx)
+        log.clear()
+        return False
     with signals.deferred():
         with locks.bus_lock(sysfs):
             policy = memory.read_policy(sysfs)
@@ -140,9 +158,7 @@ def execute(sysfs: Sysfs, dev: DaxDevice, p: Plan, opts: Options) -> Result:
         failure: BaseException | None = None
         bus = _BusHold(sysfs, max(60.0, opts.timeout))
         try:
-            journal.record(
-                sysfs,
-                dev.name,
+            log.record(
                 **{"from": p.start.value if p.start else None, "to": p.target.value},
                 steps=[s.describe() for s in p.steps],
                 step=p.steps[0].describe(),
@@ -151,7 +167,7 @@ def execute(sysfs: Sysfs, dev: DaxDevice, p: Plan, opts: Options) -> Result:
                 signals.checkpoint()
                 ctx.say(f"step: {step.describe()}")
                 if step is not p.steps[0] and not isinstance(step, Unbind | Bind):  # a bind journals itself
-                    journal.record(sysfs, dev.name, step=step.describe())
+                    log.record(step=step.describe())
                 current = step
                 if isinstance(step, Unbind):
                     bus.acquire()
@@ -167,15 +183,15 @@ def execute(sysfs: Sysfs, dev: DaxDevice, p: Plan, opts: Options) -> Result:
             failure = e
         if failure is None:
             bus.release()
-            journal.clear(sysfs, dev.name)
-            return Result(True, ctx)
+            log.clear()
+            return True
         with signals.shielded():
             bus.acquire()  # the whole rollback: it unbinds and binds again
             try:
                 err = _rollback(ctx, p, done, current, failure, policy, start_online)
             finally:
                 bus.release()
-            journal.clear(sysfs, dev.name)
+            log.clear()
         signals.clear()
     raise err
 
@@ -213,7 +229,7 @@ def _rollback(
                     rb_err = e
     back = rb_err is None and _in_mode(sysfs, dev, p.start, start_online, policy)
     state = (
-        f"rolled back, {dev.name} is back in {_name(p.start)}"
+        f"rolled back, {dev.name} is back in {mode_name(p.start)}"
         if back
         else (
             f"rollback failed: {_describe(rb_err)}"
@@ -222,7 +238,7 @@ def _rollback(
         )
         + f"; {dev.name} is left with {residual(sysfs, dev, policy)}"
     )
-    what = f"{dev.name}: {_name(p.start)} -> {p.target}"
+    what = f"{dev.name}: {mode_name(p.start)} -> {p.target}"
     sig = _signum(failure)
     if sig is not None:
         return Interrupted(sig, f"{what} interrupted by {signal.Signals(sig).name}; {state}")

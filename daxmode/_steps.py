@@ -13,14 +13,15 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import NamedTuple
+from typing import Any, NamedTuple, Protocol
 
 from daxmode import signals
 from daxmode.errors import DaxmodeError, KernelRefused, SysfsError
-from daxmode.kernel import drivers, journal, locks, memory, paths
+from daxmode.kernel import drivers, memory, paths
 from daxmode.kernel.devices import DaxDevice, driver_of, get_device
 from daxmode.kernel.drivers import Action
 from daxmode.kernel.memory import MemoryBlock, compress_blocks
+from daxmode.runstate import locks
 from daxmode.sysfs import Sysfs
 
 
@@ -60,6 +61,30 @@ class PlanState:
         self.policy = policy
 
 
+class JournalWriter(Protocol):
+    """Where a step records the shared state it changes (the executor's journal)."""
+
+    def record(self, **fields: Any) -> None: ...
+
+    def hold_policy(self, value: str) -> None: ...
+
+    def release_policy(self) -> None: ...
+
+
+class _Unjournaled:
+    """Before the executor runs the steps (planning) or outside a run (putting a mode back):
+    nothing to record."""
+
+    def record(self, **fields: Any) -> None:
+        return None
+
+    def hold_policy(self, value: str) -> None:
+        return None
+
+    def release_policy(self) -> None:
+        return None
+
+
 class Ctx:
     """What steps share: the device, options, and a record of everything done."""
 
@@ -67,6 +92,7 @@ class Ctx:
         self.sysfs = sysfs
         self.dev = dev
         self.opts = opts
+        self.journal: JournalWriter = _Unjournaled()
         self.warnings: list[str] = []
         self.undone_side_effects: list[str] = []
         self.changes = 0  # writes the kernel accepted
@@ -323,14 +349,12 @@ class Bind(Step):
             policy = memory.read_policy(sysfs) if self.driver == "kmem" else None
             hold = memory.policy_onlines(policy)
             try:
-                journal.record(
-                    sysfs,
-                    ctx.name,
+                ctx.journal.record(
                     step=self.describe(),
                     bind={"driver": self.driver, "unbound_before": sorted(drivers.unbound_devices(sysfs))},
                 )
                 if hold:
-                    journal.hold_policy(sysfs, policy or "online")
+                    ctx.journal.hold_policy(policy or "online")
                     ctx.write(paths.AUTO_ONLINE, "offline")
                 self.id_added = True
                 res = drivers.bind(sysfs, ctx.write, ctx.name, self.driver, ctx.opts.timeout)
@@ -342,7 +366,7 @@ class Bind(Step):
                 if hold:
                     try:
                         ctx.write(paths.AUTO_ONLINE, policy or "online")
-                        journal.release_policy(sysfs)
+                        ctx.journal.release_policy()
                     except SysfsError as e:
                         err = err or StepFailed(f"could not restore auto_online_blocks to {policy}: {e}")
         if self.driver == "kmem":

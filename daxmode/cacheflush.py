@@ -15,6 +15,7 @@ tools keep working on coherent set-ups and report the limitation instead of fail
 from __future__ import annotations
 
 import os
+from types import ModuleType
 from typing import Protocol
 
 Buffer = bytes | bytearray | memoryview
@@ -50,13 +51,13 @@ class NoSync:
 class NativeSync:
     """CPU cache-line write-back/invalidate through daxmode._cacheflush."""
 
-    def __init__(self, mod: object) -> None:
+    def __init__(self, mod: ModuleType) -> None:
         self._mod = mod
-        wb, inv, line = mod.methods()  # type: ignore[attr-defined]
+        wb, inv, line = mod.methods()
         self.name = f"{wb}/{inv}+sfence, {line}-byte lines"
-        self.writeback = mod.writeback  # type: ignore[attr-defined]
-        self.invalidate = mod.invalidate  # type: ignore[attr-defined]
-        self.fence = mod.fence  # type: ignore[attr-defined]
+        self.writeback = mod.writeback
+        self.invalidate = mod.invalidate
+        self.fence = mod.fence
 
 
 MISSING_MESSAGE = (

@@ -12,9 +12,14 @@ import os
 
 
 class DaxmodeError(Exception):
-    """Base class: one line of text and an exit code."""
+    """Base class: one line of text, an exit code, and what else the user should be told
+    (``warnings``: printed before the error, e.g. what was repaired of an interrupted run)."""
 
     exit_code = 1
+
+    def __init__(self, *args: object, warnings: list[str] | None = None) -> None:
+        super().__init__(*args)
+        self.warnings: list[str] = list(warnings or [])
 
 
 class UnknownDevice(DaxmodeError):

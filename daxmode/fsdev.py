@@ -1,10 +1,15 @@
-"""Device access for famfs on fsdev devices: map a dax device (or an image file) as one buffer.
+r"""Device access for famfs on fsdev devices: map a dax device (or an image file) as one buffer.
 
 A devdax device is mapped with ``MAP_SHARED`` over its whole size, which is a multiple of its
 ``align`` (device_dax refuses mappings whose ends are not aligned).  An fsdev-mode device has no
 mmap at all (its char device only opens and closes), so for the duration of the operation it is
 switched to devdax and back through the mode manager, under its lock and with its rollback.
-A device that is mounted is refused: switching it would pull the memory out from under famfs.
+A device that is mounted is refused unless the caller names the mount that shares it: switching
+it would pull the memory out from under the mount.
+
+This layer knows nothing of famfs: it hands out :class:`Mapping`\ s, which satisfy famfs's
+``Medium`` protocol; which medium a famfs command opens (this mapping or, for a device a daxmode
+mount holds in fsdev mode, the mount's own) is famfs's choice (:mod:`daxmode.famfs.medium`).
 
 Image files stand in for devices in tests and for offline preparation of a famfs image.
 """
@@ -21,8 +26,6 @@ from dataclasses import dataclass, field
 from daxmode import cacheflush
 from daxmode.cacheflush import CacheSync
 from daxmode.errors import BadMode, DeviceBusy, FamfsError, InvalidArgument
-from daxmode.famfs.media.lock import DEFAULT_TIMEOUT as DEFAULT_LOCK_TIMEOUT
-from daxmode.famfs.media.lock import volume_lock
 from daxmode.kernel.devices import get_device, is_name, node_path, resolve_name
 from daxmode.kernel.mounts import mounts_using
 from daxmode.sysfs import Sysfs
@@ -30,7 +33,7 @@ from daxmode.sysfs import Sysfs
 
 @dataclass
 class Mapping:
-    """A whole device or image mapped shared and writable; the famfs ``Medium``."""
+    """A whole device or image mapped shared (writable unless asked otherwise)."""
 
     buf: mmap.mmap
     size: int
@@ -42,10 +45,17 @@ class Mapping:
     switched: bool = False
     """The device was switched from fsdev for this mapping and goes back when it closes."""
 
-    def lock(self, timeout: float | None = DEFAULT_LOCK_TIMEOUT) -> contextlib.AbstractContextManager[None]:
-        """The volume lock: an exclusive flock on the device node's or image's inode, shared by
-        every process on this host (:mod:`daxmode.famfs.media.lock`); DeviceBusy after ``timeout``."""
-        return volume_lock(self.fd, self.daxdev, timeout)
+    @property
+    def lock_fd(self) -> int:
+        """The device node's or image's inode is what every process on this host shares for it."""
+        return self.fd
+
+    @property
+    def lock_name(self) -> str:
+        return self.daxdev
+
+    def prepare_file(self, meta: object) -> None:
+        """Nothing to do: the whole device is mapped."""
 
     def close(self) -> None:
         if self.kind == "image" and not self.buf.closed:
@@ -131,18 +141,6 @@ def mounted_at(sysfs: Sysfs, name: str) -> list[str]:
     return [m.mount_point for m in mounts_using(sysfs, name)]
 
 
-def _our_mount(sysfs: Sysfs, name: str, where: list[str]) -> str | None:
-    """The mount point if every mount of ``name`` is one live daxmode famfs mount, else None."""
-    from daxmode.famfs.mount import records as mountstate
-
-    if len(where) != 1:
-        return None
-    for r in mountstate.for_device(sysfs, name):
-        if r.mountpoint == where[0] and r.phase == "live" and mountstate.server_alive(r):
-            return r.mountpoint
-    return None
-
-
 def _map_devdax(sysfs: Sysfs, info: DaxInfo, writable: bool) -> Mapping:
     path = node_path(sysfs, info.name)
     shown = f"/dev/{info.name}"
@@ -173,78 +171,87 @@ def _map_devdax(sysfs: Sysfs, info: DaxInfo, writable: bool) -> Mapping:
     return Mapping(buf, length, f"/dev/{info.name}", sync, fd, "devdax", notes)
 
 
-@contextlib.contextmanager
-def map_device(sysfs: Sysfs, name: str, *, writable: bool = True) -> Iterator[Mapping]:
-    """Map dax device ``name``; an fsdev device is switched to devdax for the duration and back.
+@dataclass
+class Claim:
+    """A device held under its lock, with what a caller decides by: its mode and its mounts."""
 
-    Refuses a device mounted by anything but a live daxmode famfs mount (DeviceBusy), a system-ram
-    device and an unbound one (BadMode).  The mode is read under the device lock: another process's
-    session may be switching the device between fsdev and devdax right now (a real-kernel run caught
-    a writer reading "no driver" in that window).  A devdax device's lock is released once it is
-    mapped; an fsdev device keeps it for the whole session, through the switch and back.  While
-    daxmode's FUSE server has the device mounted, a devdax device (copy data path) is mapped as
-    usual and an fsdev one (dax data path) is reached through the mount (famfs.viamount)."""
-    from daxmode.kernel.locks import device_lock
+    sysfs: Sysfs
+    info: DaxInfo
+    mounts: list[str]
+    """Mount points using ``/dev/<name>``."""
+    held: contextlib.ExitStack
+
+    @property
+    def name(self) -> str:
+        return self.info.name
+
+    def release(self) -> None:
+        """Let go of the device lock now (the mapping, if any, stays)."""
+        self.held.close()
+
+
+@contextlib.contextmanager
+def claim_device(sysfs: Sysfs, name: str) -> Iterator[Claim]:
+    """Hold ``name``'s device lock and read its mode and mounts under it: another process's
+    session may be switching the device between fsdev and devdax right now (a real-kernel run
+    caught a writer reading "no driver" in that window)."""
+    from daxmode.runstate.locks import device_lock
 
     name = resolve_name(sysfs, name)
     with contextlib.ExitStack() as held:
         held.enter_context(device_lock(sysfs, name))
-        info = dax_info(sysfs, name)
-        where = mounted_at(sysfs, name)
-        via = _our_mount(sysfs, name, where) if where else None
-        if where and via is None:
-            at = ", ".join(where)
-            raise DeviceBusy(f"{name} is mounted at {at}; unmount it first (daxmode famfs umount)")
-        if via is not None and info.mode == "fsdev":  # dax data path: only the mount reaches it
-            from daxmode.famfs.mount.metamap import open_via_mount
+        yield Claim(sysfs, dax_info(sysfs, name), mounted_at(sysfs, name), held)
 
-            vm = open_via_mount(via, f"/dev/{name}", info.size, writable=writable)
-            held.close()
-            try:
-                yield vm  # type: ignore[misc]
-            finally:
-                vm.close()
-            return
-        if via is not None and info.mode != "devdax":
-            raise DeviceBusy(f"{name} is mounted at {via} but in {info.mode} mode; unmount it first")
-        if info.mode == "devdax":
-            m = _map_devdax(sysfs, info, writable)
-            if via is not None:  # copy data path: the server maps the device too
-                m.notes.append(f"{name} is mounted at {via} (copy data path); the mount sees these changes")
-            held.close()
-            try:
-                yield m
-            finally:
-                m.close()
-            return
-        if info.mode == "fsdev":
-            from daxmode.modes import Mode, temporary_mode
 
-            held.enter_context(temporary_mode(sysfs, name, Mode.DEVDAX))
-            m = _map_devdax(sysfs, dax_info(sysfs, name), writable)
+@contextlib.contextmanager
+def map_claimed(c: Claim, *, writable: bool = True, shared_with: str | None = None) -> Iterator[Mapping]:
+    """Map a claimed device; an fsdev device is switched to devdax for the duration and back.
+
+    Refuses a mounted device (DeviceBusy) unless ``shared_with`` names its one mount, which then
+    must keep the device in devdax mode (daxmode's server on the copy data path maps it too); a
+    system-ram device and an unbound one (BadMode).  A devdax device's lock is released once it
+    is mapped; an fsdev device keeps it for the whole session, through the switch and back."""
+    name, info = c.name, c.info
+    if c.mounts and shared_with is None:
+        raise DeviceBusy(
+            f"{name} is mounted at {', '.join(c.mounts)}; unmount it first (daxmode famfs umount)"
+        )
+    if shared_with is not None and info.mode != "devdax":
+        raise DeviceBusy(f"{name} is mounted at {shared_with} but in {info.mode} mode; unmount it first")
+    if info.mode == "devdax":
+        m = _map_devdax(c.sysfs, info, writable)
+        if shared_with is not None:
+            m.notes.append(
+                f"{name} is mounted at {shared_with} (copy data path); the mount sees these changes"
+            )
+        c.release()
+        try:
+            yield m
+        finally:
+            m.close()
+        return
+    if info.mode == "fsdev":
+        from daxmode.modes import Mode, temporary_mode
+
+        with temporary_mode(c.sysfs, name, Mode.DEVDAX):
+            m = _map_devdax(c.sysfs, dax_info(c.sysfs, name), writable)
             m.notes.append(f"{name} was switched from fsdev to devdax for this operation and back")
             m.switched = True
             try:
                 yield m
             finally:
                 m.close()
-            return
-        if info.mode is None:
-            raise BadMode(f"{name} has no driver bound; bind it first (daxmode set {name} devdax)")
-        raise BadMode(
-            f"{name} is in {info.mode} mode; famfs needs devdax or fsdev "
-            f"(daxmode set {name} devdax, with --force if its memory is online)"
-        )
+        return
+    if info.mode is None:
+        raise BadMode(f"{name} has no driver bound; bind it first (daxmode set {name} devdax)")
+    raise BadMode(
+        f"{name} is in {info.mode} mode; famfs needs devdax or fsdev "
+        f"(daxmode set {name} devdax, with --force if its memory is online)"
+    )
 
 
 @contextlib.contextmanager
-def open_medium(sysfs: Sysfs, target: str, *, writable: bool = True) -> Iterator[Mapping]:
-    """A dax device by name (``dax0.0``, ``/dev/dax0.0``) or an image file by path."""
-    if os.path.isfile(target) and not looks_like_device(target):
-        with map_image(target, writable=writable) as m:
-            yield m
-        return
-    if not looks_like_device(target):
-        raise InvalidArgument(f"{target}: neither a dax device (daxX.Y) nor an image file")
-    with map_device(sysfs, target, writable=writable) as m:
+def map_device(sysfs: Sysfs, name: str, *, writable: bool = True) -> Iterator[Mapping]:
+    """Map dax device ``name`` (:func:`claim_device`, :func:`map_claimed`); any mount refuses it."""
+    with claim_device(sysfs, name) as c, map_claimed(c, writable=writable) as m:
         yield m

@@ -12,8 +12,10 @@ from __future__ import annotations
 
 import signal
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from types import FrameType
+from typing import Any
 
 from daxmode.errors import DaxmodeError
 
@@ -33,7 +35,9 @@ class Interrupted(DaxmodeError):
 _pending: int | None = None
 _depth = 0
 _shield = 0
-_saved: dict[int, object] = {}
+_Handler = Callable[[int, FrameType | None], Any] | int | signal.Handlers | None
+"""What ``signal.signal`` takes and gives back."""
+_saved: dict[int, _Handler] = {}
 
 
 def _record(signum: int, _frame: object) -> None:
@@ -54,8 +58,10 @@ def clear() -> int | None:
 
 def checkpoint() -> None:
     """Raise :class:`Interrupted` here if a signal arrived (unless shielded)."""
-    if _pending is not None and _shield == 0:
-        raise Interrupted(clear())  # type: ignore[arg-type]
+    sig = _pending
+    if sig is not None and _shield == 0:
+        clear()
+        raise Interrupted(sig)
 
 
 @contextmanager
@@ -76,7 +82,7 @@ def deferred() -> Iterator[None]:
         _depth -= 1
         if _depth == 0:
             for s in SIGNALS:
-                signal.signal(s, _saved.pop(s))  # type: ignore[arg-type]
+                signal.signal(s, _saved.pop(s))
 
 
 @contextmanager
@@ -107,4 +113,4 @@ def raising() -> Iterator[None]:
         yield
     finally:
         for s, h in saved.items():
-            signal.signal(s, h)  # type: ignore[arg-type]
+            signal.signal(s, h)

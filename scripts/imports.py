@@ -1,4 +1,5 @@
-"""daxmode's import graph: module- and function-level imports (TYPE_CHECKING blocks excluded).
+"""daxmode's import graph: module- and function-level imports (TYPE_CHECKING blocks excluded
+unless asked for: a type-only import is still a dependency of the design).
 
 python scripts/imports.py daxmode        # cycles (exit 1 if there is one)
 python scripts/imports.py daxmode -v     # and every edge
@@ -19,18 +20,22 @@ def modules(root: pathlib.Path) -> dict[str, pathlib.Path]:
     return out
 
 
-def graph(root: pathlib.Path) -> dict[str, set[str]]:
-    """module -> the daxmode modules it imports."""
+def graph(root: pathlib.Path, type_only: bool = False) -> dict[str, set[str]]:
+    """module -> the daxmode modules it imports (``type_only``: those under TYPE_CHECKING too)."""
     mods = modules(root)
     edges: dict[str, set[str]] = {m: set() for m in mods}
     for m, p in mods.items():
         tree = ast.parse(p.read_text())
-        skip = {
-            id(n)
-            for node in ast.walk(tree)
-            if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test)
-            for n in ast.walk(node)
-        }
+        skip = (
+            set()
+            if type_only
+            else {
+                id(n)
+                for node in ast.walk(tree)
+                if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test)
+                for n in ast.walk(node)
+            }
+        )
         pkg = m if p.name == "__init__.py" else m.rpartition(".")[0]
         for node in ast.walk(tree):
             if id(node) in skip:
@@ -71,7 +76,7 @@ def cycles(edges: dict[str, set[str]]) -> list[list[str]]:
 
 
 def main() -> int:
-    edges = graph(pathlib.Path(sys.argv[1]))
+    edges = graph(pathlib.Path(sys.argv[1]), type_only=True)
     if "-v" in sys.argv:
         for m in sorted(edges):
             print(f"{m} -> {', '.join(sorted(edges[m])) or '-'}")

@@ -106,7 +106,7 @@ install_qemu() {
         return
     fi
     # bookworm's own QEMU 7.2 lacks volatile CXL memdevs and CXL event interrupts (kernel >= 6.3 never
-    # creates mem0 with it), so take it from bookworm-backports (10.0.x), per verified-stack.md.
+    # creates mem0 with it: measured here), so take it from bookworm-backports (10.0.x).
     log "QEMU ${v:-absent} is older than $QEMU_MIN: installing qemu-system-x86 from bookworm-backports"
     local list=/etc/apt/sources.list.d/bookworm-backports.list
     if ! grep -rqs 'bookworm-backports' /etc/apt/sources.list /etc/apt/sources.list.d/; then

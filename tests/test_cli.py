@@ -261,6 +261,29 @@ def test_set_json_outcome_and_plan(tmp_path: Path) -> None:
     assert json.loads(out)["changed"] is False
 
 
+def test_set_refuses_options_online_memory_does_not_meet(tmp_path: Path) -> None:
+    """--no-movable / --no-online on a device already online and movable: refused, never
+    "already system-ram" with the option dropped."""
+    s, _ = world(tmp_path, auto_online="online")
+    assert run(tmp_path, "set", DEV, "system-ram")[0] == 0
+    for flag, why in (("--no-movable", "does not re-zone"), ("--no-online", "does not offline")):
+        rc, out, err = run(tmp_path, "set", DEV, "system-ram", flag)
+        assert rc == 11 and out == "" and why in one_line(err) and f"set {DEV} devdax --force" in err
+    assert s.driver(DEV) == "kmem"
+    rc, out, _ = run(tmp_path, "set", DEV, "system-ram", "--json")
+    assert rc == 0 and json.loads(out)["movable"] is True
+
+
+def test_root_must_be_a_directory(tmp_path: Path) -> None:
+    f = tmp_path / "file"
+    f.write_text("")
+    for root, what in ((tmp_path / "nonexistent", "does not exist"), (f, "is not a directory")):
+        r = CliRunner().invoke(main, ["--root", str(root), "list"])
+        assert (
+            r.exit_code == 11 and r.stdout == "" and one_line(r.stderr) == f"daxmode: --root {root}: {what}"
+        )
+
+
 def test_set_shows_progress_on_a_terminal(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """The bar is drawn from the executor's progress events (a terminal is faked for click)."""
     world(tmp_path, blocks=32)

@@ -23,8 +23,8 @@ from daxmode.errors import (
     RolledBack,
     UnknownDevice,
 )
-from daxmode.kernel.locks import device_lock
 from daxmode.modes import TRANSITIONS, Mode, Options, set_mode, temporary_mode
+from daxmode.runstate.locks import device_lock
 from daxmode.sysfs import Sysfs
 
 MODES = [Mode.DEVDAX, Mode.FSDEV, Mode.SYSTEM_RAM]
@@ -390,7 +390,7 @@ def test_lock_held_by_other_process_waits(tmp_path: Path) -> None:
     code = (
         "import sys, time\n"
         "from daxmode.sysfs import Sysfs\n"
-        "from daxmode.kernel.locks import device_lock\n"
+        "from daxmode.runstate.locks import device_lock\n"
         f"with device_lock(Sysfs({str(tmp_path)!r}), 'dax0.0'):\n"
         "    print('held', flush=True)\n"
         "    time.sleep(0.5)\n"

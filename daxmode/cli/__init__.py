@@ -15,6 +15,7 @@ from __future__ import annotations
 import importlib
 import os
 import sys
+from collections.abc import Sequence
 from typing import Any
 
 import click
@@ -51,16 +52,24 @@ class DaxmodeGroup(click.Group):
         if cmd_name not in COMMANDS:
             return None
         module, attr = COMMANDS[cmd_name]
-        return getattr(importlib.import_module(module), attr)  # type: ignore[no-any-return]
+        return getattr(importlib.import_module(module), attr)
 
-    def main(self, args: Any = None, prog_name: str | None = None, *a: Any, **kw: Any) -> Any:  # type: ignore[override]
-        standalone = kw.pop("standalone_mode", True)
-        if not standalone:
-            return super().main(args, prog_name or "daxmode", *a, standalone_mode=False, **kw)
+    def main(  # click's overloads say standalone main never returns; ours may
+        self,
+        args: Sequence[str] | None = None,
+        prog_name: str | None = None,
+        complete_var: str | None = None,
+        standalone_mode: bool = True,
+        **extra: Any,
+    ) -> Any:
+        name = prog_name or "daxmode"
+        if not standalone_mode:
+            return super().main(args, name, complete_var, standalone_mode=False, **extra)
         try:
-            rv = super().main(args, prog_name or "daxmode", *a, standalone_mode=False, **kw)
+            rv = super().main(args, name, complete_var, standalone_mode=False, **extra)
         except click.UsageError as e:
-            where = f"{e.ctx.command_path.removeprefix('daxmode').strip()}: " if e.ctx else ""
+            cmd = e.ctx.command_path.removeprefix("daxmode").strip() if e.ctx else ""
+            where = f"{cmd}: " if cmd else ""
             hint = f" (see {e.ctx.command_path} --help)" if e.ctx else ""
             _fail(f"{where}{e.format_message()}{hint}", 2)
         except click.ClickException as e:
@@ -70,7 +79,7 @@ class DaxmodeGroup(click.Group):
                 _fail("interrupted", 130)
             _fail("aborted", 1)
         except DaxmodeError as e:
-            for w in getattr(e, "warnings", []):  # e.g. what was repaired of an interrupted run
+            for w in e.warnings:  # e.g. what was repaired of an interrupted run
                 click.echo(f"daxmode: warning: {w}", err=True)
             _fail(str(e), e.exit_code)
         except KeyboardInterrupt:
@@ -88,7 +97,7 @@ class DaxmodeGroup(click.Group):
 @click.group(cls=DaxmodeGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option(
     "--root",
-    type=click.Path(file_okay=False),
+    metavar="DIR",  # checked when first used (cli._common.make_sysfs): it must be a directory
     default=None,
     help="Act on the tree under DIR instead of / (tests). Default: $DAXMODE_ROOT or /.",
 )

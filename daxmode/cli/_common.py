@@ -42,6 +42,9 @@ class State:
 
 def make_sysfs(root: str | None, sim: bool) -> Sysfs:
     root = root or os.environ.get("DAXMODE_ROOT") or "/"
+    if not os.path.isdir(root):  # an empty listing of a tree that is not there would be a lie
+        what = "is not a directory" if os.path.exists(root) else "does not exist"
+        raise InvalidArgument(f"--root {root}: {what}")
     if not sim:
         return Sysfs(root)
     from daxmode.sim import SimKernel, is_simulated  # explicit injection: --sim / DAXMODE_SIM=1

@@ -8,9 +8,9 @@ import click
 
 from daxmode.cli._common import TIMEOUT, State, complete_devices, echo_json, progress_bar, table, warn
 from daxmode.errors import InvalidArgument
-from daxmode.kernel import journal
 from daxmode.kernel.devices import DaxDevice, Mode, find_devices
 from daxmode.kernel.memory import device_memory
+from daxmode.runstate import journal
 from daxmode.sizes import human
 from daxmode.sysfs import Sysfs
 
@@ -129,6 +129,8 @@ def set_cmd(
             progress=bar,
         )
         out = set_mode(st.sysfs, device, target, opts)
+    for w in out.warnings:  # on stderr whatever the format; --json carries them too
+        warn(w)
     if as_json:
         echo_json(out.to_json())
         return
@@ -136,7 +138,5 @@ def set_cmd(
         for line in out.plan.render():
             click.echo(line)
         return
-    for w in out.warnings:
-        warn(w)
     if not st.quiet:
         click.echo(out.summary())

@@ -8,6 +8,7 @@ one handler in :mod:`daxmode.cli`.
 from __future__ import annotations
 
 import contextlib
+import os
 import sys
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -18,8 +19,9 @@ from daxmode.cli._common import ID, OCTAL, OFFSET, SIZE, echo_json, existing_fil
 from daxmode.errors import FamfsError
 from daxmode.famfs.media import layout as L
 from daxmode.famfs.media.identity import ensure_system_uuid, read_system_uuid
-from daxmode.famfs.media.volume import Volume
-from daxmode.fsdev import Mapping, open_medium
+from daxmode.famfs.media.results import CopyResult, CreatResult, MkdirResult
+from daxmode.famfs.media.volume import Medium, Volume
+from daxmode.famfs.medium import open_medium
 from daxmode.sizes import count
 from daxmode.sysfs import Sysfs
 
@@ -32,14 +34,26 @@ def _emit(data: object) -> None:
     echo_json(data)
 
 
+def _say(ctx: click.Context, line: str) -> None:
+    """A line on success: nothing under ``-q``."""
+    if not state(ctx).quiet:
+        click.echo(line)
+
+
+def _warn(warnings: list[str]) -> None:
+    for w in warnings:
+        click.echo(f"warning: {w}", err=True)
+
+
 @contextlib.contextmanager
-def _medium(ctx: click.Context, target: str, *, writable: bool) -> Iterator[Mapping]:
+def _medium(ctx: click.Context, target: str, *, writable: bool) -> Iterator[Medium]:
     with open_medium(_sysfs(ctx), target, writable=writable) as m:
         try:
             yield m
         finally:
-            for note in m.notes:
-                click.echo(f"note: {note}", err=True)
+            if not state(ctx).quiet:
+                for note in m.notes:
+                    click.echo(f"note: {note}", err=True)
 
 
 @contextlib.contextmanager
@@ -92,25 +106,11 @@ def mkfs_cmd(
         from daxmode.famfs.media.volume import mkfs
 
         res = mkfs(m, me, log_len=log_len, version=int(version), force=force, kill=kill)
-        for w in res.warnings:
-            click.echo(f"warning: {w}", err=True)
-        sb = res.superblock
-        if as_json:
-            _emit(
-                {
-                    "device": m.daxdev,
-                    "killed": res.killed,
-                    "superblock": sb.to_dict(),
-                    "warnings": res.warnings,
-                }
-            )
-        elif res.killed:
-            click.echo(f"{m.daxdev}: famfs superblock invalidated")
-        else:
-            click.echo(
-                f"{m.daxdev}: famfs v{sb.version} uuid {sb.uuid}, {sb.dd_size} bytes, "
-                f"log {sb.log_len >> 20} MiB ({L.log_capacity(sb.log_len)} entries), master {sb.system_uuid}"
-            )
+    _warn(res.warnings)
+    if as_json:
+        _emit(res.to_json())
+        return
+    _say(ctx, res.summary())
 
 
 @famfs.command("fsck")
@@ -144,6 +144,15 @@ def fsck_cmd(ctx: click.Context, target: str, as_json: bool) -> None:
         raise FamfsError(f"fsck found {len(rep.problems)} problem(s) on {target}")
 
 
+def _done(ctx: click.Context, res: MkdirResult | CreatResult | CopyResult, as_json: bool) -> None:
+    """A mutating volume command's end: its JSON form, or its warnings and one line."""
+    _warn(res.warnings)
+    if as_json:
+        _emit(res.to_json())
+        return
+    _say(ctx, res.summary())
+
+
 def _ls_rows(vol: Volume, path: str) -> list[dict[str, object]]:
     node = vol.tree.lookup(path)
     if node is None:
@@ -153,7 +162,10 @@ def _ls_rows(vol: Volume, path: str) -> list[dict[str, object]]:
     rows = []
     for name in sorted(node.children):
         child = node.children[name]
-        rows.append(child.to_dict() if isinstance(child, L.FileMeta) else child.meta.to_dict())  # type: ignore[union-attr]
+        if isinstance(child, L.FileMeta):
+            rows.append(child.to_dict())
+        elif child.meta is not None:  # only the root has no entry of its own
+            rows.append(child.meta.to_dict())
     return rows
 
 
@@ -203,9 +215,10 @@ def logplay_cmd(ctx: click.Context, target: str, as_json: bool) -> None:
         _emit(data)
     else:
         click.echo(
-            f"logplay: {count(data['entries'], 'log entry', 'log entries')}; {count(data['files'], 'file')}; "
-            f"{count(data['directories'], 'directory', 'directories')}; {count(len(errors), 'error')} "
-            f"(this host is {data['role']})"
+            f"logplay: {count(vol.next_index, 'log entry', 'log entries')}; "
+            f"{count(len(tree.files), 'file')}; "
+            f"{count(len(tree.dirs), 'directory', 'directories')}; {count(len(errors), 'error')} "
+            f"(this host is {vol.role})"
         )
         for e in errors:
             click.echo(f"error: {e}")
@@ -218,15 +231,23 @@ def logplay_cmd(ctx: click.Context, target: str, as_json: bool) -> None:
 @click.argument("path")
 @click.option("-p", "--parents", is_flag=True, help="Create missing parents (with the same mode and owner).")
 @_with_owner
+@_json
 @click.pass_context
 def mkdir_cmd(
-    ctx: click.Context, target: str, path: str, parents: bool, mode: int | None, uid: int, gid: int
+    ctx: click.Context,
+    target: str,
+    path: str,
+    parents: bool,
+    mode: int | None,
+    uid: int,
+    gid: int,
+    as_json: bool,
 ) -> None:
     """Create a directory (master only)."""
     with _volume(ctx, target, writable=True) as vol:
         made = vol.mkdir(path, mode=0o755 if mode is None else mode, uid=uid, gid=gid, parents=parents)
-    for d in made:
-        click.echo(f"created directory {d}")
+        res = MkdirResult(vol.medium.daxdev, path.strip("/"), made)
+    _done(ctx, res, as_json)
 
 
 @famfs.command("creat")
@@ -277,10 +298,8 @@ def creat_cmd(
             nbuckets=nbuckets,
             min_bucket=L.ALLOC_UNIT if small_buckets else None,
         )
-    if as_json:
-        _emit(meta.to_dict() | {"created": created})
-    elif not created:
-        click.echo(f"{meta.path} exists with the same size; unchanged")
+        res = CreatResult(vol.medium.daxdev, meta, created)
+    _done(ctx, res, as_json)
 
 
 @famfs.command("cp")
@@ -288,16 +307,25 @@ def creat_cmd(
 @click.argument("sources", nargs=-1, required=True, type=existing_file(), metavar="SRC...")
 @click.argument("dest", metavar="DEST")
 @_with_owner
+@_json
 @click.pass_context
 def cp_cmd(
-    ctx: click.Context, target: str, sources: tuple[str, ...], dest: str, mode: int | None, uid: int, gid: int
+    ctx: click.Context,
+    target: str,
+    sources: tuple[str, ...],
+    dest: str,
+    mode: int | None,
+    uid: int,
+    gid: int,
+    as_json: bool,
 ) -> None:
     """Copy local files into famfs (master only); data is written through the device."""
     from daxmode.famfs.media.copy import copy_in
 
     with _volume(ctx, target, writable=True) as vol:
-        for c in copy_in(vol, list(sources), dest, mode=mode, uid=uid, gid=gid):
-            click.echo(f"{c.source} -> {c.path} ({c.size} bytes)")
+        copies = list(copy_in(vol, list(sources), dest, mode=mode, uid=uid, gid=gid))
+        res = CopyResult(vol.medium.daxdev, dest, copies)
+    _done(ctx, res, as_json)
 
 
 @famfs.command("cat")
@@ -384,12 +412,15 @@ def mount_cmd(
     from daxmode.famfs.mount import command as famfs_mount
 
     def ready(res: famfs_mount.MountResult) -> None:
+        _warn(res.warnings)
         if as_json:
-            _emit(res.to_dict())
+            _emit(res.to_json())
+            return
+        if state(ctx).quiet:
             return
         for s in res.steps:
             click.echo(s)
-        click.echo(f"server pid {res.pid}" + ("; Ctrl-C or SIGTERM unmounts" if foreground else ""))
+        click.echo(f"server pid {res.server_pid}" + ("; Ctrl-C or SIGTERM unmounts" if foreground else ""))
 
     res = famfs_mount.mount(
         _sysfs(ctx), target, mountpoint, data_path=data_path, foreground=foreground, on_ready=ready
@@ -403,13 +434,19 @@ def mount_cmd(
 @click.option(
     "--lazy", is_flag=True, help="Detach now even if files are open; the server finishes when they close."
 )
+@_json
 @click.pass_context
-def umount_cmd(ctx: click.Context, mountpoint: str, lazy: bool) -> None:
+def umount_cmd(ctx: click.Context, mountpoint: str, lazy: bool, as_json: bool) -> None:
     """Unmount a daxmode famfs mount and put its device back in the mode it had before."""
     from daxmode.famfs.mount import command as famfs_mount
 
-    for s in famfs_mount.umount(_sysfs(ctx), mountpoint, lazy=lazy):
-        click.echo(s)
+    res = famfs_mount.umount(_sysfs(ctx), mountpoint, lazy=lazy)
+    _warn(res.warnings)
+    if as_json:
+        _emit(res.to_json())
+        return
+    for s in res.lines():
+        _say(ctx, s)
 
 
 @famfs.command("up")
@@ -447,24 +484,29 @@ def up_cmd(
         data_path=data_path,
     )
     if as_json:
-        _emit(res.__dict__)
-    else:
-        for s in res.steps:
-            click.echo(s)
-        if not res.mounted:
-            click.echo(f"{res.device} is ready in fsdev mode (not mounted)")
+        _emit(res.to_json())
+        return
+    for s in res.steps:
+        _say(ctx, s)
+    if not res.mounted:
+        _say(ctx, f"{res.device} is ready in fsdev mode (not mounted)")
 
 
 @famfs.command("down")
 @click.argument("mountpoint")
 @click.option("--restore-mode", is_flag=True, help="Return the device to the mode it had before `up`.")
+@_json
 @click.pass_context
-def down_cmd(ctx: click.Context, mountpoint: str, restore_mode: bool) -> None:
+def down_cmd(ctx: click.Context, mountpoint: str, restore_mode: bool, as_json: bool) -> None:
     """Unmount a famfs mount point (daxmode famfs umount), or undo a --no-mount preparation."""
     from daxmode.famfs.bringup import down as famfs_down
 
-    for s in famfs_down(_sysfs(ctx), mountpoint, restore_mode=restore_mode):
-        click.echo(s)
+    steps = famfs_down(_sysfs(ctx), mountpoint, restore_mode=restore_mode)
+    if as_json:
+        _emit({"mountpoint": os.path.abspath(mountpoint), "steps": steps, "warnings": []})
+        return
+    for s in steps:
+        _say(ctx, s)
 
 
 @famfs.command("status")
@@ -476,39 +518,28 @@ def status_cmd(ctx: click.Context, as_json: bool) -> None:
 
     st = famfs_status(_sysfs(ctx))
     if as_json:
-        _emit(st)
+        _emit(st.to_json())
         return
-    k: dict[str, Any] = st["kernel"]  # type: ignore[assignment]
-    flavours = [n for n, ok in (("fuse-famfs", k["fuse_famfs"]), ("famfs v1", k["famfs_v1"])) if ok]
-    click.echo(f"kernel {k['release']}: famfs support: {', '.join(flavours) or 'none'}")
-    for ev in k["evidence"]:
+    k = st.kernel
+    flavours = [n for n, ok in (("fuse-famfs", k.fuse_famfs), ("famfs v1", k.famfs_v1)) if ok]
+    click.echo(f"kernel {k.release}: famfs support: {', '.join(flavours) or 'none'}")
+    for ev in k.evidence:
         click.echo(f"  evidence: {ev}")
-    click.echo(f"fsdev_dax driver: {'available' if k['fsdev_driver'] else 'not found'}")
-    click.echo(f"data path for new mounts: {k['data_path']} ({k['data_path_why']})")
-    t: dict[str, Any] = st["tools"]  # type: ignore[assignment]
-    click.echo(f"famfs tools (optional): {t['famfs'] or 'not installed'}")
-    click.echo(f"system UUID: {st['system_uuid'] or 'none (this host is a client everywhere)'}")
-    for d in st["devices"]:  # type: ignore[attr-defined]
-        extra = f", mounted at {', '.join(d['mounted_at'])}" if d.get("mounted_at") else ""
-        fam = f"; {d['famfs']}" if "famfs" in d else ""
-        click.echo(f"{d['device']}: {d['mode']}, {d['size']} bytes{extra}{fam}")
-    for m in st["mounts"]:  # type: ignore[attr-defined]
-        how = (
-            "live"
-            if m["server_running"] and m["mounted"]
-            else "server not running"
-            if m["mounted"]
-            else "stale"
-        )
+    click.echo(f"fsdev_dax driver: {'available' if k.fsdev_driver else 'not found'}")
+    click.echo(f"data path for new mounts: {st.data_path} ({st.data_path_why})")
+    click.echo(f"famfs tools (optional): {st.tools.famfs or 'not installed'}")
+    click.echo(f"system UUID: {st.system_uuid or 'none (this host is a client everywhere)'}")
+    for d in st.devices:
+        click.echo(d.line())
+    for m in st.mounts:
         click.echo(
-            f"mount {m['mountpoint']}: {m['source']}, data path {m['data_path']}, "
-            f"server pid {m['server_pid']} ({how})"
+            f"mount {m.mountpoint}: {m.source}, data path {m.data_path}, "
+            f"server pid {m.server_pid} ({m.state})"
         )
-    missing = st["missing_for_mount"]
-    if missing:
+    if st.missing_for_mount:
         click.echo("cannot mount famfs here:")
-        for m in missing:  # type: ignore[attr-defined]
-            click.echo(f"  - {m}")
+        for why in st.missing_for_mount:
+            click.echo(f"  - {why}")
         click.echo(
             "user-space access (daxmode famfs ls/cat, daxmode.famfs.media.access) works without a mount"
         )

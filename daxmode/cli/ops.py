@@ -32,10 +32,10 @@ def setup_logging(st: State) -> None:
     if st.verbose > 1:
         level = logging.DEBUG
     root = logging.getLogger("daxmode")
-    if not any(getattr(h, "_daxmode", False) for h in root.handlers):
+    if not any(h.get_name() == "daxmode-cli" for h in root.handlers):
         h = logging.StreamHandler(sys.stderr)
         h.setFormatter(logging.Formatter("daxmode: %(message)s"))
-        h._daxmode = True  # type: ignore[attr-defined]
+        h.set_name("daxmode-cli")  # added once per process
         root.addHandler(h)
     root.setLevel(level)
 
@@ -96,14 +96,8 @@ def _print_units(report: Any, as_json: bool, quiet: bool) -> None:
         return
     if quiet:
         return
-    for p in report.installed:
-        click.echo(f"installed {p}")
-    for p in report.removed:
-        click.echo(f"removed {p}")
-    for c in report.reloaded:
-        click.echo(f"ran {c}")
-    for n in report.notes:
-        click.echo(f"note: {n}")
+    for line in report.lines():
+        click.echo(line)
 
 
 @click.command("install-units")

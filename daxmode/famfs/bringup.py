@@ -5,31 +5,33 @@ not needed), or only prepare the device (fsdev mode) with ``--no-mount``.
 :func:`daxmode.fsdev.map_device` (an fsdev device is switched to devdax and back for it), and
 :func:`daxmode.famfs.mount.command.mount` restores the mode itself when mounting fails.  ``down`` is
 ``daxmode famfs umount`` (which restores the mode); for a ``--no-mount`` preparation the mode it
-replaced is remembered under /run/daxmode/famfs so ``down --restore-mode`` can return to it.
+replaced is remembered under /run/daxmode/bringup so ``down --restore-mode`` can return to it.
 """
 
 from __future__ import annotations
 
-import json
 import os
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 
+from daxmode import runstate
 from daxmode.errors import BadMode, DeviceBusy, FamfsError
 from daxmode.famfs.media import layout as L
 from daxmode.famfs.media.identity import ensure_system_uuid
 from daxmode.famfs.media.volume import has_superblock, mkfs
 from daxmode.famfs.mount import command as M
-from daxmode.famfs.mount import records as mountstate
+from daxmode.famfs.mount import records
 from daxmode.fsdev import dax_info, map_device, mounted_at
-from daxmode.kernel import locks, paths
 from daxmode.kernel.devices import resolve_name
 from daxmode.sysfs import Sysfs
 
-STATE_DIR = paths.RUN_FAMFS
+_STORE = runstate.Records("bringup")
+"""What ``up --no-mount`` replaced, one record per mount point (:mod:`daxmode.runstate`)."""
 
 
 @dataclass
 class UpResult:
+    """What ``famfs up`` did (docs/json.md)."""
+
     device: str
     mountpoint: str
     previous_mode: str
@@ -37,11 +39,12 @@ class UpResult:
     mounted: bool
     data_path: str | None = None
     steps: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
 
-
-def _state_path(sysfs: Sysfs, mountpoint: str) -> str:
-    key = os.path.abspath(mountpoint).strip("/").replace("/", "_") or "root"
-    return str(sysfs.path(f"{STATE_DIR}/{key}.json"))
+    def to_json(self) -> dict[str, object]:
+        d = asdict(self)
+        d["chardev"] = d.pop("device")
+        return d
 
 
 def up(
@@ -89,23 +92,17 @@ def up(
         res.data_path = got.data_path
         res.steps += got.steps
         return res
+    # recorded first: a mode switch nobody can undo with `down --restore-mode` is never made
+    rec = {"device": res.device, "mountpoint": res.mountpoint, "previous_mode": res.previous_mode}
+    _STORE.save(sysfs, res.mountpoint, rec)
     if info.mode != "fsdev":
-        set_mode(sysfs, name, Mode.FSDEV, Options())
+        try:
+            set_mode(sysfs, name, Mode.FSDEV, Options())
+        except BaseException:
+            _STORE.remove(sysfs, res.mountpoint)
+            raise
         res.steps.append(f"{name}: devdax -> fsdev")
-    _save_state(sysfs, res)
     return res
-
-
-def _save_state(sysfs: Sysfs, res: UpResult) -> None:
-    path = _state_path(sysfs, res.mountpoint)
-    try:
-        os.close(locks.open_run_dir(sysfs))  # run/daxmode: created 0700 and checked
-        os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
-        with open(path, "w") as f:
-            rec = {"device": res.device, "mountpoint": res.mountpoint, "previous_mode": res.previous_mode}
-            json.dump(rec, f)
-    except OSError:
-        pass  # only --restore-mode needs it, and it says so when it is missing
 
 
 def down(sysfs: Sysfs, mountpoint: str, *, restore_mode: bool = False) -> list[str]:
@@ -113,19 +110,15 @@ def down(sysfs: Sysfs, mountpoint: str, *, restore_mode: bool = False) -> list[s
     from daxmode.modes import Mode, Options, set_mode
 
     mp = os.path.abspath(mountpoint)
-    if mountstate.load(sysfs, mp) is not None or M.mount_at(sysfs, mp) is not None:
-        return M.umount(sysfs, mp)
-    state_file = _state_path(sysfs, mp)
-    try:
-        with open(state_file) as f:
-            state = json.load(f)
-    except (OSError, ValueError):
-        raise FamfsError(f"{mp} is not a famfs mount and no `famfs up` record exists for it") from None
+    if records.load(sysfs, mp) is not None or M.mount_at(sysfs, mp) is not None:
+        return M.umount(sysfs, mp).lines()
+    state = _STORE.load(sysfs, mp)
+    device, prev = (state or {}).get("device"), (state or {}).get("previous_mode")
+    if not isinstance(device, str) or not isinstance(prev, str):
+        raise FamfsError(f"{mp} is not a famfs mount and no `famfs up` record exists for it")
     steps = [f"{mp} was not mounted"]
-    if restore_mode:
-        device, prev = state["device"], state["previous_mode"]
-        if dax_info(sysfs, device).mode != prev:
-            set_mode(sysfs, device, Mode.parse(prev), Options())
-            steps.append(f"{device}: returned to {prev} mode")
-    os.unlink(state_file)
+    if restore_mode and dax_info(sysfs, device).mode != prev:
+        set_mode(sysfs, device, Mode.parse(prev), Options())
+        steps.append(f"{device}: returned to {prev} mode")
+    _STORE.remove(sysfs, mp)
     return steps

@@ -8,16 +8,18 @@ the fsdev_dax driver, ``copy`` everywhere else.  famfs's own tools are listed bu
 from __future__ import annotations
 
 import os
-from dataclasses import asdict
+import uuid
+from dataclasses import asdict, dataclass, field
 
 from daxmode.errors import DaxmodeError
 from daxmode.famfs.media import layout as L
 from daxmode.famfs.media.identity import read_system_uuid
 from daxmode.famfs.media.volume import has_superblock
-from daxmode.famfs.mount.command import mounts
-from daxmode.fsdev import map_device, mounted_at
+from daxmode.famfs.medium import open_device
+from daxmode.famfs.mount.command import MountStatus, mounts
+from daxmode.fsdev import mounted_at
 from daxmode.fuse.kernel import DEV_FUSE
-from daxmode.kernel.features import KernelSupport, detect_kernel, find_tools
+from daxmode.kernel.features import KernelSupport, Tools, detect_kernel, find_tools
 from daxmode.sysfs import Sysfs
 
 
@@ -40,46 +42,86 @@ def best_data_path(ks: KernelSupport) -> tuple[str, str]:
     return "copy", "stock kernel: data is copied by the server from the devdax mapping"
 
 
-def status(sysfs: Sysfs) -> dict[str, object]:
+@dataclass
+class DeviceStatus:
+    """One dax device as famfs sees it."""
+
+    device: str
+    mode: str
+    size: int
+    mounted_at: list[str] = field(default_factory=list)
+    mounts: list[tuple[str, str]] = field(default_factory=list)
+    """(mount point, data path) of daxmode's mounts of it."""
+    famfs: str | None = None
+    """What its superblock says, when it can be read without changing anything."""
+
+    def line(self) -> str:
+        extra = f", mounted at {', '.join(self.mounted_at)}" if self.mounted_at else ""
+        fam = f"; {self.famfs}" if self.famfs is not None else ""
+        return f"{self.device}: {self.mode}, {self.size} bytes{extra}{fam}"
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "chardev": self.device,
+            "mode": self.mode,
+            "size": self.size,
+            "mounted_at": self.mounted_at,
+            "mounts": [{"mountpoint": mp, "data_path": dp} for mp, dp in self.mounts],
+            "famfs": self.famfs,
+        }
+
+
+@dataclass
+class Status:
+    """``famfs status``: kernel support, tools, host identity, devices and daxmode's mounts."""
+
+    kernel: KernelSupport
+    data_path: str
+    data_path_why: str
+    tools: Tools
+    system_uuid: uuid.UUID | None
+    missing_for_mount: list[str]
+    devices: list[DeviceStatus]
+    mounts: list[MountStatus]
+    warnings: list[str] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "kernel": asdict(self.kernel)
+            | {"data_path": self.data_path, "data_path_why": self.data_path_why},
+            "tools": asdict(self.tools),
+            "system_uuid": str(self.system_uuid) if self.system_uuid else None,
+            "missing_for_mount": self.missing_for_mount,
+            "devices": [d.to_json() for d in self.devices],
+            "mounts": [m.to_json() for m in self.mounts],
+            "warnings": self.warnings,
+        }
+
+
+def status(sysfs: Sysfs) -> Status:
     """Kernel support, tools, host role, every dax device's mode and every daxmode famfs mount."""
     from daxmode.kernel.devices import find_devices
 
     ks = detect_kernel(sysfs)
     ours = mounts(sysfs)
-    by_device: dict[str, list[dict[str, object]]] = {}
-    for m in ours:
-        if m["device"]:
-            by_device.setdefault(str(m["device"]), []).append(m)
     devices = []
     for dev in find_devices(sysfs):
-        d: dict[str, object] = {"device": dev.name, "mode": dev.mode_name, "size": dev.size}
-        where = mounted_at(sysfs, dev.name)
-        if where:
-            d["mounted_at"] = where
-        if dev.name in by_device:
-            d["mounts"] = [
-                {"mountpoint": m["mountpoint"], "data_path": m["data_path"]} for m in by_device[dev.name]
-            ]
-        if dev.mode_name == "devdax" and not where:
-            d["famfs"] = _peek(sysfs, dev.name)
-        elif dev.mode_name == "fsdev" and not where:
-            d["famfs"] = "unknown (fsdev devices cannot be read without switching to devdax)"
+        d = DeviceStatus(dev.name, dev.mode_name, dev.size, mounted_at(sysfs, dev.name))
+        d.mounts = [(m.mountpoint, m.data_path) for m in ours if m.device == dev.name]
+        if dev.mode_name == "devdax" and not d.mounted_at:
+            d.famfs = _peek(sysfs, dev.name)
+        elif dev.mode_name == "fsdev" and not d.mounted_at:
+            d.famfs = "unknown (fsdev devices cannot be read without switching to devdax)"
         devices.append(d)
-    sysuuid = read_system_uuid(sysfs)
     path, why = best_data_path(ks)
-    return {
-        "kernel": asdict(ks) | {"data_path": path, "data_path_why": why},
-        "tools": asdict(find_tools()),
-        "system_uuid": str(sysuuid) if sysuuid else None,
-        "missing_for_mount": missing_for_mount(sysfs),
-        "devices": devices,
-        "mounts": ours,
-    }
+    return Status(
+        ks, path, why, find_tools(), read_system_uuid(sysfs), missing_for_mount(sysfs), devices, ours
+    )
 
 
 def _peek(sysfs: Sysfs, name: str) -> str:
     try:
-        with map_device(sysfs, name, writable=False) as m:
+        with open_device(sysfs, name, writable=False) as m:
             if not has_superblock(m.buf):
                 return "no famfs superblock"
             sb = L.unpack_superblock(memoryview(m.buf)[: L.SB_SIZE])

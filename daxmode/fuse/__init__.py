@@ -11,6 +11,7 @@ fork passes them through.  The protocol is small, so it is written here in Pytho
 * :mod:`daxmode.fuse.server` - the request loop: worker threads reading ``/dev/fuse``,
   dispatching to a file-system object, writing replies.
 
-Facts (opcodes, struct layouts, flags) come from the kernel's ``include/uapi/linux/fuse.h`` and the
-famfs V10 patch series as summarised in the team's reference (famfs-fuse.md); the code is ours.
+Facts (opcodes, struct layouts, flags) come from the kernel's ``include/uapi/linux/fuse.h`` (protocol
+7.45) and the famfs fuse series V10 (linux-fsdevel/nvdimm, 2026-03-31, cover Message-ID
+``20260331123702.35052-1-john@jagalactic.com``, patches 02-06); the code is ours.
 """

@@ -1,10 +1,12 @@
 """famfs GET_FMAP and GET_DAXDEV replies in the V10 wire format (V5 = V7 = V8 = V9 = V10).
 
 Source of the layouts and limits: the V10 fuse series, patches 02-05 (``include/uapi/linux/fuse.h``)
-and 04/06 (``famfs_fuse_meta_alloc`` and the iomap code), as tabulated in famfs-fuse.md sections
-1.1-1.3.  A V10 kernel sends GET_FMAP (no body) once per in-core regular-file inode right after a
-successful OPEN, and any failure fails the open(2); it sends GET_DAXDEV with the device index in
-``nodeid`` for each index an fmap references that its table lacks.
+and 04/06 (``famfs_fuse_meta_alloc`` and the iomap code), posted 2026-03-31 (cover Message-ID
+``20260331123702.35052-1-john@jagalactic.com``; 03 "Plumb the GET_FMAP message/response", 05
+"GET_DAXDEV message and daxdev_table"). A V10 kernel sends GET_FMAP (no body) once per in-core
+regular-file inode right after a successful OPEN, and any failure fails the open(2); it sends
+GET_DAXDEV with the device index in ``nodeid`` for each index an fmap references that its table
+lacks.
 
 GET_FMAP reply = ``fuse_famfs_fmap_header`` (32 bytes) followed by, for SIMPLE, ``nextents`` x
 ``fuse_famfs_simple_ext`` (24), or for INTERLEAVE, ``nextents`` x (``fuse_famfs_iext`` (24) +

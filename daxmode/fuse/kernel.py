@@ -1,10 +1,10 @@
 """The kernel edges of a FUSE mount: ``/dev/fuse``, ``mount(2)``, ``umount2(2)``, the INIT probe.
 
-Mounting is done the way a privileged libfuse does it (``lib/mount.c`` ``fuse_mount_sys``; facts in
-famfs-fuse.md 3.3), directly through libc with ctypes: no fusermount, no ``mount(8)`` (which may
-exec a ``mount.fuse*`` helper).  ``mount(2)`` returns after the kernel has queued INIT; the mount
-is usable once INIT is answered on the returned file descriptor.
-"""
+Mounting is done the way a privileged libfuse does it (libfuse ``lib/mount.c`` ``fuse_mount_sys``:
+the ``fd=,rootmode=,user_id=,group_id=`` mount data), directly through libc with ctypes: no
+fusermount, no ``mount(8)`` (which may exec a ``mount.fuse*`` helper). ``mount(2)`` returns after
+the kernel has queued INIT; the mount is usable once INIT is answered on the returned file
+descriptor."""
 
 from __future__ import annotations
 

@@ -1,12 +1,11 @@
 """The FUSE wire protocol as pure functions over bytes.
 
 Every struct is little-endian and 8-byte padded by design (``include/uapi/linux/fuse.h``, protocol
-7.45; offsets in famfs-fuse.md section 3.1).  Decoders take the request body (a ``memoryview``
-after the 40-byte ``fuse_in_header``) and return plain tuples; encoders return the bytes of a whole
-reply, ``fuse_out_header`` included, ready for one ``write(2)``.  A READ reply is the exception: its
-data is passed to ``writev(2)`` as a separate buffer (the device mapping itself), so
-:func:`reply_header` gives only the 16 header bytes.
-"""
+7.45, ``FUSE_KERNEL_MINOR_VERSION 45``; the offsets are that header's struct layouts). Decoders take
+the request body (a ``memoryview`` after the 40-byte ``fuse_in_header``) and return plain tuples;
+encoders return the bytes of a whole reply, ``fuse_out_header`` included, ready for one
+``write(2)``. A READ reply is the exception: its data is passed to ``writev(2)`` as a separate
+buffer (the device mapping itself), so :func:`reply_header` gives only the 16 header bytes."""
 
 from __future__ import annotations
 

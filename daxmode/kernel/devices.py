@@ -7,9 +7,10 @@ so ``../devices/dax0.0`` or ``/tmp/x/dax0.0`` never switch dax0.0.
 
 A device's mode is the driver its ``driver`` link points at.  Its memory is described by its
 real ranges (every ``mappingN``, else ``resource`` + ``size``), not daxctl's
-``[resource, resource+size)`` span, which miscounts discontiguous devices (daxctl.md 1.6).
-Topology (nvdimm namespace, CXL region) is what configuration matches on, because device
-names change when namespaces or regions are re-created (daxctl.md 1.1, 1.3).
+``[resource, resource+size)`` span, which miscounts discontiguous devices (ndctl v81
+``daxctl/lib/libdaxctl.c`` ``memblock_in_dev()``).  Topology (nvdimm namespace, CXL region) is
+what configuration matches on, because device names change when namespaces or regions are
+re-created (the region is the parent of the device's real sysfs directory, drivers/dax/bus.c).
 """
 
 from __future__ import annotations
@@ -228,6 +229,10 @@ def read_ranges(sysfs: Sysfs, devpath: str, size: int) -> list[Range] | None:
     return [Range(res, res + size - 1, 0)]
 
 
+def _or(value: int | None, default: int) -> int:
+    return default if value is None else value
+
+
 def read_device(sysfs: Sysfs, name: str) -> DaxDevice:
     """Read one device by its bare name; :class:`UnknownDevice` if on neither the bus nor the class."""
     if sysfs.exists(paths.device_dir(name)):
@@ -238,7 +243,7 @@ def read_device(sysfs: Sysfs, name: str) -> DaxDevice:
             path=devpath,
             size=size,
             align=read_int(sysfs, f"{devpath}/align", 0) or 0,
-            target_node=read_int(sysfs, f"{devpath}/target_node", -1),  # type: ignore[arg-type]
+            target_node=_or(read_int(sysfs, f"{devpath}/target_node"), -1),
             driver=sysfs.link_name(f"{devpath}/driver"),
             region=read_region(sysfs, os.path.dirname(devpath)),
             ranges=read_ranges(sysfs, devpath, size),
@@ -253,6 +258,15 @@ def read_device(sysfs: Sysfs, name: str) -> DaxDevice:
             size=read_int(sysfs, f"{devpath}/size", 0) or 0,
             has_chardev=sysfs.exists(paths.dev_node(name)),
         )
+    raise unknown_device(sysfs, name)
+
+
+def existing_name(sysfs: Sysfs, arg: str) -> str:
+    """The bare name of the device a user named, which exists (on the bus or the legacy class);
+    UnknownDevice otherwise.  Reads no attribute."""
+    name = resolve_name(sysfs, arg)
+    if sysfs.exists(paths.device_dir(name)) or sysfs.exists(f"{paths.DAX_CLASS}/{name}"):
+        return name
     raise unknown_device(sysfs, name)
 
 

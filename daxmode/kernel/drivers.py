@@ -1,6 +1,8 @@
 """Binding dax devices to drivers: the writes, their quirks, and their side effects.
 
-Facts this module is built on (drivers/dax/bus.c, drivers/base/dd.c; daxctl.md 1.4, 3.1):
+Facts this module is built on (drivers/dax/bus.c ``new_id``/``remove_id``/``do_id_store``,
+drivers/base/dd.c; the fsdev_dax driver is drivers/dax/fsdev.c of the "dax: add fsdev.c driver
+for fs-dax on character dax" patch, V10 3/8, 2026-03):
 
 * unbind is ``remove_id`` then ``unbind`` on the current driver: without ``remove_id`` a later
   ``new_id`` of another device would bind this one again;
@@ -131,7 +133,7 @@ class BindResult(NamedTuple):
 def bind(sysfs: Sysfs, write: Write, name: str, driver: str, timeout: float = 10.0) -> BindResult:
     """Load the module if needed, ``new_id``, ``bind`` if still unbound, wait for the link.
 
-    Call it under the bus lock (kernel.locks.bus_lock): the side-effect accounting compares the
+    Call it under the bus lock (daxmode.runstate.locks.bus_lock): the side-effect accounting compares the
     unbound devices before and after, which another run binding at the same time would falsify.
     On failure the id entry is left for the caller's cleanup (:func:`remove_id`)."""
     if not loaded(sysfs, driver):

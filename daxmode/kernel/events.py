@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from typing import Any
 
 from daxmode import signals
 from daxmode.errors import KernelRefused
@@ -18,7 +19,8 @@ from daxmode.kernel import paths
 from daxmode.sysfs import Sysfs
 
 
-def _udev_monitor(sysfs: Sysfs):  # type: ignore[no-untyped-def]
+def _udev_monitor(sysfs: Sysfs) -> Any:
+    """A started pyudev monitor of dax events (pyudev has no type information: Any), or None."""
     if not (sysfs.is_real and sysfs.exists(paths.UDEV_CONTROL)):
         return None
     try:

@@ -1,8 +1,9 @@
 """Every kernel path daxmode touches, relative to the Sysfs root.
 
 The kernel layer is the only code that names these; everything above it asks the layer
-for devices, blocks and drivers.  Sources: Documentation/ABI/testing/sysfs-bus-dax and
-sysfs-devices-memory, drivers/dax/bus.c, drivers/base/memory.c (daxctl.md sections 1.2-1.5).
+for devices, blocks and drivers.  Sources: the kernel's Documentation/ABI/testing/sysfs-bus-dax
+and sysfs-devices-memory, drivers/dax/bus.c (``dev_dax_attributes[]``, the region's
+``dax_region/`` group, the drivers' ``new_id``/``remove_id``), drivers/base/memory.c.
 """
 
 from __future__ import annotations
@@ -17,10 +18,6 @@ AUTO_ONLINE = f"{MEMORY}/auto_online_blocks"
 BLOCK_SIZE = f"{MEMORY}/block_size_bytes"
 CXL_DEVICES = "sys/bus/cxl/devices"
 MOUNTINFO = "proc/self/mountinfo"
-RUN_DIR = "run/daxmode"  # locks, journals, mount records: root-owned 0700 (kernel.locks)
-RUN_MOUNTS = f"{RUN_DIR}/mounts"  # a record per famfs mount of daxmode's server
-RUN_FAMFS = f"{RUN_DIR}/famfs"  # the mode `famfs up` replaced, per mount point
-RUN_PROBE = f"{RUN_DIR}/probe"  # the mount point of the FUSE INIT probe
 PROC_LOCKS = "/proc/locks"  # the real system's, never under a moved root
 UDEV_CONTROL = "run/udev/control"
 

@@ -1,6 +1,7 @@
 """Dynamic dax regions (hmem, CXL RAM): sub-device create, size, align and delete.
 
-The kernel interface (drivers/dax/bus.c; daxctl.md 1.3, 2.7): writing ``1`` to
+The kernel interface (drivers/dax/bus.c ``create_store``/``delete_store``/``size_store``; ndctl
+v81 ``daxctl/device.c`` ``do_create()`` uses it the same way): writing ``1`` to
 ``dax_region/create`` makes a 0-size unbound device, the region's *seed*; a device is sized
 through its ``size`` (daxctl writes hex) while unbound; ``delete`` takes the name of an
 unbound 0-size device (EBUSY for id 0, which is never deleted).  Static regions (pmem

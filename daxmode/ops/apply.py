@@ -38,9 +38,9 @@ class ApplyResult:
     plan: list[str] = field(default_factory=list)
 
     def to_json(self) -> dict[str, object]:
+        """``apply --json``: the modes before and asked for are ``from``/``to``, as ``set --json``."""
         out: dict[str, object] = {"chardev": self.device, "status": self.status}
-        for k in ("rule", "start", "target"):
-            v = getattr(self, k)
+        for k, v in (("rule", self.rule), ("from", self.start), ("to", self.target)):
             if v is not None:
                 out[k] = v
         if self.message:

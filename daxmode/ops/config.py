@@ -36,6 +36,7 @@ import fnmatch
 import os
 import re
 import tomllib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from daxmode.errors import BadMode, InvalidArgument, UnsafePath
@@ -322,10 +323,22 @@ def _entry(t: object, source: str, lines: list[str], span: tuple[int, int]) -> E
         for k in ("online", "movable"):
             if k in opts:
                 raise err(f"{k} only applies to mode system-ram", k)
-    return Entry(match=match, mode=mode, source=source, line=line, **opts)
+    return Entry(
+        match=match,
+        mode=mode,
+        source=source,
+        line=line,
+        online=opts.get("online", True),
+        movable=opts.get("movable", True),
+        force=opts.get("force", False),
+    )
 
 
-def _match_name(m: dict[str, object], err) -> str | None:  # type: ignore[no-untyped-def]
+_Err = Callable[..., ConfigError]
+"""Builds the error for one key of one rule (``err(msg, key)``)."""
+
+
+def _match_name(m: dict[str, object], err: _Err) -> str | None:
     v = m.get("name")
     if v is None:
         return None
@@ -336,7 +349,7 @@ def _match_name(m: dict[str, object], err) -> str | None:  # type: ignore[no-unt
     return os.path.basename(v)
 
 
-def _match_region(m: dict[str, object], err) -> int | None:  # type: ignore[no-untyped-def]
+def _match_region(m: dict[str, object], err: _Err) -> int | None:
     v = m.get("region")
     if v is None:
         return None
@@ -347,7 +360,7 @@ def _match_region(m: dict[str, object], err) -> int | None:  # type: ignore[no-u
     raise err(f'match.region must be a dax region id such as 1 or "region1", not {v!r}', "region")
 
 
-def _match_str(m: dict[str, object], key: str, err) -> str | None:  # type: ignore[no-untyped-def]
+def _match_str(m: dict[str, object], key: str, err: _Err) -> str | None:
     v = m.get(key)
     if v is None:
         return None
@@ -358,7 +371,7 @@ def _match_str(m: dict[str, object], key: str, err) -> str | None:  # type: igno
     raise err(f"match.{key} must be a name such as {example} or a uuid, not {v!r}", key)
 
 
-def _match_size(m: dict[str, object], err) -> int | None:  # type: ignore[no-untyped-def]
+def _match_size(m: dict[str, object], err: _Err) -> int | None:
     v = m.get("size")
     if v is None:
         return None

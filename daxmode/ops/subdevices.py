@@ -30,10 +30,11 @@ from daxmode.errors import (
     RolledBack,
     SysfsError,
 )
-from daxmode.kernel import drivers, locks, regions
+from daxmode.kernel import drivers, regions
 from daxmode.kernel.devices import Mode, get_device, parse_name, parse_region, read_device
 from daxmode.kernel.drivers import Action
 from daxmode.modes import Options, set_mode
+from daxmode.runstate import locks
 from daxmode.sizes import parse_size
 from daxmode.sysfs import Sysfs
 

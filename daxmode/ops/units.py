@@ -4,7 +4,8 @@ Two flavours (daxmode/data/):
 
 * ``systemd``: ``90-daxmode.rules`` tags the device for systemd and wants
   ``daxmode-apply@<dev>.service`` (a oneshot running ``daxmode apply <dev>``), the way
-  daxctl's ``90-daxctl-device.rules`` + ``daxdev-reconfigure@.service`` work (daxctl.md 2.9).
+  daxctl's ``90-daxctl-device.rules`` + ``daxdev-reconfigure@.service`` work (ndctl v81,
+  ``daxctl/90-daxctl-device.rules`` and ``daxctl/daxdev-reconfigure@.service``).
 * ``run``: without systemd as PID 1, ``90-daxmode-run.rules`` has udev start
   ``daxmode apply <dev>`` itself, detached, logging to /run/daxmode-apply.log.
 
@@ -40,6 +41,16 @@ class UnitsReport:
     removed: list[str] = field(default_factory=list)
     reloaded: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    dry_run: bool = False
+    """Nothing was written: ``installed`` and ``removed`` are what would be."""
+
+    def lines(self) -> list[str]:
+        """What ``install-units``/``uninstall-units`` print: "would ..." on a dry run."""
+        would = "would " if self.dry_run else ""
+        out = [f"{would}{'install' if would else 'installed'} {p}" for p in self.installed]
+        out += [f"{would}{'remove' if would else 'removed'} {p}" for p in self.removed]
+        out += [f"ran {c}" for c in self.reloaded]
+        return out + [f"note: {n}" for n in self.notes]
 
     def to_json(self) -> dict[str, object]:
         return {
@@ -48,6 +59,7 @@ class UnitsReport:
             "removed": self.removed,
             "reloaded": self.reloaded,
             "notes": self.notes,
+            "dry_run": self.dry_run,
         }
 
 
@@ -100,7 +112,7 @@ def install(
     if flavour == "auto":
         flavour = "systemd" if systemd_running(sysfs) else "run"
     exe = executable or default_executable()
-    report = UnitsReport(flavour)
+    report = UnitsReport(flavour, dry_run=dry_run)
     base = _base(sysfs, prefix)
     files = render(flavour, exe)
     stale = [] if flavour == "systemd" else [f"{UNIT_DIR}/{UNIT_NAME}"]
@@ -124,7 +136,7 @@ def install(
 
 
 def uninstall(sysfs: Sysfs, *, prefix: str | None = None, dry_run: bool = False) -> UnitsReport:
-    report = UnitsReport("any")
+    report = UnitsReport("any", dry_run=dry_run)
     base = _base(sysfs, prefix)
     for rel in (f"{RULES_DIR}/{RULE_NAME}", f"{UNIT_DIR}/{UNIT_NAME}"):
         target = base / rel

@@ -230,7 +230,10 @@ class Sim:
 
     def add_legacy_device(self, name: str, size: int) -> None:
         """A device in the old /sys/class/dax model (dax_pmem_compat): reported, never changed."""
-        rid = DEV_NAME_RE.match(name).group(1)  # type: ignore[union-attr]
+        m = DEV_NAME_RE.match(name)
+        if m is None:
+            raise ValueError(f"sim: {name!r} is not a dax device name")
+        rid = m.group(1)
         devdir = self.p(f"sys/devices/platform/e820/ndbus1/region{rid}/dax/{name}")
         devdir.mkdir(parents=True)
         put(devdir / "size", str(size), 0o444)

@@ -28,12 +28,29 @@ import errno
 import os
 import re
 import shutil
-from typing import TYPE_CHECKING, Any
+from pathlib import Path
+from typing import Any, Protocol
 
 from daxmode.sim._files import DAX_BUS, MiB, err, put, symlink
 
-if TYPE_CHECKING:
-    from daxmode.sim._world import _World
+
+class _World(Protocol):
+    """What region rules need of the world (:class:`daxmode.sim._world._World`, which calls them)."""
+
+    root: Path
+    state: dict[str, Any]
+    dirty: bool
+
+    def p(self, rel: str) -> Path: ...
+
+    def dev(self, name: str) -> dict[str, Any] | None: ...
+
+    def dev_dir(self, name: str) -> Path: ...
+
+    def driver_of(self, name: str) -> str | None: ...
+
+    def size_of(self, name: str) -> int: ...
+
 
 SUBSECTION = 2 * MiB  # memremap_compat_align() on x86 (mm/memremap.c)
 VALID_ALIGNS = (4096, 2 * MiB, 1 << 30)  # PAGE_SIZE, PMD, PUD (dax_align_valid)
@@ -96,7 +113,7 @@ def _region_at(w: _World, region_path: str) -> str | None:
     return None
 
 
-def _region_dir(w: _World, rid: str):  # type: ignore[no-untyped-def]
+def _region_dir(w: _World, rid: str) -> Path:
     return w.p(w.state["regions"][rid]["path"]) / "dax_region"
 
 

@@ -11,7 +11,7 @@ import json
 import os
 import shutil
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
@@ -109,7 +109,7 @@ class _World:
             self.state["reserved"].append({"name": name, "owner": drv, "start": s, "end": e, "leaked": False})
         self.dirty = True
 
-    def release(self, name: str, drv: str, keep: list[tuple[int, int]] = ()) -> None:
+    def release(self, name: str, drv: str, keep: Iterable[tuple[int, int]] = ()) -> None:
         kept = set(keep)
         out = []
         for r in self.state["reserved"]:

@@ -15,8 +15,8 @@ from daxmode.cli import main
 from daxmode.errors import BadMode, DeviceBusy, FamfsError, RolledBack
 from daxmode.famfs import bringup as updown
 from daxmode.famfs.media import layout as L
-from daxmode.famfs.media.access import open_famfs
 from daxmode.famfs.media.identity import SYSTEM_UUID_PATH, ensure_system_uuid, read_system_uuid
+from daxmode.famfs.medium import open_famfs
 from daxmode.famfs.mount import command as famfs_mount
 from daxmode.fsdev import create_image, map_device
 from daxmode.kernel import features as kernelsupport

@@ -406,7 +406,7 @@ def test_concurrent_writers_on_a_simulated_fsdev_device(tmp_path: Path) -> None:
     the real kernel).  All succeed; the device ends in fsdev."""
     from daxmode import sim
     from daxmode.famfs.media.identity import ensure_system_uuid
-    from daxmode.fsdev import open_medium
+    from daxmode.famfs.medium import open_medium
     from daxmode.modes import Mode, set_mode
 
     s = sim.standard(tmp_path / "sim", blocks=4)

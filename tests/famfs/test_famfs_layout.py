@@ -1,4 +1,4 @@
-"""The on-media format, checked field by field against famfs's documented offsets (famfs-userspace.md §1)."""
+"""The on-media format, checked field by field against famfs's offsets (famfs 5d0919f src/famfs_meta.h)."""
 
 from __future__ import annotations
 
@@ -223,7 +223,7 @@ def test_interleave_math_matches_kernel_formula() -> None:
     mib = 1 << 20
     offs = [100 * mib, 200 * mib, 300 * mib, 400 * mib, 500 * mib]
     # famfs_ioctl.h's example: 2 MiB chunks, 5 strips: 15 MiB is chunk 7 -> strip 2? chunk=7, strip=7%5=2
-    # its comment's "strip 4" is a typo; with 4 strips 15 MiB -> chunk 7 -> strip 3 (reference notes)
+    # its comment's "strip 4" is a typo; with 4 strips 15 MiB -> chunk 7 -> strip 3 (7 % 4, as asserted)
     assert L.interleave_offset(15 * mib, 4, 2 * mib, offs[:4]) == offs[3] + 1 * 2 * mib + 1 * mib
     assert L.interleave_offset(15 * mib, 5, 2 * mib, offs) == offs[2] + 1 * 2 * mib + 1 * mib
     assert L.interleave_offset(0, 5, 2 * mib, offs) == offs[0]

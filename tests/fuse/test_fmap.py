@@ -1,4 +1,4 @@
-"""GET_FMAP / GET_DAXDEV encodings against the V10 tables (famfs-fuse.md 1.2, 1.3) and the kernel's limits."""
+"""GET_FMAP / GET_DAXDEV encodings against the V10 series' uapi (patches 03, 05) and the kernel's limits."""
 
 from __future__ import annotations
 

@@ -464,7 +464,7 @@ def test_dax_path_orchestration_with_a_stand_in_kernel(
     stats = json.loads(os.getxattr(w.mnt, "user.daxmode.stats"))
     assert stats["data_path"] == "dax"
     # umount: the server drops its own mapping of the log (it keeps the mount busy), unmounts, restores
-    steps = M.umount(sysfs, str(w.mnt))
+    steps = M.umount(sysfs, str(w.mnt)).lines()
     assert "dax0.0: fsdev -> devdax (its mode before the mount)" in steps, steps
     assert s.driver("dax0.0") == "device_dax" and mountinfo_line(str(w.mnt)) is None
     # from fsdev: nothing to switch; the superblock and log are read through the mount only
@@ -478,7 +478,7 @@ def test_dax_path_orchestration_with_a_stand_in_kernel(
     assert rec is not None
     os.kill(rec.pid, signal.SIGKILL)
     assert _wait(lambda: not S.server_alive(rec), 20), "the killed server did not exit"
-    steps = M.umount(sysfs, str(w.mnt))
+    steps = M.umount(sysfs, str(w.mnt)).lines()
     assert any("was not running" in x for x in steps) and mountinfo_line(str(w.mnt)) is None
     assert s.driver("dax0.0") == "fsdev_dax"
 

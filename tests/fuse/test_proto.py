@@ -1,4 +1,4 @@
-"""The FUSE codec, message by message, against the offsets of include/uapi/linux/fuse.h (famfs-fuse.md 3.1).
+"""The FUSE codec, message by message, against the offsets of include/uapi/linux/fuse.h (protocol 7.45).
 
 Each test builds the bytes independently (explicit offsets) and checks the codec reads or writes
 exactly those, so a wrong struct format cannot pass by agreeing with itself.

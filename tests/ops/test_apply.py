@@ -168,6 +168,7 @@ def test_cli_table_json_udev_and_exit_codes(world):
     r = cli(sysfs, "apply", "--json")
     data = json.loads(r.output)
     assert [d["status"] for d in data] == ["changed", "no-rule", "changed"]
+    assert (data[0]["from"], data[0]["to"]) == ("devdax", "fsdev")  # the keys of set --json
     r = cli(sysfs, "apply", "--udev", "dax0.0")
     assert r.exit_code == 0
     assert r.output.rstrip().endswith(

@@ -18,6 +18,7 @@ EXE = "/opt/daxmode/bin/daxmode"
 
 
 def cli(root, *args: str):
+    os.makedirs(root, exist_ok=True)  # --root must be a directory
     return CliRunner().invoke(main, ["--root", str(root), *args])
 
 
@@ -59,7 +60,7 @@ def test_prefix_and_uninstall(tmp_path):
     assert (dest / "etc/systemd/system/daxmode-apply@.service").exists()
     assert not (tmp_path / "root/etc").exists()
     r = cli(tmp_path / "root", "uninstall-units", "--prefix", str(dest), "--dry-run")
-    assert r.output.count("removed ") == 2 and (dest / "etc/udev/rules.d/90-daxmode.rules").exists()
+    assert r.output.count("would remove ") == 2 and (dest / "etc/udev/rules.d/90-daxmode.rules").exists()
     r = cli(tmp_path / "root", "uninstall-units", "--prefix", str(dest))
     assert r.exit_code == 0
     assert not (dest / "etc/udev/rules.d/90-daxmode.rules").exists()
@@ -132,3 +133,22 @@ def test_man_page(tmp_path):
 def test_version():
     r = CliRunner().invoke(main, ["--version"])
     assert r.exit_code == 0 and "version" in r.output
+
+
+def test_dry_runs_say_would(tmp_path):
+    dest = tmp_path / "dest"
+    r = cli(tmp_path / "root", "install-units", "--prefix", str(dest), "--flavour", "systemd", "--dry-run")
+    assert r.exit_code == 0, r.output
+    assert r.output.count("would install ") == 2 and "installed" not in r.output
+    assert not (dest / "etc/udev/rules.d/90-daxmode.rules").exists()
+    r = cli(
+        tmp_path / "root",
+        "install-units",
+        "--prefix",
+        str(dest),
+        "--flavour",
+        "systemd",
+        "--json",
+        "--dry-run",
+    )
+    assert json.loads(r.output)["dry_run"] is True

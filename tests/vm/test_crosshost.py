@@ -36,7 +36,8 @@ if op == "write":
     block = hashlib.sha512(seed.encode()).digest() * 64  # 4 KiB
     data = (block * (align // len(block)))[:align]
     m[:] = data
-    # No msync: it fails with EINVAL on device-dax (verified-stack.md); stores are already in the memory.
+    # No msync: it fails with EINVAL on device-dax (device_dax has no fsync; measured in a guest); stores
+    # are already in the memory.
 got = hashlib.sha256(m[:]).hexdigest()
 print(json.dumps({"offset": offset, "align": align, "sha256": got}))
 m.close(); os.close(fd)

@@ -59,7 +59,7 @@ def famfs(host, dev: str, *args: str, timeout: float = 300.0):  # type: ignore[n
 
 WRITE_SCRIPT = """
 import random, sys
-from daxmode.famfs.media.access import open_famfs
+from daxmode.famfs.medium import open_famfs
 from daxmode.famfs import Volume
 seed, size, dev = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
 data = random.Random(seed).randbytes(size)
@@ -73,7 +73,7 @@ print("ok")
 
 READ_SCRIPT = """
 import hashlib, sys
-from daxmode.famfs.media.access import open_famfs
+from daxmode.famfs.medium import open_famfs
 dev, path = sys.argv[1], sys.argv[2]
 with open_famfs(dev) as fs:
     f = fs.open(path)

@@ -5,7 +5,7 @@ On a stock kernel a famfs file's bytes are still plain memory on the device: ope
 mapping.  A file with one simple extent is one ``memoryview`` (NumPy: ``np.frombuffer(view)``,
 Arrow: ``pa.py_buffer(view)``); multi-extent and interleaved files get a reader over their runs.
 
-    with open_famfs("dax0.0") as fs:
+    with open_famfs("dax0.0") as fs:            # daxmode.famfs.medium.open_famfs
         f = fs.open("data/matrix.bin")
         arr = numpy.frombuffer(f.view(), dtype=numpy.float32)
 
@@ -15,16 +15,16 @@ shared by hosts that are not cache-coherent, files are invalidated when opened (
 
 from __future__ import annotations
 
-import contextlib
 import io
 from collections.abc import Iterator
+from typing import TYPE_CHECKING
 
 from daxmode.errors import FamfsError
 from daxmode.famfs.media import layout as L
-from daxmode.famfs.media.identity import read_system_uuid
 from daxmode.famfs.media.volume import Volume
-from daxmode.fsdev import open_medium
-from daxmode.sysfs import Sysfs
+
+if TYPE_CHECKING:
+    from _typeshed import WriteableBuffer  # the type checker's name for any writable buffer
 
 
 class FamfsFile:
@@ -65,7 +65,7 @@ class FamfsFile:
         for dev, n in self.runs:
             yield self.vol.mv[dev : dev + n]
 
-    def readinto(self, buf: memoryview | bytearray, offset: int = 0) -> int:
+    def readinto(self, buf: WriteableBuffer, offset: int = 0) -> int:
         """Copy file bytes starting at ``offset`` into ``buf``; returns bytes copied."""
         out = memoryview(buf).cast("B")
         want = min(len(out), max(self.size - offset, 0))
@@ -97,7 +97,7 @@ class _Raw(io.RawIOBase):
     def seekable(self) -> bool:
         return True
 
-    def readinto(self, b: memoryview | bytearray) -> int:  # type: ignore[override]
+    def readinto(self, b: WriteableBuffer, /) -> int:
         n = self.f.readinto(b, self.pos)
         self.pos += n
         return n
@@ -125,17 +125,3 @@ class FamfsSession:
         if node is None or isinstance(node, L.FileMeta):
             raise FamfsError(f"{path}: not a famfs directory")
         return sorted(node.children)
-
-
-@contextlib.contextmanager
-def open_famfs(target: str, sysfs: Sysfs | None = None, *, writable: bool = False) -> Iterator[FamfsSession]:
-    """Map ``target`` (dax device or image file), play its log, and yield a session.
-
-    Read-only by default; ``writable=True`` maps it writable (file data writes stay master-only)."""
-    sysfs = sysfs or Sysfs("/")
-    with open_medium(sysfs, target, writable=writable) as medium:
-        vol = Volume(medium, read_system_uuid(sysfs))
-        try:
-            yield FamfsSession(vol)
-        finally:
-            vol.close()

@@ -6,20 +6,13 @@ from __future__ import annotations
 import os
 import stat
 from collections.abc import Iterator
-from dataclasses import dataclass
 from typing import BinaryIO
 
 from daxmode.errors import FamfsError, InvalidArgument
+from daxmode.famfs.media.results import Copied
 from daxmode.famfs.media.volume import Volume
 
 _RUN = 8 << 20  # bytes per copy: large enough for memcpy speed, small enough to stay cache-friendly
-
-
-@dataclass(frozen=True)
-class Copied:
-    source: str
-    path: str  # in famfs
-    size: int
 
 
 def copy_in(

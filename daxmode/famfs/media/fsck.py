@@ -39,9 +39,9 @@ class FsckReport:
         }
 
 
-def fsck(buf: object, device_size: int | None = None) -> FsckReport:
+def fsck(buf: L.Bytes, device_size: int | None = None) -> FsckReport:
     """Check the famfs metadata at the start of ``buf`` (a whole device or image)."""
-    mv = memoryview(buf)  # type: ignore[arg-type]
+    mv = memoryview(buf)
     try:
         return _fsck(mv, len(mv) if device_size is None else device_size)
     finally:

@@ -2,8 +2,9 @@
 
 Byte compatibility with famfs's C tools is the point of this module, so every offset is spelled
 out with explicit little-endian ``struct`` formats instead of being derived from a C ABI.  Facts
-(offsets, magics, CRC coverage) come from famfs ``src/famfs_meta.h`` and ``src/famfs_lib.c`` as
-summarised in the team's reference notes (famfs-userspace.md §1); the code is our own.
+(offsets, magics, CRC coverage) come from famfs (github.com/cxl-micron-reskit/famfs at 5d0919f)
+``src/famfs_meta.h`` (constants :27-59, ``struct famfs_superblock`` :77-91, ``struct famfs_log_entry``
+:218-227, ``struct famfs_log`` :243-251) and ``src/famfs_lib.c``; the code is our own.
 
 Nothing here touches a file: callers pass ``bytes``/``bytearray``/``memoryview``/``mmap`` and get
 plain values back.  Decoders never raise on garbage except :class:`FormatError`, a FamfsError
@@ -12,12 +13,14 @@ naming the field that is wrong.
 
 from __future__ import annotations
 
+import mmap
 import re
 import struct
 import uuid
 import zlib
 from dataclasses import dataclass, field
-from typing import NamedTuple
+from typing import NamedTuple, cast
+from uuid import UUID
 
 from daxmode.errors import FamfsError, InvalidArgument
 
@@ -187,9 +190,9 @@ def check_relpath(path: str, terminated: bool) -> str | None:
 class Superblock:
     version: int
     log_len: int
-    uuid: uuid.UUID
-    dev_uuid: uuid.UUID
-    system_uuid: uuid.UUID
+    uuid: UUID  # (the field shadows the module inside the class body: hence UUID)
+    dev_uuid: UUID
+    system_uuid: UUID
     dd_size: int
     daxdev: str
     magic: int = SUPERBLOCK_MAGIC
@@ -199,7 +202,7 @@ class Superblock:
     omf_minor: int = 2
     crc: int = 0
     sb_flags: int = 0
-    dd_uuid: uuid.UUID = field(default=uuid.UUID(int=0))
+    dd_uuid: UUID = field(default=UUID(int=0))
 
     def to_dict(self) -> dict[str, object]:
         return {
@@ -449,6 +452,8 @@ def log_capacity(log_len: int) -> int:
 
 # --- log entries ----------------------------------------------------------------------------
 Extent = tuple[int, int, int]
+Bytes = bytes | bytearray | memoryview | mmap.mmap
+"""What the medium's metadata is read from: a whole device or image mapping, or a copy of part."""
 """(devindex, offset, length) of one simple extent, in bytes."""
 
 
@@ -538,7 +543,7 @@ class FileMeta(NamedTuple):
     A NamedTuple, not a dataclass: playing a full log builds 15,420 of these, and tuples are
     several times cheaper to construct than frozen dataclasses."""
 
-    index: int
+    index: int  # type: ignore[assignment]  # famfs's log index: shadows tuple.index, never called
     path: str
     size: int
     flags: int
@@ -582,7 +587,7 @@ class FileMeta(NamedTuple):
 
 
 class DirMeta(NamedTuple):
-    index: int
+    index: int  # type: ignore[assignment]  # famfs's log index: shadows tuple.index, never called
     path: str
     uid: int
     gid: int
@@ -601,7 +606,7 @@ class DirMeta(NamedTuple):
 
 
 class DaxdevMeta(NamedTuple):
-    index: int
+    index: int  # type: ignore[assignment]  # famfs's log index: shadows tuple.index, never called
     dd_size: int
     dd_uuid: uuid.UUID
     dd_index: int
@@ -625,7 +630,7 @@ _EXTS = [struct.Struct("<" + "3Q" * n).unpack_from for n in range(MAX_STRIPS + 1
 def _extents(buf: bytes | bytearray | memoryview, off: int, n: int) -> tuple[Extent, ...]:
     flat = _EXTS[n](buf, off)
     if n == 1:
-        return (flat,)  # type: ignore[return-value]
+        return (cast(Extent, flat),)  # one strip: unpack_from's 3-tuple is the extent itself
     it = iter(flat)
     return tuple(zip(it, it, it, strict=True))
 

@@ -29,8 +29,8 @@ import time
 from collections.abc import Iterator
 
 from daxmode.errors import DeviceBusy, FamfsError
-from daxmode.kernel.locks import flock_until
 from daxmode.kernel.procs import flock_holders
+from daxmode.runstate.locks import flock_until
 
 DEFAULT_TIMEOUT = 60.0
 """Seconds a writer waits for another session on the same volume (mutations take milliseconds)."""

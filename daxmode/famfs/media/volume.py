@@ -1,8 +1,8 @@
 """famfs operations on a mapped device or image: mkfs, logplay, mkdir, creat, cp, read, getmap.
 
 A *medium* is anything that exposes the whole device as one writable buffer (an ``mmap`` of a
-devdax device or of an image file) plus a cache syncer and the volume lock; see
-:mod:`daxmode.fsdev` and :mod:`daxmode.famfs.media.lock`.  All metadata goes through
+devdax device or of an image file) plus a cache syncer and the file the volume lock is taken
+on (:class:`Medium`; :mod:`daxmode.famfs.media.lock`).  All metadata goes through
 :mod:`daxmode.famfs.media.layout`; this module adds the rules around it:
 
 * only the master (this host's system UUID equals the superblock's) may mutate;
@@ -22,36 +22,80 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import io
+import mmap
 import struct
 import threading
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import BinaryIO, Protocol
+from typing import Protocol
 
 from daxmode.cacheflush import CacheSync
 from daxmode.errors import FamfsError, InvalidArgument
 from daxmode.famfs.media import layout as L
 from daxmode.famfs.media.alloc import Allocator, build_bitmap
 from daxmode.famfs.media.lock import DEFAULT_TIMEOUT as DEFAULT_LOCK_TIMEOUT
+from daxmode.famfs.media.lock import volume_lock
 from daxmode.famfs.media.log import LogScan, Tree, play, scan_entries, scan_log, tail_written
 
 _counters = struct.Struct("<2Q")  # next_seqnum, next_index: written together
 
 
 class Medium(Protocol):
-    buf: object
-    """A writable buffer of ``size`` bytes (mmap, bytearray)."""
-    size: int
-    daxdev: str
-    """The name recorded in the superblock's dd_daxdev (e.g. /dev/dax0.0)."""
-    sync: CacheSync
+    """What famfs needs from the memory a volume lives on.  The device-access layer's mapping of a
+    dax device or image file (:class:`daxmode.fsdev.Mapping`) is one; so is a volume reached
+    through its DAX mount (:class:`daxmode.famfs.mount.metamap.MountMapping`).  Which one to open
+    is famfs's choice (:func:`daxmode.famfs.medium.open_medium`)."""
 
-    def lock(self, timeout: float | None = ...) -> contextlib.AbstractContextManager[None]:
-        """The volume lock (:mod:`daxmode.famfs.media.lock`): exclusive across this host's processes,
-        DeviceBusy after ``timeout`` seconds."""
+    @property
+    def buf(self) -> mmap.mmap:
+        """``size`` bytes laid out like the device, writable unless opened read-only."""
         ...
+
+    @property
+    def size(self) -> int: ...
+
+    @property
+    def daxdev(self) -> str:
+        """The name recorded in the superblock's dd_daxdev (e.g. /dev/dax0.0)."""
+        ...
+
+    @property
+    def sync(self) -> CacheSync: ...
+
+    @property
+    def lock_fd(self) -> int:
+        """The open file whose inode the volume lock is taken on (:mod:`daxmode.famfs.media.lock`)."""
+        ...
+
+    @property
+    def lock_name(self) -> str:
+        """What that file is, for messages."""
+        ...
+
+    @property
+    def notes(self) -> list[str]:
+        """What the user should be told about how the medium was reached."""
+        ...
+
+    def prepare_file(self, meta: L.FileMeta) -> None:
+        """Make ``meta``'s data reachable in ``buf`` (nothing to do where the device is mapped whole)."""
+        ...
+
+
+def lock(
+    medium: Medium, timeout: float | None = DEFAULT_LOCK_TIMEOUT
+) -> contextlib.AbstractContextManager[None]:
+    """The volume lock: exclusive across this host's processes, DeviceBusy after ``timeout`` s."""
+    return volume_lock(medium.lock_fd, medium.lock_name, timeout)
+
+
+class ReadsInto(Protocol):
+    """A binary stream that fills a buffer (a file opened "rb", ``io.BytesIO``)."""
+
+    def readinto(self, buffer: memoryview, /) -> int | None: ...
 
 
 class NotMaster(FamfsError):
@@ -64,14 +108,35 @@ class LogFull(FamfsError):
 
 @dataclass
 class MkfsResult:
+    """What ``mkfs`` did (docs/json.md)."""
+
     superblock: L.Superblock
     warnings: list[str] = field(default_factory=list)
     killed: bool = False
+    source: str = ""
+    """The medium formatted (its dd_daxdev: /dev/daxX.Y or the image file)."""
+
+    def summary(self) -> str:
+        sb = self.superblock
+        if self.killed:
+            return f"{self.source}: famfs superblock invalidated"
+        return (
+            f"{self.source}: famfs v{sb.version} uuid {sb.uuid}, {sb.dd_size} bytes, "
+            f"log {sb.log_len >> 20} MiB ({L.log_capacity(sb.log_len)} entries), master {sb.system_uuid}"
+        )
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "source": self.source,
+            "killed": self.killed,
+            "superblock": self.superblock.to_dict(),
+            "warnings": self.warnings,
+        }
 
 
-def has_superblock(buf: object) -> bool:
+def has_superblock(buf: L.Bytes) -> bool:
     """True if ``buf`` starts with a famfs superblock whose magic and CRC are good (any version)."""
-    mv = memoryview(buf)  # type: ignore[arg-type]
+    mv = memoryview(buf)
     if len(mv) < L.SB_SIZE:
         return False
     sb = L.unpack_superblock(mv)
@@ -96,14 +161,14 @@ def mkfs(
     L.check_version(version)
     if kill and not force:
         raise InvalidArgument("--kill needs --force")
-    with medium.lock():
+    with lock(medium):
         return _mkfs(medium, system_uuid, log_len, version, force, kill)
 
 
 def _mkfs(
     medium: Medium, system_uuid: uuid.UUID, log_len: int, version: int, force: bool, kill: bool
 ) -> MkfsResult:
-    mv = memoryview(medium.buf)  # type: ignore[arg-type]
+    mv = memoryview(medium.buf)
     try:
         existing = has_superblock(mv)
         if existing and not force:
@@ -119,7 +184,7 @@ def _mkfs(
         if kill:
             struct.pack_into("<Q", mv, 0, 0)
             medium.sync.writeback(mv, 0, 8)
-            return MkfsResult(L.unpack_superblock(mv), killed=True)
+            return MkfsResult(L.unpack_superblock(mv), killed=True, source=medium.daxdev)
         if not L.is_pow2(log_len) or log_len < L.MIN_LOG_LEN:
             raise InvalidArgument(f"log length {log_len:#x}: must be a power of 2 and at least 8 MiB")
         size = medium.size
@@ -149,7 +214,7 @@ def _mkfs(
         mv[L.SB_SIZE : 4096] = bytes(4096 - L.SB_SIZE)
         mv[0 : L.SB_SIZE] = raw
         medium.sync.writeback(mv, 0, 4096)
-        return MkfsResult(L.unpack_superblock(mv), warnings)
+        return MkfsResult(L.unpack_superblock(mv), warnings, source=medium.daxdev)
     finally:
         mv.release()
 
@@ -175,7 +240,7 @@ class Volume:
         lock_timeout: float | None = DEFAULT_LOCK_TIMEOUT,
     ) -> None:
         self.medium = medium
-        self.mv = memoryview(medium.buf)  # type: ignore[arg-type]
+        self.mv = memoryview(medium.buf)
         self.system_uuid = system_uuid
         self.lock_timeout = lock_timeout
         """Seconds a session waits for another writer's (None: forever)."""
@@ -314,10 +379,8 @@ class Volume:
     def segments(self, meta: L.FileMeta, off: int = 0, length: int | None = None) -> list[tuple[int, int]]:
         """Device runs for file bytes, refusing extents that lie outside the device.
 
-        A medium that reaches file data through a mount (famfs.viamount) maps the file first."""
-        prepare = getattr(self.medium, "prepare_file", None)
-        if prepare is not None:
-            prepare(meta)
+        A medium that reaches file data through a mount (famfs.mount.metamap) maps the file first."""
+        self.medium.prepare_file(meta)
         segs = L.file_segments(meta, off, length)
         for dev, n in segs:
             if dev <= 0 or dev + n > self.medium.size:
@@ -334,7 +397,7 @@ class Volume:
         if self._session_thread == me:
             yield self
             return
-        with self.medium.lock(timeout=self.lock_timeout):
+        with lock(self.medium, timeout=self.lock_timeout):
             self._session_thread = me
             try:
                 self.refresh()
@@ -438,7 +501,9 @@ class Volume:
                     f"the log has {self.capacity - self.next_index} free entries; {len(todo)} needed"
                 )
             for p in todo:
-                idx = self._append(lambda s, p=p: L.pack_mkdir_entry(s, p, mode=mode, uid=uid, gid=gid))
+                idx = self._append(
+                    functools.partial(L.pack_mkdir_entry, relpath=p, mode=mode, uid=uid, gid=gid)
+                )
                 self._record(L.DirMeta(idx, p, uid, gid, mode))
         return todo
 
@@ -521,7 +586,7 @@ class Volume:
             self._record(L.DaxdevMeta(idx, dd_size, dd_uuid, dd_index))
         return idx
 
-    def write(self, meta: L.FileMeta, src: bytes | BinaryIO, off: int = 0) -> int:
+    def write(self, meta: L.FileMeta, src: bytes | ReadsInto, off: int = 0) -> int:
         """Write data into the file's extents through the mapping (writes stop at fm_size, as famfs);
         each run is written back afterwards.  Returns bytes written.  No lock: the extents belong
         to the file once its entry is in the log."""
@@ -533,7 +598,7 @@ class Volume:
             pos = 0
             while pos < n:
                 step = min(n - pos, 8 << 20)
-                got = stream.readinto(self.mv[dev + pos : dev + pos + step])  # type: ignore[attr-defined]
+                got = stream.readinto(self.mv[dev + pos : dev + pos + step])
                 if not got:
                     self.medium.sync.writeback(self.mv, dev, pos)
                     return total

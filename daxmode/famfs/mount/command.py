@@ -9,7 +9,7 @@ that fails fsck, mounts, answers INIT, and only then reports success; it puts th
 the file system is unmounted, on any failure and on SIGTERM (which unmounts cleanly).
 
 :func:`umount` unmounts and waits for the server to restore the mode; if the server is gone
-(``kill -9``) it restores the mode itself from the server's record (:mod:`.mountstate`) and says
+(``kill -9``) it restores the mode itself from the server's record (:mod:`.records`) and says
 so.  The mount line in /proc/self/mountinfo names the device as its source and has fstype
 ``fuse.famfs``, which is what the mode manager checks before it lets a device leave its mode.
 """
@@ -23,6 +23,8 @@ import os
 import signal
 import sys
 import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
 
 from daxmode import errors as E
 from daxmode.errors import (
@@ -37,16 +39,15 @@ from daxmode.errors import (
 )
 from daxmode.famfs.mount import records as S
 from daxmode.famfs.mount.handlers import COPY, DATA_PATHS, DAX
-from daxmode.famfs.mount.spec import AUTO, FSTYPE, MountResult, Target, error_from
+from daxmode.famfs.mount.spec import AUTO, FSTYPE, MountResult, Target, UmountResult, error_from
 from daxmode.fsdev import dax_info, looks_like_device
 from daxmode.fuse import kernel as K
-from daxmode.kernel import paths
 from daxmode.kernel.devices import resolve_name
 from daxmode.kernel.features import detect_kernel
 from daxmode.kernel.mounts import mount_at, mounts_using
 from daxmode.sysfs import Sysfs
 
-PROBE_DIR = paths.RUN_PROBE
+PROBE_DIR = "probe"  # in the run directory: the mount point of the FUSE INIT probe
 UMOUNT_WAIT = 180.0
 """Seconds ``umount`` waits for the server to restore the mode (a TCG guest switches slowly)."""
 
@@ -109,7 +110,8 @@ def check_device(sysfs: Sysfs, t: Target) -> None:
 def choose_data_path(sysfs: Sysfs, t: Target, requested: str) -> tuple[str, str]:
     """(data path, why).  ``dax`` needs a famfs kernel that offers FUSE_DAX_FMAP to us at INIT:
     kallsyms tells a famfs kernel from a fuse-iomap one (both use INIT bit 43), and a throw-away
-    probe mount shows whether the flag is really offered (CAP_SYS_RAWIO, famfs-fuse.md 1.4)."""
+    probe mount shows whether the flag is really offered (the famfs fuse series V10 02/10 offers it only
+    to a mounter with CAP_SYS_RAWIO)."""
     if requested not in (AUTO, *DATA_PATHS):
         raise InvalidArgument(f"--data-path {requested}: choose auto, dax or copy")
     if requested == COPY:
@@ -130,11 +132,10 @@ def choose_data_path(sysfs: Sysfs, t: Target, requested: str) -> tuple[str, str]
         if requested == DAX:
             raise FamfsError("--data-path dax: the fsdev_dax driver is not available (modprobe fsdev_dax)")
         return COPY, "famfs kernel without the fsdev_dax driver"
-    from daxmode.kernel import locks
+    from daxmode import runstate
 
-    os.close(locks.open_run_dir(sysfs))  # run/daxmode: 0700, checked; the probe mount point goes inside
-    try:
-        probe = K.probe_init(str(sysfs.path(PROBE_DIR)))
+    try:  # the probe's mount point goes inside the checked run/daxmode
+        probe = K.probe_init(os.path.join(runstate.run_dir(sysfs), PROBE_DIR))
     except OSError as e:
         raise KernelRefused(f"probing the kernel's FUSE INIT flags failed: {e}") from None
     if not probe.dax_fmap:
@@ -173,7 +174,7 @@ def mount(
     *,
     data_path: str = AUTO,
     foreground: bool = False,
-    on_ready: object = None,
+    on_ready: Callable[[MountResult], None] | None = None,
 ) -> MountResult:
     """Mount the famfs on ``target`` (dax device or image) at ``mountpoint``; see the module docstring.
 
@@ -184,7 +185,7 @@ def mount(
     t, mp, path, why = precheck(sysfs, target, mountpoint, data_path)
     if foreground:
         sess = Session(sysfs, t, mp, path, why)
-        res = sess.run(on_ready)  # type: ignore[arg-type]
+        res = sess.run(on_ready)
         return res
     return _spawn(sysfs, t, mp, path, why)
 
@@ -246,7 +247,7 @@ def _daemon_stdio(logfile: str) -> None:
     sys.stderr = open(2, "w", buffering=1, closefd=False)  # noqa: SIM115
 
 
-def _pipe_ready(wfd: int):  # type: ignore[no-untyped-def]
+def _pipe_ready(wfd: int):
     def ready(res: MountResult) -> None:
         os.write(wfd, (json.dumps({"ok": True, "result": res.to_dict()}) + "\n").encode())
         os.close(wfd)
@@ -296,8 +297,8 @@ def _detach(mp: str, lazy: bool) -> str:
 
 def restore_mode(sysfs: Sysfs, rec: S.MountRecord) -> str | None:
     """Put the device back in the mode it had before the mount, if it is not; a line saying so."""
-    from daxmode.kernel.locks import device_lock
     from daxmode.modes import Mode, Options, set_mode
+    from daxmode.runstate.locks import device_lock
 
     if rec.device is None or rec.previous_mode is None:
         return None
@@ -335,8 +336,10 @@ def recover(sysfs: Sysfs, mountpoint: str) -> list[str]:
     return steps or ["nothing was changed"]
 
 
-def umount(sysfs: Sysfs, mountpoint: str, *, lazy: bool = False, timeout: float = UMOUNT_WAIT) -> list[str]:
-    """Unmount a daxmode famfs mount and restore its device's mode; lines saying what was done."""
+def umount(
+    sysfs: Sysfs, mountpoint: str, *, lazy: bool = False, timeout: float = UMOUNT_WAIT
+) -> UmountResult:
+    """Unmount a daxmode famfs mount and restore its device's mode; what was done."""
     from daxmode.famfs.mount.server import request_umount
 
     if sysfs.is_real and os.geteuid() != 0:
@@ -349,8 +352,10 @@ def umount(sysfs: Sysfs, mountpoint: str, *, lazy: bool = False, timeout: float 
             raise InvalidArgument(f"{mp} is not mounted")
         if m.fstype != FSTYPE:
             raise FamfsError(f"{mp} is not a famfs mount ({m.fstype} from {m.source})")
-        return [_detach(mp, lazy), "no daxmode record for this mount: the device's mode was left as is"]
-    steps: list[str] = []
+        steps = [_detach(mp, lazy), "no daxmode record for this mount: the device's mode was left as is"]
+        return UmountResult(mp, m.source, None, None, steps)
+    res = UmountResult(mp, rec.source, rec.device, rec.pid)
+    steps = res.steps
     what = rec.device or rec.source
     alive = S.server_alive(rec)
     if alive:
@@ -362,7 +367,8 @@ def umount(sysfs: Sysfs, mountpoint: str, *, lazy: bool = False, timeout: float 
                 raise error_from(final)
             if final.get("pending"):
                 steps.append(f"the server (pid {rec.pid}) serves the open files, then restores {what}")
-                return steps
+                res.lazy = True
+                return res
             if not _wait_gone(rec, 30):
                 raise LeftPartial(f"{mp} was unmounted but its server (pid {rec.pid}) is still running")
             steps.append(f"server (pid {rec.pid}) stopped")
@@ -382,28 +388,56 @@ def umount(sysfs: Sysfs, mountpoint: str, *, lazy: bool = False, timeout: float 
     elif rec.device and not alive:
         steps.append(f"{rec.device} is in {rec.previous_mode} mode, as before the mount")
     S.remove(sysfs, mp)
-    return steps
+    return res
 
 
 # --- what is mounted ------------------------------------------------------------------------------
-def mounts(sysfs: Sysfs) -> list[dict[str, object]]:
+@dataclass
+class MountStatus:
+    """One daxmode famfs mount as ``famfs status`` shows it."""
+
+    mountpoint: str
+    source: str
+    device: str | None
+    data_path: str
+    mode: str | None
+    previous_mode: str | None
+    server_pid: int
+    server_running: bool
+    mounted: bool
+    """The kernel still has the mount (fuse.famfs at the mount point)."""
+    phase: str
+
+    @property
+    def state(self) -> str:
+        if self.server_running and self.mounted:
+            return "live"
+        return "server not running" if self.mounted else "stale"
+
+    def to_json(self) -> dict[str, object]:
+        d = asdict(self)
+        d["chardev"] = d.pop("device")
+        return d
+
+
+def mounts(sysfs: Sysfs) -> list[MountStatus]:
     """daxmode's famfs mounts: record, server liveness and whether the kernel still has the mount."""
     out = []
     for r in S.records(sysfs):
         m = mount_at(sysfs, r.mountpoint)
         out.append(
-            {
-                "mountpoint": r.mountpoint,
-                "source": r.source,
-                "device": r.device,
-                "data_path": r.data_path,
-                "mode": r.mode,
-                "previous_mode": r.previous_mode,
-                "server_pid": r.pid,
-                "server_running": S.server_alive(r),
-                "mounted": m is not None and m.fstype == FSTYPE,
-                "phase": r.phase,
-            }
+            MountStatus(
+                mountpoint=r.mountpoint,
+                source=r.source,
+                device=r.device,
+                data_path=r.data_path,
+                mode=r.mode,
+                previous_mode=r.previous_mode,
+                server_pid=r.pid,
+                server_running=S.server_alive(r),
+                mounted=m is not None and m.fstype == FSTYPE,
+                phase=r.phase,
+            )
         )
     return out
 

@@ -420,8 +420,8 @@ def _refuse(err: int) -> Callable[[P.InHeader, memoryview], Payload]:
     return refuse
 
 
-def device_from_buffer(buf: object, sync: CacheSync | None = None) -> Device:
-    mv = memoryview(buf)  # type: ignore[arg-type]
+def device_from_buffer(buf: L.Bytes, sync: CacheSync | None = None) -> Device:
+    mv = memoryview(buf)
     return Device(mv, sync or NoSync(), len(mv))
 
 

@@ -15,7 +15,6 @@ reservation read as zeros and are never handed out.
 
 from __future__ import annotations
 
-import contextlib
 import ctypes
 import mmap
 import os
@@ -32,7 +31,7 @@ MAP_NORESERVE = getattr(mmap, "MAP_NORESERVE", 0x4000)
 _MAP_FAILED = ctypes.c_void_p(-1).value
 
 
-def _libc_mmap():  # type: ignore[no-untyped-def]
+def _libc_mmap():
     from daxmode.fuse.kernel import libc
 
     fn = libc().mmap
@@ -80,8 +79,7 @@ class MountMapping:
             prot = mmap.PROT_READ | (mmap.PROT_WRITE if self.writable else 0)
             addr = _libc_mmap()(self._base + dev_off, length, prot, mmap.MAP_SHARED | MAP_FIXED, fd, file_off)
             if addr in (None, _MAP_FAILED):
-                e = ctypes.get_errno()
-                raise FamfsError(f"mmap of {path} failed: {os.strerror(e)}")
+                raise FamfsError(f"mmap of {path} failed: {os.strerror(ctypes.get_errno())}")
         finally:
             os.close(fd)
 
@@ -109,12 +107,15 @@ class MountMapping:
                 pos += ln
         self._mapped.add(meta.index)
 
-    def lock(self, timeout: float | None = 60.0) -> contextlib.AbstractContextManager[None]:
-        """The volume lock on .meta/.log's inode (famfs's tools flock that file too): every process
-        on this host reaching the volume through the mount shares it."""
-        from daxmode.famfs.media.lock import volume_lock
+    @property
+    def lock_fd(self) -> int:
+        """.meta/.log (famfs's tools flock that file too): every process on this host reaching the
+        volume through the mount shares its inode."""
+        return self.fd
 
-        return volume_lock(self.fd, f"{self.mountpoint}/.meta/.log", timeout)
+    @property
+    def lock_name(self) -> str:
+        return f"{self.mountpoint}/.meta/.log"
 
     def close(self) -> None:
         try:

@@ -211,7 +211,7 @@ class Namespace:
         parent_path, _, name = path.rpartition("/")
         pid = self.by_path.get(parent_path)
         parent = self.inodes.get(pid) if pid is not None else None
-        if parent is None or not parent.is_dir:
+        if pid is None or parent is None or not parent.is_dir:
             self.errors.append(f"entry {r.index}: parent directory of {path!r} does not exist; not played")
             return
         nodeid = r.index + FIRST_ENTRY_ID

@@ -1,8 +1,9 @@
 """What a running (or killed) famfs mount server leaves behind: one record per mount point.
 
-``/run/daxmode/mounts/<mount point, %-quoted>.json`` (directory root-owned, 0700) says which
-device or image is mounted where, with which data path, which mode the device had before the
-mount and which it was put in, and the server's pid and start time.  ``daxmode famfs umount``
+``/run/daxmode/mounts/<mount point, %-quoted>.json`` (:mod:`daxmode.runstate`: root-owned 0700,
+written atomically, one key encoding) says which device or image is mounted where, with which
+data path, which mode the device had before the mount and which it was put in, and the server's
+pid and start time.  ``daxmode famfs umount``
 reads it to unmount and restore the mode even when the server was killed with SIGKILL; the
 server deletes it after a clean unmount.  /run is a tmpfs, so records never outlive a reboot,
 and neither do the mounts.
@@ -10,19 +11,15 @@ and neither do the mounts.
 
 from __future__ import annotations
 
-import contextlib
-import json
 import os
 import time
-import urllib.parse
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
-from daxmode.kernel import paths
+from daxmode import runstate
 from daxmode.kernel.procs import process_start
 from daxmode.sysfs import Sysfs
-
-STATE_DIR = paths.RUN_MOUNTS
 
 
 @dataclass
@@ -50,72 +47,49 @@ class MountRecord:
         return asdict(self)
 
 
+_STORE = runstate.Records("mounts")
+
+
 def state_dir(sysfs: Sysfs) -> Path:
-    return Path(sysfs.path(STATE_DIR))
-
-
-def _key(mountpoint: str) -> str:
-    return urllib.parse.quote(os.path.abspath(mountpoint), safe="")
+    return Path(sysfs.fspath(f"{runstate.RUN_DIR}/{_STORE.sub}"))
 
 
 def record_path(sysfs: Sysfs, mountpoint: str) -> Path:
-    return state_dir(sysfs) / f"{_key(mountpoint)}.json"
+    return Path(_STORE.path(sysfs, os.path.abspath(mountpoint)))
 
 
 def log_path(sysfs: Sysfs, mountpoint: str) -> Path:
-    return state_dir(sysfs) / f"{_key(mountpoint)}.log"
+    return Path(_STORE.path(sysfs, os.path.abspath(mountpoint), ".log"))
 
 
 def ensure_dir(sysfs: Sysfs) -> Path:
-    """run/daxmode (created 0700 and checked by the kernel layer), then its mounts/ (0700)."""
-    from daxmode.kernel import locks
-
-    os.close(locks.open_run_dir(sysfs))
-    d = state_dir(sysfs)
-    with contextlib.suppress(FileExistsError):
-        os.mkdir(d, 0o700)
-    if d.is_symlink() or not d.is_dir():
-        from daxmode.errors import UnsafePath
-
-        raise UnsafePath(f"{d} is a symlink or not a directory; remove it")
-    os.chmod(d, 0o700)
-    return d
+    """run/daxmode/mounts, created 0700 and checked (:func:`daxmode.runstate.run_dir`)."""
+    return Path(runstate.run_dir(sysfs, _STORE.sub))
 
 
 def save(sysfs: Sysfs, rec: MountRecord) -> None:
     """Write the record atomically (a reader never sees half of it)."""
-    ensure_dir(sysfs)
-    path = record_path(sysfs, rec.mountpoint)
-    tmp = path.with_suffix(f".tmp{os.getpid()}")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as f:
-        json.dump(rec.to_dict(), f, indent=1)
-    os.replace(tmp, path)
+    _STORE.save(sysfs, os.path.abspath(rec.mountpoint), rec.to_dict())
 
 
 def load(sysfs: Sysfs, mountpoint: str) -> MountRecord | None:
-    return _read(record_path(sysfs, mountpoint))
+    data = _STORE.load(sysfs, os.path.abspath(mountpoint))
+    return None if data is None else _record(data)
 
 
-def _read(path: Path) -> MountRecord | None:
+def _record(data: dict[str, Any]) -> MountRecord | None:
     try:
-        data = json.loads(path.read_text())
         return MountRecord(**{k: v for k, v in data.items() if k in MountRecord.__dataclass_fields__})
-    except (OSError, ValueError, TypeError):
+    except TypeError:
         return None
 
 
 def remove(sysfs: Sysfs, mountpoint: str) -> None:
-    with contextlib.suppress(FileNotFoundError):
-        record_path(sysfs, mountpoint).unlink()
+    _STORE.remove(sysfs, os.path.abspath(mountpoint))
 
 
 def records(sysfs: Sysfs) -> list[MountRecord]:
-    d = state_dir(sysfs)
-    if not d.is_dir():
-        return []
-    out = [r for p in sorted(d.glob("*.json")) if (r := _read(p)) is not None]
-    return out
+    return [r for d in _STORE.all(sysfs) if (r := _record(d)) is not None]
 
 
 def for_device(sysfs: Sysfs, device: str) -> list[MountRecord]:

@@ -48,15 +48,12 @@ from daxmode.fuse import kernel as K
 from daxmode.fuse.server import FuseError, Server, Stats
 from daxmode.kernel.mounts import mount_at, set_fuse_readahead
 from daxmode.kernel.procs import process_start
+from daxmode.signals import Interrupted
 from daxmode.sizes import count
 from daxmode.sysfs import Sysfs
 
 WORKERS = 4
 READ_AHEAD_KB = 8192
-
-
-class Interrupted(DaxmodeError):
-    """A signal asked the server to stop while it was mounting."""
 
 
 def control_path(sysfs: Sysfs, mountpoint: str) -> str:
@@ -126,7 +123,8 @@ class Session:
 
     def _check(self) -> None:
         if self.stop_signal:
-            raise Interrupted(f"interrupted by {signal.Signals(self.stop_signal).name} while mounting")
+            sig = self.stop_signal
+            raise Interrupted(sig, f"interrupted by {signal.Signals(sig).name} while mounting")
 
     # --- the whole life ----------------------------------------------------------------------------
     def run(
@@ -164,7 +162,7 @@ class Session:
     def _failed(self, e: BaseException) -> DaxmodeError:
         """Undo everything after a failed set-up; the error to report says what state is left."""
         if isinstance(e, KeyboardInterrupt):
-            e = Interrupted("interrupted while mounting")
+            e = Interrupted(signal.SIGINT, "interrupted while mounting")
         elif not isinstance(e, DaxmodeError):
             if isinstance(e, OSError):
                 e = KernelRefused(str(e))
@@ -193,7 +191,7 @@ class Session:
         self.step(f"{self.t.device}: {cur or 'devdax'} -> {mode}")
 
     def _setup(self) -> MountResult:
-        from daxmode.kernel.locks import device_lock
+        from daxmode.runstate.locks import device_lock
 
         t = self.t
         self.rec = S.MountRecord(
@@ -229,11 +227,11 @@ class Session:
             f"from {count(ns.played, 'log entry', 'log entries')}"
         )
         return MountResult(
-            self.mp, t.source, t.device, self.path, self.why, t.mode, self.need, os.getpid(),
+            self.mp, t.source, t.device, self.path, self.why, t.mode, self.need, server_pid=os.getpid(),
             steps=list(self.steps), files=ns.files, directories=ns.dirs, entries=ns.played,
         )  # fmt: skip
 
-    def _fsck(self, buf: object, size: int) -> L.Superblock:
+    def _fsck(self, buf: L.Bytes, size: int) -> L.Superblock:
         rep = fsck(buf, size)
         if rep.problems:
             more = f" (and {len(rep.problems) - 1} more)" if len(rep.problems) > 1 else ""
@@ -397,8 +395,8 @@ class Session:
             self.step(f"unmounted {self.mp}" + (" lazily" if lazy else ""))
 
     def _teardown(self) -> None:
-        from daxmode.kernel.locks import device_lock
         from daxmode.modes import Mode, Options, set_mode
+        from daxmode.runstate.locks import device_lock
 
         self._drop_meta()
         if self.conn is not None:

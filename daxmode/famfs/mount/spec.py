@@ -34,6 +34,8 @@ class Target:
 
 @dataclass
 class MountResult:
+    """What ``famfs mount`` did (docs/json.md: keys shared with every command)."""
+
     mountpoint: str
     source: str
     device: str | None
@@ -42,15 +44,65 @@ class MountResult:
     """Why this data path (requested, stock kernel, famfs kernel offered FUSE_DAX_FMAP, ...)."""
     previous_mode: str | None
     mode: str | None
-    pid: int
+    server_pid: int
     fstype: str = FSTYPE
     steps: list[str] = field(default_factory=list)
     files: int = 0
     directories: int = 0
     entries: int = 0
+    warnings: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, object]:
+        """The form the server hands the waiting command (every field)."""
         return asdict(self)
+
+    def to_json(self) -> dict[str, object]:
+        """``famfs mount --json``."""
+        d = asdict(self)
+        d["chardev"] = d.pop("device")
+        return d
+
+    def summary(self) -> str:
+        return (
+            f"mounted {self.source} at {self.mountpoint} (data path {self.data_path}), "
+            f"server pid {self.server_pid}"
+        )
+
+
+@dataclass
+class UmountResult:
+    """What ``famfs umount`` did: always ends unmounted (or detached, with ``lazy``)."""
+
+    mountpoint: str
+    source: str | None = None
+    device: str | None = None
+    server_pid: int | None = None
+    steps: list[str] = field(default_factory=list)
+    lazy: bool = False
+    """Detached while files were open; the server serves them and then restores the mode."""
+    warnings: list[str] = field(default_factory=list)
+
+    def summary(self) -> str:
+        if self.lazy:
+            return f"unmounted {self.mountpoint} lazily: the server finishes when its open files close"
+        return f"unmounted {self.mountpoint}"
+
+    def lines(self) -> list[str]:
+        """The steps, then the summary unless a step already said it."""
+        said = any(s.startswith(f"unmounted {self.mountpoint}") for s in self.steps)
+        return self.steps if said else [*self.steps, self.summary()]
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "mountpoint": self.mountpoint,
+            "source": self.source,
+            "chardev": self.device,
+            "server_pid": self.server_pid,
+            "unmounted": True,
+            "lazy": self.lazy,
+            "steps": self.steps,
+            "warnings": self.warnings,
+        }
 
 
 def report_error(wfd: int, e: BaseException) -> None:

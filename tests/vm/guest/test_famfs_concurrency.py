@@ -34,7 +34,8 @@ pytestmark = [
     pytest.mark.skipif(not DEV or not BUS.is_dir(), reason="runs inside a test guest only"),
 ]
 
-# famfs on-media facts (famfs-userspace.md 1.1-1.4): log at 2 MiB, 48-byte header, 544-byte entries
+# famfs on-media facts (famfs 5d0919f src/famfs_meta.h: struct famfs_log :243-251, struct famfs_log_entry
+# :218-227): log at 2 MiB, 48-byte header, 544-byte entries
 LOG_OFF, HDR, ENTRY, CRC_OFF = 0x200000, 48, 544, 536
 FILE, MKDIR = 0, 1
 
@@ -96,7 +97,7 @@ def run_writers(nproc: int, nfiles: int, tag: str, barrier: bool) -> list[str]:
     each logs ``nfiles`` files and one directory; returns their "kind path size" reports."""
     from daxmode.famfs import Volume
     from daxmode.famfs.media.identity import read_system_uuid
-    from daxmode.fsdev import open_medium
+    from daxmode.famfs.medium import open_medium
     from daxmode.sysfs import Sysfs
 
     go_r, go_w = os.pipe()
@@ -161,7 +162,7 @@ def check(lines: list[str], before: tuple[dict, set]) -> None:
         assert a1 <= b0, f"{pa} and {pb} overlap"
     assert all(off >= LOG_OFF + (8 << 20) and off % (2 * MiB) == 0 for off, _e, _p in spans)
     from daxmode.famfs import fsck
-    from daxmode.fsdev import open_medium
+    from daxmode.famfs.medium import open_medium
     from daxmode.sysfs import Sysfs
 
     with open_medium(Sysfs("/"), DEV, writable=False) as m:
@@ -175,7 +176,7 @@ def formatted() -> Iterator[None]:
     """A fresh famfs on the device (this host is its master); the superblock is invalidated after."""
     from daxmode.famfs import mkfs
     from daxmode.famfs.media.identity import ensure_system_uuid
-    from daxmode.fsdev import open_medium
+    from daxmode.famfs.medium import open_medium
     from daxmode.modes import Mode, Options, set_mode
     from daxmode.sysfs import Sysfs
 

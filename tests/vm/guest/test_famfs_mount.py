@@ -92,7 +92,7 @@ def as_nobody(cmd: str) -> subprocess.CompletedProcess[str]:
 
 def extent_of(path: str) -> tuple[int, int]:
     """(device offset, length) of a file's first extent, read from the log on the device."""
-    from daxmode.famfs.media.access import open_famfs
+    from daxmode.famfs.medium import open_famfs
 
     with open_famfs(DEV) as fs:
         m = fs.volume.lookup_file(path)

@@ -376,7 +376,7 @@ def test_kernel_rules_match_the_simulator() -> None:
 
 
 def test_daxctl_devices_sh() -> None:
-    """ndctl test/daxctl-devices.sh (daxctl.md 4.1) case by case, with daxmode."""
+    """ndctl (v81) test/daxctl-devices.sh case by case, with daxmode."""
     # 1. policy saved and set to offline by the fixture
     # 2. reconfigure-device -N -m system-ram
     ok("set", DEV, "system-ram", "--no-online")
@@ -430,7 +430,8 @@ def _namespace_of(dev: str) -> str | None:
 
 
 def test_daxctl_famfs_sh() -> None:
-    """ndctl test/daxctl-famfs.sh (V6, daxctl.md 4.3) case by case, with daxmode."""
+    """ndctl test/daxctl-famfs.sh (John Groves' "Add test/daxctl-famfs.sh", V6 2026-05-26, in ndctl's
+    pending branch) case by case, with daxmode."""
     # transitions devdax->famfs, famfs->famfs, famfs->devdax, devdax->devdax
     ok("set", DEV, "famfs")
     assert_mode("fsdev")

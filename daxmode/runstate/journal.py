@@ -7,74 +7,61 @@ unbound before a ``new_id``); and a hold of ``auto_online_blocks`` records the v
 replaced in ``run/daxmode/policy.hold``.  Both are removed when the run ends, whatever the
 outcome.  One that is still there while nobody holds its lock (flocks die with their
 process) marks an interrupted run: the next command on that device reports it, and
-``daxmode set`` repairs what it left (daxmode.modes).  ``/run`` is a tmpfs: after a power
-loss the journal is gone, and so is the kernel state it described.
+``daxmode set`` repairs what it left (daxmode._executor.recover).  The executor is the one
+writer: it records and clears, and the steps report what they change through it.  ``/run`` is
+a tmpfs: after a power loss the journal is gone, and so is the kernel state it described.
 """
 
 from __future__ import annotations
 
-import contextlib
 import errno
 import os
 import time
 from typing import Any, NamedTuple
 
+from daxmode import runstate
 from daxmode.errors import UnsafePath
-from daxmode.kernel import locks, paths
+from daxmode.runstate import locks
 from daxmode.sysfs import Sysfs
 
 POLICY_HOLD = "policy.hold"
 
 
 def _file(name: str) -> str:
-    return f"{name}.journal"
+    return f"{runstate.key(name)}.journal"
 
 
 def _write(sysfs: Sysfs, file: str, data: dict[str, Any]) -> None:
-    """Replace the file atomically (write a temporary sibling, rename over)."""
-    import json
-
-    tmp = f".{file}.{os.getpid()}"
-    fd = locks.open_in_run_dir(sysfs, tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
+    """Replace the file atomically (:func:`daxmode.runstate.write_at`)."""
+    dfd = runstate.open_run_dir(sysfs)
     try:
-        os.write(fd, json.dumps(data, sort_keys=True).encode())
-    finally:
-        os.close(fd)
-    dfd = locks.open_run_dir(sysfs)
-    try:
-        os.replace(tmp, file, src_dir_fd=dfd, dst_dir_fd=dfd)
+        runstate.write_at(dfd, file, runstate.encode(data), sysfs.shown(f"{runstate.RUN_DIR}/{file}"))
     finally:
         os.close(dfd)
 
 
 def _read(sysfs: Sysfs, file: str) -> dict[str, Any] | None:
     try:
-        fd = locks.open_in_run_dir(sysfs, file, os.O_RDONLY)
-    except FileNotFoundError:
-        return None
+        dfd = runstate.open_run_dir(sysfs, create=False)
     except (OSError, UnsafePath):
-        return None  # not root (the directory is 0700), or not ours: nothing we may trust
+        return None  # missing, not root (the directory is 0700), or not ours: nothing we may trust
     try:
-        raw = os.read(fd, 1 << 20)
+        raw = runstate.read_at(dfd, file, sysfs.shown(f"{runstate.RUN_DIR}/{file}"))
     finally:
-        os.close(fd)
-    import json
-
-    try:
-        data = json.loads(raw)
-    except ValueError:
-        return {"corrupt": True}
-    return data if isinstance(data, dict) else {"corrupt": True}
+        os.close(dfd)
+    if raw is None:
+        return None
+    data = runstate.decode(raw)
+    return data if data is not None else {"corrupt": True}
 
 
 def _remove(sysfs: Sysfs, file: str) -> None:
     try:
-        dfd = locks.open_run_dir(sysfs, create=False)
+        dfd = runstate.open_run_dir(sysfs, create=False)
     except (OSError, UnsafePath):
         return
     try:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(file, dir_fd=dfd)
+        runstate.remove_at(dfd, file)
     finally:
         os.close(dfd)
 
@@ -88,7 +75,7 @@ _mine: dict[str, dict[str, Any]] = {}  # journal path -> what this process last 
 def record(sysfs: Sysfs, name: str, **fields: Any) -> dict[str, Any]:
     """Start or update this process's journal for ``name`` with ``fields``.  What was written
     before is kept in memory, so an update is one write and one rename, never a read."""
-    key = sysfs.fspath(f"{paths.RUN_DIR}/{_file(name)}")
+    key = sysfs.fspath(f"{runstate.RUN_DIR}/{_file(name)}")
     data = _mine.get(key)
     if data is None or data.get("pid") != os.getpid():
         data = {"pid": os.getpid(), "started": time.time(), "device": name}
@@ -99,7 +86,7 @@ def record(sysfs: Sysfs, name: str, **fields: Any) -> dict[str, Any]:
 
 
 def clear(sysfs: Sysfs, name: str) -> None:
-    _mine.pop(sysfs.fspath(f"{paths.RUN_DIR}/{_file(name)}"), None)
+    _mine.pop(sysfs.fspath(f"{runstate.RUN_DIR}/{_file(name)}"), None)
     _remove(sysfs, _file(name))
 
 
@@ -173,7 +160,7 @@ def stale_policy_hold(sysfs: Sysfs) -> tuple[str, int | None] | None:
 def journals(sysfs: Sysfs) -> list[str]:
     """Device names that have a journal file (for listing)."""
     try:
-        dfd = locks.open_run_dir(sysfs, create=False)
+        dfd = runstate.open_run_dir(sysfs, create=False)
     except (OSError, UnsafePath):
         return []
     try:
@@ -185,5 +172,7 @@ def journals(sysfs: Sysfs) -> list[str]:
     finally:
         os.close(dfd)
     return sorted(
-        n.removesuffix(".journal") for n in names if n.endswith(".journal") and not n.startswith(".")
+        runstate.unkey(n.removesuffix(".journal"))
+        for n in names
+        if n.endswith(".journal") and not n.startswith(".")
     )
