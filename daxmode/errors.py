@@ -69,9 +69,33 @@ class InvalidArgument(DaxmodeError):
 
 
 class FamfsError(DaxmodeError):
-    """famfs metadata is missing, corrupt, or the operation is not allowed here."""
+    """famfs metadata is missing or corrupt (and any famfs failure without a code of its own)."""
 
     exit_code = 12
+
+
+class FamfsNoSpace(FamfsError):
+    """No room: not enough free allocation units, or every log slot is used."""
+
+    exit_code = 14
+
+
+class FamfsExists(FamfsError):
+    """The name is taken (a file or directory of that name is already in the log)."""
+
+    exit_code = 15
+
+
+class FamfsNotFound(FamfsError):
+    """No such famfs file or directory (or parent directory) in the log."""
+
+    exit_code = 16
+
+
+class FamfsClientHost(FamfsError):
+    """This host is a famfs client: only the master (the superblock's system UUID) may write."""
+
+    exit_code = 17
 
 
 class UnsafePath(DaxmodeError):
@@ -107,7 +131,11 @@ EXIT_CODES: dict[int, str] = {
     RolledBack.exit_code: "a step failed; the device was rolled back to its starting mode",
     LeftPartial.exit_code: "a step and its rollback failed; the message names the state left",
     InvalidArgument.exit_code: "invalid argument or configuration file",
-    FamfsError.exit_code: "famfs metadata missing, corrupt, or operation not permitted",
+    FamfsError.exit_code: "famfs metadata missing or corrupt (fsck found problems)",
+    FamfsNoSpace.exit_code: "famfs: no space (allocation units or log slots)",
+    FamfsExists.exit_code: "famfs: the name exists (cp needs --overwrite)",
+    FamfsNotFound.exit_code: "famfs: no such file or directory in the log",
+    FamfsClientHost.exit_code: "famfs: this host is a client; only the master may write",
     UnsafePath.exit_code: "unsafe file or directory: wrong owner or mode, or a symlink (another user's?)",
     130: "interrupted by SIGINT, SIGTERM or SIGHUP; a transition in progress was rolled back",
 }

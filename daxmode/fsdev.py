@@ -17,6 +17,7 @@ Image files stand in for devices in tests and for offline preparation of a famfs
 from __future__ import annotations
 
 import contextlib
+import errno
 import mmap
 import os
 import stat
@@ -25,9 +26,10 @@ from dataclasses import dataclass, field
 
 from daxmode import cacheflush
 from daxmode.cacheflush import CacheSync
-from daxmode.errors import BadMode, DeviceBusy, FamfsError, InvalidArgument
+from daxmode.errors import BadMode, DeviceBusy, FamfsError, InvalidArgument, UnsafePath
 from daxmode.kernel.devices import get_device, is_name, node_path, resolve_name
 from daxmode.kernel.mounts import mounts_using
+from daxmode.kernel.paths import fd_path
 from daxmode.sysfs import Sysfs
 
 
@@ -44,6 +46,8 @@ class Mapping:
     notes: list[str] = field(default_factory=list)
     switched: bool = False
     """The device was switched from fsdev for this mapping and goes back when it closes."""
+    data_mapped: bool = True
+    """Every byte of the device is in ``buf``: file data can be written before its entry exists."""
 
     @property
     def lock_fd(self) -> int:
@@ -87,24 +91,56 @@ def create_image(path: str | os.PathLike[str], size: int) -> None:
     """A sparse image of ``size`` bytes (multiple of 2 MiB), like a fresh device."""
     if size <= 0 or size % (2 << 20):
         raise InvalidArgument(f"image size {size}: must be a positive multiple of 2 MiB")
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
     try:
         os.ftruncate(fd, size)
     finally:
         os.close(fd)
 
 
+def open_image(path: str | os.PathLike[str], *, writable: bool) -> int:
+    """A descriptor of the image file ``path``, for root as for anyone: a regular file named by its
+    own path (UnsafePath for a symlink, as its last component or on the way), nothing else
+    (InvalidArgument; a device node or FIFO is never even opened).  ``lstat`` first, then
+    ``O_NOFOLLOW`` and the same inode, then the path the descriptor really has."""
+    shown = os.fspath(path)
+    try:
+        st = os.lstat(path)
+    except OSError as e:
+        raise InvalidArgument(f"{shown}: {e.strerror}") from None
+    if stat.S_ISLNK(st.st_mode):
+        raise UnsafePath(f"{shown} is a symlink (to {os.readlink(path)}); name the image file itself")
+    if not stat.S_ISREG(st.st_mode):
+        raise InvalidArgument(f"{shown} is not a regular file: an image must be one (or use a dax device)")
+    flags = (os.O_RDWR if writable else os.O_RDONLY) | os.O_NOFOLLOW | os.O_NOCTTY | os.O_NONBLOCK
+    try:
+        fd = os.open(path, flags | os.O_CLOEXEC)
+    except OSError as e:
+        if e.errno == errno.ELOOP:
+            raise UnsafePath(f"{shown} is a symlink; name the image file itself") from None
+        raise InvalidArgument(f"{shown}: {e.strerror}") from None
+    try:
+        now = os.fstat(fd)
+        if (now.st_dev, now.st_ino) != (st.st_dev, st.st_ino) or not stat.S_ISREG(now.st_mode):
+            raise UnsafePath(f"{shown} was replaced while it was opened; try again")
+        real = os.readlink(fd_path(fd))
+        if real != os.path.abspath(path):
+            raise UnsafePath(f"{shown} is reached through a symlink (it is {real}); name {real} itself")
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
 @contextlib.contextmanager
 def map_image(path: str | os.PathLike[str], *, writable: bool = True) -> Iterator[Mapping]:
-    """Map an image file shared; the page cache is coherent, so no cache flushing is needed."""
-    try:
-        fd = os.open(path, os.O_RDWR if writable else os.O_RDONLY)
-    except OSError as e:
-        raise InvalidArgument(f"{path}: {e.strerror}") from None
+    """Map an image file shared (:func:`open_image` decides what may be one); the page cache is
+    coherent, so no cache flushing is needed."""
+    fd = open_image(path, writable=writable)
     try:
         size = os.fstat(fd).st_size
         if size == 0:
-            raise InvalidArgument(f"{path}: empty image")
+            raise InvalidArgument(f"{os.fspath(path)}: empty image")
         prot = mmap.PROT_READ | (mmap.PROT_WRITE if writable else 0)
         buf = mmap.mmap(fd, size, mmap.MAP_SHARED, prot)
     except BaseException:
@@ -151,6 +187,8 @@ def _map_devdax(sysfs: Sysfs, info: DaxInfo, writable: bool) -> Mapping:
     try:
         st = os.fstat(fd)
         length = info.size - info.size % info.align
+        if sysfs.is_real and not stat.S_ISCHR(st.st_mode):
+            raise UnsafePath(f"{shown} is not a character device; refusing to treat it as {info.name}")
         if stat.S_ISREG(st.st_mode):  # simulated tree: the "device node" is a file holding the memory
             if st.st_size < length:
                 raise FamfsError(f"{shown}: simulated device file is too small")

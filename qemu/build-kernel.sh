@@ -5,6 +5,7 @@
 #               [ADAPT=<dir or file of .adapt>]
 #   bash qemu/build-kernel.sh KSRC=... [PATCHES=...] [ADAPT=...] [KCONFIG=...] [CACHE=dir] [JOBS=n]
 #                             [NICE=n] [MIN_FREE_GB=n] [INSTALL_DEPS=1] [STOP_AFTER=patch|config]
+#                             [TEST_MODULES="tools/testing/nvdimm tools/testing/cxl"]
 #
 # Patches are applied in order with `git apply` (strict: no fuzz). Mailboxes (.mbox/.mbx, e.g.
 # from `b4 am` or a list archive) are split with `git mailsplit`; `git mailinfo --quoted-cr=strip`
@@ -14,6 +15,12 @@
 # (qemu/patches/famfs-7.3 does that for the famfs fuse series V10 on Linux 7.3). Every
 # adaptation record must match a hunk of the series, or the build stops. *.patch files in ADAPT
 # are our own follow-up fixes, applied after all of PATCHES in name order.
+#
+# TEST_MODULES (argument or environment) names directories of the tree to build as external
+# modules against this very build (the unit-test modules nfit_test and cxl_test need the kernel's
+# own objects and --wrap, so they can only come from the same source and .config); they are
+# installed under lib/modules/<release>/updates, where depmod prefers them to the in-tree modules
+# they replace (qemu/ndctl-test.sh). Part of the cache key.
 #
 # STOP_AFTER keeps the scratch tree (patched sources, or sources + out/.config) and prints its
 # path instead of building; handy to inspect a config, and what the script's own tests use.
@@ -48,6 +55,7 @@ DEPS_FILE="$HERE/kernel-build-deps.txt"
 RECIPE="daxmode-kbuild-1 defconfig+kvm_guest.config+famfs.config"
 
 KSRC="" PATCHES="" ADAPT="" KCONFIG="" CACHE="" JOBS="" NICE="10" MIN_FREE_GB="15" INSTALL_DEPS="" STOP_AFTER=""
+TEST_MODULES="${TEST_MODULES:-}"
 
 say() { printf 'build-kernel: %s\n' "$*" >&2; }
 fail() { # fail <code> <message>
@@ -63,7 +71,7 @@ usage() {
 for arg in "$@"; do
     case "$arg" in
     -h | --help) usage 0 ;;
-    KSRC=* | PATCHES=* | ADAPT=* | KCONFIG=* | CACHE=* | JOBS=* | NICE=* | MIN_FREE_GB=* | INSTALL_DEPS=* | STOP_AFTER=*)
+    KSRC=* | PATCHES=* | ADAPT=* | KCONFIG=* | CACHE=* | JOBS=* | NICE=* | MIN_FREE_GB=* | INSTALL_DEPS=* | STOP_AFTER=* | TEST_MODULES=*)
         printf -v "${arg%%=*}" '%s' "${arg#*=}"
         ;;
     *) fail 2 "unknown argument '$arg' (expected KEY=VALUE: KSRC, PATCHES, ADAPT, KCONFIG, CACHE, JOBS, NICE, MIN_FREE_GB, INSTALL_DEPS, STOP_AFTER; see --help)" ;;
@@ -91,6 +99,11 @@ if [[ ! -f "$KSRC/Makefile" || ! -f "$KSRC/Kconfig" || ! -d "$KSRC/arch/x86" ]] 
     fail 20 "KSRC=$KSRC is not a Linux kernel tree (needs a top-level Makefile with VERSION/PATCHLEVEL, Kconfig and arch/x86)"
 fi
 KVERSION="$(mk_var VERSION).$(mk_var PATCHLEVEL).$(mk_var SUBLEVEL)$(mk_var EXTRAVERSION)"
+for m in $TEST_MODULES; do
+    [[ "$m" != /* && "$m" != *..* && -f "$KSRC/$m/Kbuild" ]] ||
+        fail 2 "TEST_MODULES entry '$m' is not a directory with a Kbuild file inside KSRC"
+done
+[[ -z "$TEST_MODULES" ]] || RECIPE="$RECIPE test-modules:$(echo $TEST_MODULES)"
 
 PATCH_FILES=()
 if [[ -n "$PATCHES" ]]; then
@@ -371,6 +384,13 @@ times >"$SCRATCH/times-2"
 C1=$(cpu_of "$SCRATCH/times-1") C2=$(cpu_of "$SCRATCH/times-2")
 RELEASE="$(make -s -C "$SRC" O="$OUT" kernelrelease 2>>"$LOG")"
 run_logged "make modules_install" 25 make -C "$SRC" O="$OUT" modules_install INSTALL_MOD_PATH="$STAGE" INSTALL_MOD_STRIP=1
+for m in $TEST_MODULES; do
+    say "building the external modules in $m against this build"
+    run_logged "building $m" 25 nice -n "$NICE" make -C "$SRC" O="$OUT" M="$SRC/$m" -j"$JOBS" modules
+    run_logged "installing $m" 25 make -C "$SRC" O="$OUT" M="$SRC/$m" modules_install \
+        INSTALL_MOD_PATH="$STAGE" INSTALL_MOD_DIR=updates INSTALL_MOD_STRIP=1
+done
+[[ -z "$TEST_MODULES" ]] || run_logged "depmod" 25 depmod -b "$STAGE" "$RELEASE"
 # The build/source links point into the scratch tree, which is about to go.
 rm -f "$STAGE/lib/modules/$RELEASE/build" "$STAGE/lib/modules/$RELEASE/source"
 cp "$OUT/arch/x86/boot/bzImage" "$STAGE/bzImage"
@@ -384,6 +404,7 @@ T3=$(date +%s)
     echo "patches=$(for p in ${PATCH_FILES[@]+"${PATCH_FILES[@]}"}; do printf '%s ' "$(basename "$p")"; done)"
     echo "adapt=$(for a in ${ADAPT_FILES[@]+"${ADAPT_FILES[@]}"} ${FOLLOWUP_FILES[@]+"${FOLLOWUP_FILES[@]}"}; do printf '%s ' "$(basename "$a")"; done)"
     echo "fragments=${FRAGMENTS[*]}"
+    echo "test_modules=$(echo $TEST_MODULES)"
     echo "jobs=$JOBS"
     echo "compile_seconds=$((T2 - T1))"
     echo "compile_cpu_seconds=$((C2 - C1))"

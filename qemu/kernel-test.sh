@@ -7,7 +7,8 @@
 #   - the patch is live: binding the device to fsdev_dax logs "daxmode-demo: fsdev bound".
 #
 #   bash qemu/kernel-test.sh [KSRC=<tree>] [PATCHES=<dir>] [KCONFIG=<fragment>] [HOSTS=n] [CACHE=dir]
-#   bash qemu/kernel-test.sh FAMFS=1 PATCHES=<famfs V10 mbox> [ADAPT=<dir>] [SKIPS=<name>] [--build-only] [...]
+#   bash qemu/kernel-test.sh FAMFS=1|v1 PATCHES=<famfs mbox> [ADAPT=<dir>] [SKIPS=<name>] [--build-only] [...]
+#   bash qemu/kernel-test.sh --fetch-only      (print the path of Debian's source tree, fetching it)
 #
 # FAMFS=1 (make famfs-kernel-test) builds the famfs fuse series V10 (PATCHES, an mbox of its 10
 # patches: docs/kernel.md says how to get it) with our 7.3 adaptations (ADAPT, default
@@ -22,6 +23,18 @@
 # every skip against this kernel's declared-skips file (SKIPS, default famfs-v10:
 # qemu/skips/famfs-v10.toml), which declares no famfs skip, so a famfs mount or DAX-path test that
 # skips for want of a famfs kernel fails the run. --build-only stops after the build (make famfs-kernel).
+#
+# FAMFS=v1 (make famfs-v1-kernel-test) builds the standalone famfs series (RFC v2, April 2024:
+# dev_dax_iomap + fs/famfs; PATCHES, default $CACHE/famfs-v1/famfs-v1.mbox) on Debian's
+# linux-source-6.12 (trixie) with our adaptations (ADAPT, default qemu/patches/famfs-v1-6.12) and
+# the fragment qemu/famfs-v1.config, and checks in each guest
+#   - the fresh release runs; /proc/config.gz has FAMFS=m, FS_DAX=y, DEV_DAX_IOMAP=y;
+#   - the CXL region committed with the hypervisor bit visible;
+#   - famfs.ko loads, `famfs` is in /proc/filesystems, famfs_kabi_version reads 42;
+#   - a famfs mount of the dax device answers the ioctls: FAMFSIOC_NOP, MAP_CREATE on a new file,
+#     MAP_GET and MAP_GETEXT give the map back, a bad map is refused (qemu/famfs_v1_probe.py);
+# then boots the hosts again and runs the VM suite; skips are judged against SKIPS, default famfs-v1
+# (qemu/skips/famfs-v1.toml: what a 6.12 kernel without fsdev_dax or fuse-famfs justifies).
 #
 # VM_LOCK=<file> (argument or environment) holds that lock with flock(1) around each boot only,
 # so a machine-wide VM lock is not held during the long build.
@@ -155,6 +168,34 @@ check_init() { # INIT offers FUSE_DAX_FMAP to a mounter with CAP_SYS_RAWIO, and 
     ok "INIT without CAP_SYS_RAWIO: $without"
 }
 
+check_famfs_v1_config() { # the standalone famfs options are in the running kernel
+    local cfg opt
+    cfg="$(zcat /proc/config.gz)" || no "cannot read /proc/config.gz"
+    for opt in CONFIG_FAMFS=m CONFIG_FS_DAX=y CONFIG_DEV_DAX_IOMAP=y; do
+        grep -qx "$opt" <<<"$cfg" || no "/proc/config.gz lacks $opt: $(grep "${opt%=*}[= ]" <<<"$cfg" || echo unset)"
+    done
+    ok "config: CONFIG_FAMFS=m CONFIG_FS_DAX=y CONFIG_DEV_DAX_IOMAP=y"
+    local sym
+    sym="$(grep -m1 -w fs_dax_get /proc/kallsyms)" || no "/proc/kallsyms has no fs_dax_get (dev_dax_iomap not linked in)"
+    ok "kallsyms: ${sym#* }"
+}
+
+check_famfs_v1_module() { # famfs.ko loads and registers the file system
+    grep -qw famfs /proc/filesystems || modprobe famfs || no "modprobe famfs failed"
+    grep -qw famfs /proc/filesystems || no "famfs is not in /proc/filesystems after modprobe"
+    ok "famfs.ko loaded; /proc/filesystems: $(grep -w famfs /proc/filesystems | tr '\t' ' ')"
+    local kabi=/sys/module/famfs/parameters/famfs_kabi_version
+    [[ -r "$kabi" ]] || no "no $kabi"
+    ok "famfs_kabi_version=$(cat "$kabi")"
+}
+
+check_famfs_v1_ioctl() { # a mount of the dax device answers the famfs ioctls
+    local here out
+    here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+    out="$(/usr/bin/python3 "$here/famfs_v1_probe.py" "/dev/${DAXMODE_TEST_DEV:-}" 2>&1)" || no "famfs ioctl probe: $out"
+    while IFS= read -r line; do ok "$line"; done <<<"$out"
+}
+
 if [[ "${1:-}" == --guest ]]; then
     # kernel-test.sh --guest <expected release> [release|region|fsdev|famfs-config|famfs-fsdev|init ...]
     # (default: release region fsdev)
@@ -173,6 +214,9 @@ if [[ "${1:-}" == --guest ]]; then
             famfs-config) check_famfs_config ;;
             famfs-fsdev) check_famfs_fsdev ;;
             init) check_init ;;
+            famfs-v1-config) check_famfs_v1_config ;;
+            famfs-v1-module) check_famfs_v1_module ;;
+            famfs-v1-ioctl) check_famfs_v1_ioctl ;;
             *) no "unknown check '$s'" ;;
             esac
         done
@@ -189,11 +233,12 @@ fail() {
     exit "$1"
 }
 
-KSRC="" PATCHES="" ADAPT="" KCONFIG="" HOSTS=2 CACHE="" FAMFS="" SKIPS="" BUILD_ONLY="" VM_LOCK="${VM_LOCK:-}"
+KSRC="" PATCHES="" ADAPT="" KCONFIG="" HOSTS=2 CACHE="" FAMFS="" SKIPS="" BUILD_ONLY="" FETCH_ONLY="" VM_LOCK="${VM_LOCK:-}"
 for arg in "$@"; do
     case "$arg" in
     KSRC=* | PATCHES=* | ADAPT=* | KCONFIG=* | HOSTS=* | CACHE=* | FAMFS=* | SKIPS=* | VM_LOCK=*) printf -v "${arg%%=*}" '%s' "${arg#*=}" ;;
     --build-only) BUILD_ONLY=1 ;;
+    --fetch-only) FETCH_ONLY=1 ;;
     -h | --help)
         sed -n '2,/^set -euo/{/^set -euo/d;s/^# \{0,1\}//;p}' "${BASH_SOURCE[0]}" >&2
         exit 0
@@ -202,7 +247,7 @@ for arg in "$@"; do
     esac
 done
 [[ "$HOSTS" =~ ^[1-8]$ ]] || fail 2 "HOSTS must be 1..8, not '$HOSTS'"
-[[ -z "$FAMFS" || "$FAMFS" == 1 ]] || fail 2 "FAMFS must be 1 or empty, not '$FAMFS'"
+[[ -z "$FAMFS" || "$FAMFS" == 1 || "$FAMFS" == v1 ]] || fail 2 "FAMFS must be 1, v1 or empty, not '$FAMFS'"
 CACHE="${CACHE:-$ROOT/.cache}"
 SERIES_HELP="the famfs fuse series V10 is not in this repository (it is unmerged, other people's code).
   Get it into an mbox, e.g.:  b4 am -o - 20260331123702.35052-1-john@jagalactic.com > $CACHE/famfs-v10/famfs-v10.mbox
@@ -212,6 +257,13 @@ if [[ "$FAMFS" == 1 ]]; then
     [[ -n "$PATCHES" ]] || PATCHES="$CACHE/famfs-v10/famfs-v10.mbox"
     [[ -f "$PATCHES" ]] || fail 5 "no famfs series at PATCHES=$PATCHES: $SERIES_HELP"
     ADAPT="${ADAPT:-$ROOT/qemu/patches/famfs-7.3}"
+elif [[ "$FAMFS" == v1 ]]; then
+    # The standalone series was posted against 6.9-rc; Debian's nearest is 6.12 (trixie).
+    SUITE_PKG="linux-source-6.12" SUITE="trixie"
+    [[ -n "$PATCHES" ]] || PATCHES="$CACHE/famfs-v1/famfs-v1.mbox"
+    [[ -f "$PATCHES" ]] || fail 5 "no famfs series at PATCHES=$PATCHES: the standalone famfs series (RFC v2, 'Introduce the famfs shared-memory file system', April 2024) is not in this repository; docs/kernel.md section 8 says how to get it"
+    ADAPT="${ADAPT:-$ROOT/qemu/patches/famfs-v1-6.12}"
+    KCONFIG="${KCONFIG:-$ROOT/qemu/famfs-v1.config}"
 else
     PATCHES="${PATCHES:-$ROOT/qemu/patches}"
 fi
@@ -243,13 +295,21 @@ if [[ -z "$KSRC" ]]; then
     KSRC="$CACHE/$SUITE_PKG"
     [[ -f "$KSRC/Makefile" ]] || fetch_source
 fi
+if [[ -n "$FETCH_ONLY" ]]; then
+    echo "$KSRC"
+    exit 0
+fi
 
 line="$(bash "$ROOT/qemu/build-kernel.sh" KSRC="$KSRC" PATCHES="$PATCHES" ADAPT="$ADAPT" KCONFIG="$KCONFIG" CACHE="$CACHE")" || exit $?
 read -r _ bzimage _ modules <<<"$line"
 release="$(sed -n 's/^release=//p' "$modules/build-info")"
 say "kernel $release: $line"
 say "build: $(grep -E '^(compile|compile_cpu|total)_seconds=' "$modules/build-info" | tr '\n' ' ')"
-if [[ "$FAMFS" == 1 ]]; then
+if [[ "$FAMFS" == v1 ]]; then
+    say "config: $(grep -E '^CONFIG_(FAMFS|DEV_DAX_IOMAP|FS_DAX)[= ]' "$modules/config" | tr '\n' ' ')"
+    grep -qx CONFIG_FAMFS=m "$modules/config" ||
+        fail 1 "the build's config lacks CONFIG_FAMFS=m (report: $modules/config-report.txt)"
+elif [[ "$FAMFS" == 1 ]]; then
     say "config: $(grep -E '^CONFIG_(FUSE_FAMFS_DAX|DEV_DAX_FSDEV|FS_DAX|FUSE_IO_URING)[= ]|^# CONFIG_FUSE_IO_URING ' "$modules/config" | tr '\n' ' ')"
     grep -qx CONFIG_FUSE_FAMFS_DAX=y "$modules/config" ||
         fail 1 "the build's config lacks CONFIG_FUSE_FAMFS_DAX=y (report: $modules/config-report.txt)"
@@ -272,16 +332,20 @@ if [[ "$FAMFS" != 1 ]]; then
 fi
 
 # famfs: the kernel-level checks, then the VM suite on the same kernel.
-res="$ROOT/results/famfs-kernel-test"
+res="$ROOT/results/famfs-kernel-test" checks="release region famfs-config famfs-fsdev init"
+skips="${SKIPS:-famfs-v10}"
+if [[ "$FAMFS" == v1 ]]; then
+    res="$ROOT/results/famfs-v1-kernel-test" checks="release region famfs-v1-config famfs-v1-module famfs-v1-ioctl"
+    skips="${SKIPS:-famfs-v1}"
+fi
 rm -rf "$res/kernel" "$res/suite"
 mkdir -p "$res"
 say "booting $HOSTS hosts for the kernel-level famfs checks (results in $res/kernel)"
 rc=0
 "${boot[@]}" --results "$res/kernel" \
-    --cmd "bash $ROOT/qemu/kernel-test.sh --guest $release release region famfs-config famfs-fsdev init" || rc=$?
+    --cmd "bash $ROOT/qemu/kernel-test.sh --guest $release $checks" || rc=$?
 ((rc == 0)) || fail "$rc" "the kernel-level famfs checks failed (rc $rc; logs in $res/kernel)"
 say "booting $HOSTS hosts again for the VM suite on $release (results in $res/suite)"
-skips="${SKIPS:-famfs-v10}"
 "${boot[@]}" --results "$res/suite" --suite tests/vm --skips "$skips" || rc=$?
 if ((rc == 1)) && python3 - "$res/suite/verdict.json" <<'PY'; then
 import json, sys

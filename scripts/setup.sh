@@ -10,6 +10,8 @@
 # Idempotent: every step checks first and is skipped when already done.
 #   scripts/setup.sh              everything
 #   scripts/setup.sh --venv-only  only the venv
+#   scripts/setup.sh --kernel-deps  only the packages a kernel build needs (qemu/kernel-build-deps.txt);
+#                                   the kernel make targets run it, so a fresh machine builds without a manual step
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -52,6 +54,26 @@ make_venv() {
 
 if [[ "${1:-}" == "--venv-only" ]]; then
     make_venv
+    exit 0
+fi
+
+# The kernel-build packages of qemu/kernel-build-deps.txt whose probe (a command or an absolute path) is
+# missing; build-kernel.sh checks the same list, so the two cannot disagree about what a build needs.
+# Nothing missing: nothing to do, as any user; something missing: apt-get, which needs root.
+if [[ "${1:-}" == "--kernel-deps" ]]; then
+    missing=()
+    while read -r pkg probe _; do
+        [[ -z "$pkg" || "$pkg" == \#* ]] && continue
+        if [[ "$probe" == /* ]]; then [[ -e "$probe" ]] || missing+=("$pkg"); else command -v "$probe" >/dev/null || missing+=("$pkg"); fi
+    done <"$ROOT/qemu/kernel-build-deps.txt"
+    if ((${#missing[@]} == 0)); then
+        log "kernel build packages present"
+        exit 0
+    fi
+    [[ $(id -u) -eq 0 ]] || die "kernel build packages missing: ${missing[*]}; run as root, or: apt-get install ${missing[*]}"
+    log "installing kernel build packages: ${missing[*]}"
+    DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 -y -q update >/dev/null
+    DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 -y -q install --no-install-recommends "${missing[@]}" >/dev/null
     exit 0
 fi
 

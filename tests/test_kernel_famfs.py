@@ -173,3 +173,42 @@ def test_probe_refuses_a_request_that_is_not_init():
         probe.parse_init(_init_request(0, 0, opcode=1))
     with pytest.raises(ValueError, match="short request"):
         probe.parse_init(b"\0" * 20)
+
+
+def test_shipped_famfs_v1_adaptations_parse_and_say_why():
+    d = ROOT / "qemu/patches/famfs-v1-6.12"
+    files = sorted(d.glob("*.adapt"))
+    assert files, "qemu/patches/famfs-v1-6.12 has no adaptations"
+    assert len(pa.load(files)) == 3
+    for f in files:
+        text = f.read_text()
+        assert text.startswith("# Context adaptation of the standalone famfs series"), f.name
+        body = [
+            ln for ln in text.splitlines() if ln and not ln.startswith(("#", "patch: ", "file: ", "hunk: "))
+        ]
+        assert all(ln.startswith(" ") or ln == "=" for ln in body), f.name
+
+
+def test_facts_know_the_rfc_v2_module_name(tmp_path):
+    from mhd.guest import facts
+
+    rel = "6.12.117-daxmode"
+    tree = tmp_path / "lib/modules" / rel
+    tree.mkdir(parents=True)
+    (tree / "modules.dep").write_text("kernel/fs/famfs/famfs.ko:\n")
+    assert facts.has_famfsv1(rel, str(tmp_path))
+    (tree / "modules.dep").write_text("kernel/fs/fuse/fuse.ko:\n")
+    assert not facts.has_famfsv1(rel, str(tmp_path))
+
+
+def test_facts_tell_a_kernel_without_fsdev(tmp_path):
+    from mhd.guest import facts
+
+    rel = "6.12.117-daxmode"
+    tree = tmp_path / "lib/modules" / rel
+    tree.mkdir(parents=True)
+    (tree / "modules.dep").write_text("kernel/drivers/dax/device_dax.ko:\n")
+    assert not facts.has_fsdev(rel, {"CONFIG_DEV_DAX": "m"}, str(tmp_path))
+    assert facts.has_fsdev(rel, {"CONFIG_DEV_DAX_FSDEV": "m"}, str(tmp_path))
+    (tree / "modules.dep").write_text("kernel/drivers/dax/fsdev_dax.ko.xz: kernel/drivers/dax/dax.ko.xz\n")
+    assert facts.has_fsdev(rel, None, str(tmp_path))

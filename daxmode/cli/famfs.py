@@ -16,9 +16,10 @@ from typing import Any
 import click
 
 from daxmode.cli._common import ID, OCTAL, OFFSET, SIZE, echo_json, existing_file, output_file, state
-from daxmode.errors import FamfsError
+from daxmode.errors import DeviceBusy, FamfsError, FamfsNotFound
 from daxmode.famfs.media import layout as L
 from daxmode.famfs.media.identity import ensure_system_uuid, read_system_uuid
+from daxmode.famfs.media.names import escape
 from daxmode.famfs.media.results import CopyResult, CreatResult, MkdirResult
 from daxmode.famfs.media.volume import Medium, Volume
 from daxmode.famfs.medium import open_medium
@@ -104,7 +105,14 @@ def mkfs_cmd(
     me = ensure_system_uuid(sysfs)
     with _medium(ctx, target, writable=True) as m:
         from daxmode.famfs.media.volume import mkfs
+        from daxmode.famfs.medium import mounts_of
 
+        busy = mounts_of(sysfs, m)
+        if busy:
+            raise DeviceBusy(
+                f"{m.daxdev} is mounted at {', '.join(busy)}; unmount it before formatting "
+                "(--force does not override this: the mount would keep old names over reused space)"
+            )
         res = mkfs(m, me, log_len=log_len, version=int(version), force=force, kill=kill)
     _warn(res.warnings)
     if as_json:
@@ -137,7 +145,7 @@ def fsck_cmd(ctx: click.Context, target: str, as_json: bool) -> None:
                 f"{st['allocated_bytes']} bytes allocated, {st['free_bytes']} free"
             )
         for n in rep.notes:
-            click.echo(f"note: {n}")
+            click.echo(f"note: {n}")  # paths in fsck lines are repr()s: escaped
         for p in rep.problems:
             click.echo(f"problem: {p}")
     if rep.problems:
@@ -156,7 +164,7 @@ def _done(ctx: click.Context, res: MkdirResult | CreatResult | CopyResult, as_js
 def _ls_rows(vol: Volume, path: str) -> list[dict[str, object]]:
     node = vol.tree.lookup(path)
     if node is None:
-        raise FamfsError(f"{path}: no such file or directory in the log")
+        raise FamfsNotFound(f"{escape(path)}: no such file or directory in the log")
     if isinstance(node, L.FileMeta):
         return [node.to_dict()]
     rows = []
@@ -183,7 +191,7 @@ def ls_cmd(ctx: click.Context, target: str, path: str, long_: bool, as_json: boo
         _emit(rows)
         return
     for r in rows:
-        name = str(r["path"]).rpartition("/")[2] + ("/" if r["type"] == "dir" else "")
+        name = escape(str(r["path"]).rpartition("/")[2]) + ("/" if r["type"] == "dir" else "")
         if long_:
             kind = "d" if r["type"] == "dir" else "-"
             size = r.get("size", 0)
@@ -197,7 +205,17 @@ def ls_cmd(ctx: click.Context, target: str, path: str, long_: bool, as_json: boo
 @_json
 @click.pass_context
 def logplay_cmd(ctx: click.Context, target: str, as_json: bool) -> None:
-    """Play the log into memory and report what it holds (famfs logplay without a mount)."""
+    """Play the log into memory and report what it holds (famfs logplay without a mount).
+
+    TARGET may also be the mount point of a famfs-v1 mount: then the entries the log gained since
+    the mount are created in it (files mapped with FAMFSIOC_MAP_CREATE)."""
+    import os
+
+    if os.path.isdir(target):
+        from daxmode.famfs.mount import v1
+
+        _v1_report(v1.logplay(_sysfs(ctx), target), as_json)
+        return
     with _volume(ctx, target, writable=False) as vol:
         tree = vol.tree
         bad = [why for _i, why in vol.scan.bad]
@@ -224,6 +242,54 @@ def logplay_cmd(ctx: click.Context, target: str, as_json: bool) -> None:
             click.echo(f"error: {e}")
     if errors:
         raise FamfsError(f"logplay found {len(errors)} error(s)")
+
+
+def _v1_report(rep: Any, as_json: bool) -> None:
+    if as_json:
+        _emit(rep.to_dict())
+    else:
+        for p in rep.created_dirs:
+            click.echo(f"created directory {p}")
+        for p in rep.created_files:
+            click.echo(f"created file {p}")
+        parts = [
+            count(rep.entries, "log entry", "log entries"),
+            count(len(rep.created_files), "new file"),
+            count(len(rep.created_dirs), "new directory", "new directories"),
+            f"{rep.present} already present",
+            count(len(rep.refused), "refused entry", "refused entries"),
+            count(len(rep.errors), "error"),
+        ]
+        click.echo("logplay: " + "; ".join(parts))
+        for r in rep.refused:
+            click.echo(f"refused: {r}")
+        for e in rep.errors:
+            click.echo(f"error: {e}")
+    # A refused entry is a property of the volume, named every time and never mapped; errors are
+    # entries that should have been played and were not.
+    if rep.errors:
+        raise FamfsError(f"logplay: {len(rep.errors)} error(s)")
+
+
+@famfs.command("check")
+@click.argument("mountpoint")
+@_json
+@click.pass_context
+def check_cmd(ctx: click.Context, mountpoint: str, as_json: bool) -> None:
+    """Read each file's map back from a famfs-v1 mount (FAMFSIOC_MAP_GET/GETEXT) and compare with the log."""
+    from daxmode.famfs.mount import v1
+
+    res = v1.check(_sysfs(ctx), mountpoint)
+    bad = [r for r in res if not r.ok]
+    if as_json:
+        _emit({"files": [r.to_dict() for r in res], "ok": not bad})
+    else:
+        for r in bad:
+            click.echo(f"mismatch: {r.path}: {r.problem}")
+        n_bad = count(len(bad), "mismatch", "mismatches")
+        click.echo(f"check: {count(len(res), 'file')} compared with the kernel's maps; {n_bad}")
+    if bad:
+        raise FamfsError(f"check: {len(bad)} of {len(res)} file(s) differ from the log")
 
 
 @famfs.command("mkdir")
@@ -268,6 +334,11 @@ def mkdir_cmd(
     is_flag=True,
     help="Allow buckets under 1 GiB (famfs requires 1 GiB; small test devices need this).",
 )
+@click.option(
+    "-r", "--random", "randomize", is_flag=True,
+    help="Fill the file with pseudo-random bytes from --seed before logging it (famfs creat -r).",
+)  # fmt: skip
+@click.option("-S", "--seed", type=click.IntRange(0), default=None, help="Seed for -r (default: random).")
 @_with_owner
 @_json
 @click.pass_context
@@ -280,12 +351,23 @@ def creat_cmd(
     chunk: int,
     nbuckets: int | None,
     small_buckets: bool,
+    randomize: bool,
+    seed: int | None,
     mode: int | None,
     uid: int,
     gid: int,
     as_json: bool,
 ) -> None:
-    """Allocate and log a file (master only); an existing file of the same size is kept."""
+    """Allocate and log a file (master only); an existing file of the same size is kept.
+
+    With -r the data is written before the entry is logged: killed at any point, the volume has
+    no such file or the whole file."""
+    from daxmode.famfs.media.copy import SeededBytes
+
+    if seed is not None and not randomize:
+        raise click.UsageError("--seed needs -r")
+    if randomize and seed is None:
+        seed = int.from_bytes(os.urandom(4), "little")
     with _volume(ctx, target, writable=True) as vol:
         meta, created = vol.creat(
             path,
@@ -297,8 +379,9 @@ def creat_cmd(
             chunk=chunk if nstrips else 0,
             nbuckets=nbuckets,
             min_bucket=L.ALLOC_UNIT if small_buckets else None,
+            data=SeededBytes(size, seed) if randomize and seed is not None else None,
         )
-        res = CreatResult(vol.medium.daxdev, meta, created)
+        res = CreatResult(vol.medium.daxdev, meta, created, seed=seed if randomize else None)
     _done(ctx, res, as_json)
 
 
@@ -306,6 +389,7 @@ def creat_cmd(
 @_target
 @click.argument("sources", nargs=-1, required=True, type=existing_file(), metavar="SRC...")
 @click.argument("dest", metavar="DEST")
+@click.option("--overwrite", is_flag=True, help="Rewrite an existing famfs file of the same size in place.")
 @_with_owner
 @_json
 @click.pass_context
@@ -314,16 +398,19 @@ def cp_cmd(
     target: str,
     sources: tuple[str, ...],
     dest: str,
+    overwrite: bool,
     mode: int | None,
     uid: int,
     gid: int,
     as_json: bool,
 ) -> None:
-    """Copy local files into famfs (master only); data is written through the device."""
+    """Copy local files into famfs (master only); each new file's data is on the device before its
+    log entry, so an interrupted copy leaves no file or the whole file.  Existing names need
+    --overwrite (exit 15 without it)."""
     from daxmode.famfs.media.copy import copy_in
 
     with _volume(ctx, target, writable=True) as vol:
-        copies = list(copy_in(vol, list(sources), dest, mode=mode, uid=uid, gid=gid))
+        copies = list(copy_in(vol, list(sources), dest, mode=mode, uid=uid, gid=gid, overwrite=overwrite))
         res = CopyResult(vol.medium.daxdev, dest, copies)
     _done(ctx, res, as_json)
 
@@ -376,7 +463,7 @@ def getmap_cmd(ctx: click.Context, target: str, path: str, as_json: bool) -> Non
     if as_json:
         _emit(meta.to_dict())
         return
-    click.echo(f"File: {meta.path}\n\tsize: {meta.size}")
+    click.echo(f"File: {escape(meta.path)}\n\tsize: {meta.size}")
     if meta.interleaved:
         click.echo(f"\tinterleaved: {meta.nstrips} strips, chunk {meta.chunk_size:#x}")
     else:
@@ -387,10 +474,11 @@ def getmap_cmd(ctx: click.Context, target: str, path: str, as_json: bool) -> Non
 
 _data_path = click.option(
     "--data-path",
-    type=click.Choice(["auto", "dax", "copy"]),
+    type=click.Choice(["auto", "dax", "copy", "famfs-v1"]),
     default="auto",
     show_default=True,
-    help="dax: the famfs kernel maps files (device in fsdev); copy: the server copies (devdax).",
+    help="dax: the famfs kernel maps files (device in fsdev); copy: the server copies (devdax); "
+    "famfs-v1: the standalone famfs module maps files (devdax, no server).",
 )
 
 
@@ -420,12 +508,14 @@ def mount_cmd(
             return
         for s in res.steps:
             click.echo(s)
-        click.echo(f"server pid {res.server_pid}" + ("; Ctrl-C or SIGTERM unmounts" if foreground else ""))
+        if res.server_pid:
+            tail = "; Ctrl-C or SIGTERM unmounts" if foreground else ""
+            click.echo(f"server pid {res.server_pid}{tail}")
 
     res = famfs_mount.mount(
         _sysfs(ctx), target, mountpoint, data_path=data_path, foreground=foreground, on_ready=ready
     )
-    if not foreground:
+    if not foreground or not res.server_pid:
         ready(res)
 
 
@@ -536,6 +626,8 @@ def status_cmd(ctx: click.Context, as_json: bool) -> None:
             f"mount {m.mountpoint}: {m.source}, data path {m.data_path}, "
             f"server pid {m.server_pid} ({m.state})"
         )
+        for why in m.skipped_entries:
+            click.echo(f"  skipped: {why}")
     if st.missing_for_mount:
         click.echo("cannot mount famfs here:")
         for why in st.missing_for_mount:

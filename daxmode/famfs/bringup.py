@@ -10,6 +10,7 @@ replaced is remembered under /run/daxmode/bringup so ``down --restore-mode`` can
 
 from __future__ import annotations
 
+import contextlib
 import os
 from dataclasses import asdict, dataclass, field
 
@@ -71,7 +72,7 @@ def up(
             f"{name} is in {info.mode or 'no'} mode; switch it to devdax first (daxmode set {name} devdax)"
         )
     if mount:  # every check the mount makes, before formatting anything
-        os.makedirs(mountpoint, exist_ok=True)
+        _make_mountpoint(mountpoint)
         M.precheck(sysfs, name, mountpoint, data_path)
     res = UpResult(name, os.path.abspath(mountpoint), info.mode, False, False)
     with map_device(sysfs, name, writable=format) as m:
@@ -105,11 +106,23 @@ def up(
     return res
 
 
+def _make_mountpoint(path: str) -> None:
+    """Create the mount point if it is missing; never through a symlink in its place (mkdir does
+    not follow one: EEXIST, and the mount's checks then refuse the symlink)."""
+    ap = os.path.abspath(path)
+    os.makedirs(os.path.dirname(ap), exist_ok=True)
+    with contextlib.suppress(FileExistsError):
+        os.mkdir(ap, 0o755)
+
+
 def down(sysfs: Sysfs, mountpoint: str, *, restore_mode: bool = False) -> list[str]:
     """Unmount a famfs mount (restoring its device's mode), or undo a ``--no-mount`` preparation."""
     from daxmode.modes import Mode, Options, set_mode
 
     mp = os.path.abspath(mountpoint)
+    held = M.hold_for_umount(mp)  # a symlink (or a path through one) is refused, as by umount
+    if held is not None:
+        held.close()
     if records.load(sysfs, mp) is not None or M.mount_at(sysfs, mp) is not None:
         return M.umount(sysfs, mp).lines()
     state = _STORE.load(sysfs, mp)

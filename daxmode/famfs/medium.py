@@ -14,13 +14,15 @@ from __future__ import annotations
 import contextlib
 import os
 from collections.abc import Iterator
+from typing import Protocol
 
 from daxmode.errors import InvalidArgument
 from daxmode.famfs.media.access import FamfsSession
 from daxmode.famfs.media.identity import read_system_uuid
 from daxmode.famfs.media.volume import Medium, Volume
 from daxmode.famfs.mount import records
-from daxmode.fsdev import claim_device, looks_like_device, map_claimed, map_image
+from daxmode.fsdev import Mapping, claim_device, looks_like_device, map_claimed, map_image, mounted_at
+from daxmode.kernel.mounts import mounts as all_mounts
 from daxmode.sysfs import Sysfs
 
 
@@ -29,7 +31,7 @@ def _our_mount(sysfs: Sysfs, name: str, where: list[str]) -> str | None:
     if len(where) != 1:
         return None
     for r in records.for_device(sysfs, name):
-        if r.mountpoint == where[0] and r.phase == "live" and records.server_alive(r):
+        if r.mountpoint == where[0] and r.phase == "live" and records.is_live(sysfs, r):
             return r.mountpoint
     return None
 
@@ -57,8 +59,9 @@ def open_device(sysfs: Sysfs, name: str, *, writable: bool = True) -> Iterator[M
 
 @contextlib.contextmanager
 def open_medium(sysfs: Sysfs, target: str, *, writable: bool = True) -> Iterator[Medium]:
-    """A dax device by name (``dax0.0``, ``/dev/dax0.0``) or an image file by path."""
-    if os.path.isfile(target) and not looks_like_device(target):
+    """A dax device by name (``dax0.0``, ``/dev/dax0.0``) or an image file by path (anything else
+    that exists is refused by :func:`daxmode.fsdev.open_image`, naming what it is)."""
+    if os.path.lexists(target) and not looks_like_device(target):
         with map_image(target, writable=writable) as m:
             yield m
         return
@@ -81,3 +84,33 @@ def open_famfs(target: str, sysfs: Sysfs | None = None, *, writable: bool = Fals
             yield FamfsSession(vol)
         finally:
             vol.close()
+
+
+class _Opened(Protocol):
+    @property
+    def daxdev(self) -> str:
+        """/dev/daxX.Y, or the image file's path."""
+        ...
+
+
+def mounts_of(sysfs: Sysfs, m: _Opened) -> list[str]:
+    """Mount points on this host that serve the medium ``m`` (mkfs refuses them, --force or not).
+
+    A device: every mount whose source or options name it (daxmode's FUSE mount, famfs's own, the
+    famfs kernel's).  An image file: every mount whose source is the same file (daxmode's mount
+    shows the image's path as its source), and every daxmode mount record naming it, since the
+    record outlives a server that died mounted."""
+    if getattr(m, "kind", "") != "image":
+        return mounted_at(sysfs, os.path.basename(m.daxdev))
+    me = os.fstat(m.fd) if isinstance(m, Mapping) else os.stat(m.daxdev)
+
+    def same(path: str) -> bool:
+        try:
+            st = os.stat(path)
+        except (OSError, ValueError):
+            return False
+        return (st.st_dev, st.st_ino) == (me.st_dev, me.st_ino)
+
+    found = [x.mount_point for x in all_mounts(sysfs) if x.source.startswith("/") and same(x.source)]
+    found += [r.mountpoint for r in records.records(sysfs) if same(r.source) and r.mountpoint not in found]
+    return found

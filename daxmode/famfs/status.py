@@ -2,7 +2,8 @@
 
 Mounting needs only root and ``/dev/fuse``: daxmode's own server serves famfs on any kernel.  The
 data path a mount would get depends on the kernel: ``dax`` on a famfs (V10 fuse series) kernel with
-the fsdev_dax driver, ``copy`` everywhere else.  famfs's own tools are listed but optional.
+the fsdev_dax driver, ``famfs-v1`` on a kernel with the standalone famfs module, ``copy`` everywhere
+else.  famfs's own tools are listed but optional.
 """
 
 from __future__ import annotations
@@ -35,6 +36,8 @@ def missing_for_mount(sysfs: Sysfs) -> list[str]:
 
 def best_data_path(ks: KernelSupport) -> tuple[str, str]:
     """The data path ``--data-path auto`` picks on this kernel (before its INIT probe), and why."""
+    if (ks.famfs_v1 or ks.v1_module_installed) and not ks.fuse_famfs:
+        return "famfs-v1", "standalone famfs kernel module: the kernel maps each file (FAMFSIOC_MAP_CREATE)"
     if ks.fuse_famfs and ks.fsdev_driver:
         return "dax", "famfs fuse kernel with fsdev_dax: the kernel maps files by DAX (if INIT offers it)"
     if ks.fuse_famfs:

@@ -1,51 +1,24 @@
-"""The kernel edges of a FUSE mount: ``/dev/fuse``, ``mount(2)``, ``umount2(2)``, the INIT probe.
+"""The kernel edges of a FUSE mount: ``/dev/fuse``, the mount on a held directory, the INIT probe.
 
-Mounting is done the way a privileged libfuse does it (libfuse ``lib/mount.c`` ``fuse_mount_sys``:
-the ``fd=,rootmode=,user_id=,group_id=`` mount data), directly through libc with ctypes: no
-fusermount, no ``mount(8)`` (which may exec a ``mount.fuse*`` helper). ``mount(2)`` returns after
-the kernel has queued INIT; the mount is usable once INIT is answered on the returned file
-descriptor."""
+Mounting takes the options a privileged libfuse passes (libfuse ``lib/mount.c`` ``fuse_mount_sys``:
+``fd=,rootmode=,user_id=,group_id=``), directly
+through the kernel: no fusermount, no ``mount(8)`` (which may exec a ``mount.fuse*``
+helper).  The mount is attached to a mount point held by handle (:mod:`daxmode.kernel.mountpoint`)
+with the new mount API, so the directory checked is the directory mounted on.  The kernel queues
+INIT when the mount is created; the mount is usable once INIT is answered on the /dev/fuse fd.
+"""
 
 from __future__ import annotations
 
-import contextlib
-import ctypes
-import ctypes.util
 import errno
 import os
 import select
 import stat
-import time
 from dataclasses import dataclass
 
 from daxmode.fuse import proto as P
 
 DEV_FUSE = "/dev/fuse"
-MS_RDONLY = 1
-MS_NOSUID = 2
-MS_NODEV = 4
-MS_NOATIME = 1024
-MNT_FORCE = 1
-MNT_DETACH = 2
-UMOUNT_NOFOLLOW = 8
-
-_libc: ctypes.CDLL | None = None
-
-
-def libc() -> ctypes.CDLL:
-    global _libc
-    if _libc is None:
-        lib = ctypes.CDLL(ctypes.util.find_library("c") or None, use_errno=True)
-        lib.mount.argtypes = [
-            ctypes.c_char_p,
-            ctypes.c_char_p,
-            ctypes.c_char_p,
-            ctypes.c_ulong,
-            ctypes.c_char_p,
-        ]
-        lib.umount2.argtypes = [ctypes.c_char_p, ctypes.c_int]
-        _libc = lib
-    return _libc
 
 
 def mount_options(
@@ -83,57 +56,6 @@ def open_dev_fuse() -> int:
         raise OSError(e.errno, f"{DEV_FUSE}: {os.strerror(e.errno or errno.EIO)}") from None
 
 
-def mount(source: str, target: str, fs_type: str, flags: int, data: str) -> None:
-    """mount(2); raises OSError with the errno."""
-    rc = libc().mount(source.encode(), target.encode(), fs_type.encode(), flags, data.encode())
-    if rc != 0:
-        e = ctypes.get_errno()
-        raise OSError(e, f"mount {target}: {os.strerror(e)}")
-
-
-def umount(target: str, flags: int = 0) -> None:
-    """umount2(2); raises OSError (EBUSY while files are open, EINVAL if not a mount point)."""
-    rc = libc().umount2(target.encode(), flags | UMOUNT_NOFOLLOW)
-    if rc != 0:
-        e = ctypes.get_errno()
-        raise OSError(e, f"umount {target}: {os.strerror(e)}")
-
-
-@dataclass
-class Connection:
-    """A mounted FUSE connection before INIT: the /dev/fuse fd and where it is mounted."""
-
-    fd: int
-    mountpoint: str
-    source: str
-    fs_type: str
-
-
-def mount_fuse(
-    source: str,
-    mountpoint: str,
-    subtype: str,
-    *,
-    uid: int = 0,
-    gid: int = 0,
-    flags: int = MS_NOSUID | MS_NODEV,
-    allow_other: bool = True,
-    default_permissions: bool = True,
-) -> Connection:
-    """Open /dev/fuse and mount it on ``mountpoint``; INIT is waiting on the returned fd."""
-    st = os.stat(mountpoint)
-    fd = open_dev_fuse()
-    try:
-        data = mount_options(
-            fd, st.st_mode, uid, gid, allow_other=allow_other, default_permissions=default_permissions
-        )
-        mount(source, mountpoint, fstype(subtype), flags, data)
-    except BaseException:
-        os.close(fd)
-        raise
-    return Connection(fd, mountpoint, source, fstype(subtype))
-
-
 def read_request(fd: int, size: int = 1 << 17, timeout: float | None = None) -> bytes:
     """One request from /dev/fuse (the INIT probe and tests; the server reads into its own buffers)."""
     if timeout is not None:
@@ -158,36 +80,6 @@ class InitProbe:
     @property
     def direct_io_allow_mmap(self) -> bool:
         return bool(self.flags & P.DIRECT_IO_ALLOW_MMAP)
-
-
-def probe_init(workdir: str, timeout: float = 10.0) -> InitProbe:
-    """Mount a throw-away fuse file system under ``workdir``, read its INIT, refuse it, unmount.
-
-    The famfs flag (``FUSE_DAX_FMAP``) is offered only by a famfs kernel and only to a mounter with
-    CAP_SYS_RAWIO (V10 02/04), so this answers exactly "can this process mount with the dax path".
-    """
-    with contextlib.suppress(FileExistsError):
-        os.mkdir(workdir, 0o700)  # its parent is the caller's (checked) run directory
-    mnt = os.path.join(workdir, f"probe-{os.getpid()}-{time.monotonic_ns()}")
-    os.mkdir(mnt, 0o700)
-    try:
-        conn = mount_fuse("daxmode-probe", mnt, "daxmode-probe", allow_other=False)
-        try:
-            raw = read_request(conn.fd, timeout=timeout)
-            h = P.parse_in_header(raw)
-            if h.opcode != P.INIT:
-                raise OSError(errno.EPROTO, f"first request was opcode {h.opcode}, not INIT")
-            init = P.parse_init_in(memoryview(raw)[P.IN_HEADER.size :])
-            with contextlib.suppress(OSError):
-                os.write(conn.fd, P.reply_error(h.unique, errno.EPROTO))
-        finally:
-            with contextlib.suppress(OSError):
-                umount(mnt, MNT_DETACH)
-            os.close(conn.fd)
-    finally:
-        with contextlib.suppress(OSError):
-            os.rmdir(mnt)
-    return InitProbe(init.minor, init.flags, init.max_readahead)
 
 
 def connection_id(mountpoint: str) -> int | None:

@@ -62,6 +62,12 @@ def _read(sysfs: Sysfs, rel: str) -> str | None:
         return None
 
 
+def filesystem_registered(sysfs: Sysfs, fstype: str) -> bool:
+    """``fstype`` is in /proc/filesystems (a module that registers it is loaded)."""
+    text = _read(sysfs, "proc/filesystems") or ""
+    return any(line.split()[-1:] == [fstype] for line in text.splitlines())
+
+
 def detect_kernel(sysfs: Sysfs) -> KernelSupport:
     ks = KernelSupport(release=(_read(sysfs, "proc/sys/kernel/osrelease") or "").strip())
     syms = _read(sysfs, "proc/kallsyms")

@@ -19,6 +19,7 @@ BLOCK_SIZE = f"{MEMORY}/block_size_bytes"
 CXL_DEVICES = "sys/bus/cxl/devices"
 MOUNTINFO = "proc/self/mountinfo"
 PROC_LOCKS = "/proc/locks"  # the real system's, never under a moved root
+PROC_SELF_FD = "/proc/self/fd"  # magic links to what a descriptor holds (kernel.mountpoint)
 UDEV_CONTROL = "run/udev/control"
 
 
@@ -47,6 +48,12 @@ def proc_stat(pid: int) -> str:
 def fuse_bdi_attr(connection: int, attr: str) -> str:
     """A FUSE connection's backing-device attribute (``/sys/class/bdi/0:N/read_ahead_kb``)."""
     return f"/sys/class/bdi/0:{connection}/{attr}"
+
+
+def fd_path(fd: int) -> str:
+    """``/proc/self/fd/N``: the magic link through which the kernel reaches what ``fd`` holds (a path
+    under a held directory, or a socket name beyond ``sun_path``'s 108 bytes)."""
+    return f"{PROC_SELF_FD}/{fd}"
 
 
 def dev_node(name: str) -> str:

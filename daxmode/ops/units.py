@@ -18,13 +18,14 @@ from __future__ import annotations
 
 import os
 import shutil
+import stat
 import subprocess
 import sys
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 
-from daxmode.errors import InvalidArgument, NotRoot
+from daxmode.errors import InvalidArgument, NotRoot, UnsafePath
 from daxmode.sysfs import Sysfs
 
 RULES_DIR = "etc/udev/rules.d"
@@ -69,14 +70,68 @@ def template(name: str) -> str:
 
 
 def default_executable() -> str:
-    """The daxmode command to put into the rule: the running one if it is a script, else PATH's."""
+    """The daxmode this process runs as: its console script (``argv[0]``), or, under
+    ``python -m daxmode``, the script beside this interpreter.  Never a PATH search: whatever is
+    first on PATH is not necessarily what root should run for every new device."""
     argv0 = sys.argv[0] if sys.argv else ""
     if os.path.basename(argv0) == "daxmode" and os.path.isfile(argv0):
         return os.path.abspath(argv0)
-    found = shutil.which("daxmode")
-    if found:
-        return os.path.abspath(found)
-    return "/usr/bin/daxmode"
+    beside = os.path.join(os.path.dirname(os.path.abspath(sys.executable)), "daxmode")
+    if os.path.isfile(beside):
+        return beside
+    raise InvalidArgument("cannot tell which daxmode script runs this; give it with --daxmode PATH")
+
+
+def _chain(path: str) -> list[str]:
+    """``/``, ``/a``, ``/a/b``, ... ``path`` (absolute, normalised)."""
+    out = ["/"]
+    for part in path.strip("/").split("/"):
+        if part:
+            out.append(os.path.join(out[-1], part))
+    return out
+
+
+def _unsafe_component(p: str) -> str | None:
+    me = os.geteuid()
+    try:
+        st = os.lstat(p)
+    except OSError as e:
+        return f"{p}: {e.strerror}"
+    if st.st_uid not in (0, me):
+        return f"{p} is owned by uid {st.st_uid}"
+    if stat.S_ISLNK(st.st_mode) or not st.st_mode & 0o022:
+        return None
+    if stat.S_ISDIR(st.st_mode) and st.st_mode & stat.S_ISVTX and st.st_uid == 0:
+        return None  # root's sticky directory (/tmp): nobody else can replace what is in it
+    return f"{p} is writable by group or others (mode {stat.S_IMODE(st.st_mode):04o})"
+
+
+def untrusted(executable: str, _depth: int = 0) -> str | None:
+    """Why root should not run ``executable`` for every new device, or None.
+
+    It and every directory above it, on its path as given and after symlinks, must be owned by
+    root (or whoever runs this) and not writable by group or others; the same for the interpreter
+    its ``#!`` line names.  Otherwise anyone who can write there chooses what root runs."""
+    for path in (os.path.abspath(executable), os.path.realpath(executable)):
+        for p in _chain(path):
+            why = _unsafe_component(p)
+            if why:
+                return why
+    real = os.path.realpath(executable)
+    if not os.path.isfile(real):
+        return f"{executable} is not a file"
+    try:
+        with open(real, "rb") as f:
+            first = f.readline(256)
+    except OSError as e:
+        return f"{real}: {e.strerror}"
+    if first.startswith(b"#!"):
+        interp = first[2:].split()
+        if interp and interp[0].startswith(b"/"):
+            if _depth >= 4:
+                return f"{real}: its #! interpreters go on and on"
+            return untrusted(os.fsdecode(interp[0]), _depth + 1)
+    return None
 
 
 def systemd_running(sysfs: Sysfs) -> bool:
@@ -111,10 +166,15 @@ def install(
         raise InvalidArgument(f"unknown flavour {flavour!r}; use one of {', '.join(FLAVOURS)}")
     if flavour == "auto":
         flavour = "systemd" if systemd_running(sysfs) else "run"
-    exe = executable or default_executable()
+    exe = os.path.abspath(executable) if executable else default_executable()
+    files = render(flavour, exe)
+    if prefix is None:  # with a prefix the path names a file on the system being packaged
+        why = untrusted(exe)
+        if why:
+            would = "would refuse" if dry_run else "refusing"
+            raise UnsafePath(f"{would} to install units that run {exe} as root: {why}")
     report = UnitsReport(flavour, dry_run=dry_run)
     base = _base(sysfs, prefix)
-    files = render(flavour, exe)
     stale = [] if flavour == "systemd" else [f"{UNIT_DIR}/{UNIT_NAME}"]
     for rel, content in files.items():
         target = base / rel

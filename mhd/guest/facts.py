@@ -49,8 +49,10 @@ def has_fuse_famfs(config: dict[str, str] | None, kallsyms: bytes | None) -> boo
 
 
 def has_famfsv1(release: str, root: str = "/") -> bool:
+    """The standalone famfs module: ``famfs.ko`` in the RFC v2 series of 2024 (fs/famfs/Makefile),
+    ``famfsv1.ko`` in later out-of-tree builds; loaded or installed for this kernel."""
     r = Path(root)
-    if (r / "sys/module/famfsv1").is_dir():
+    if (r / "sys/module/famfsv1").is_dir() or (r / "sys/module/famfs").is_dir():
         return True
     tree = r / f"lib/modules/{release}"
     try:
@@ -58,7 +60,23 @@ def has_famfsv1(release: str, root: str = "/") -> bool:
     except OSError:
         return False
     names = (line.split(":", 1)[0].rsplit("/", 1)[-1] for line in text.splitlines())
-    return any(n.startswith("famfsv1.ko") for n in names)
+    return any(n.startswith(("famfsv1.ko", "famfs.ko")) for n in names)
+
+
+def has_fsdev(release: str, config: dict[str, str] | None, root: str = "/") -> bool:
+    """The fsdev_dax driver (fs-dax on a devdax device, Linux >= 7.1): loaded, or built for this kernel.
+    The standalone famfs kernel (6.12) has none, so no device can be put in fsdev mode there."""
+    r = Path(root)
+    if (r / "sys/bus/dax/drivers/fsdev_dax").is_dir():
+        return True
+    if config is not None and config.get("CONFIG_DEV_DAX_FSDEV") in ("y", "m"):
+        return True
+    try:
+        text = (r / f"lib/modules/{release}/modules.dep").read_text()
+    except OSError:
+        return False
+    names = (line.split(":", 1)[0].rsplit("/", 1)[-1] for line in text.splitlines())
+    return any(n.startswith("fsdev_dax.ko") for n in names)
 
 
 def gather(root: str = "/") -> dict:
@@ -72,6 +90,7 @@ def gather(root: str = "/") -> dict:
         "kernel": release,
         "fuse_famfs": has_fuse_famfs(cfg, kallsyms),
         "famfsv1": has_famfsv1(release, root),
+        "fsdev": has_fsdev(release, cfg, root),
         "udev": Path(root, "run/udev/control").exists(),
         "daxctl": shutil.which("daxctl") is not None,
         "famfs_tools": shutil.which("famfs") is not None,

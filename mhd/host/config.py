@@ -13,6 +13,8 @@ from mhd.host.qemucmd import check_shared_size, parse_size
 
 DEFAULT_KVER = "7.3.4+deb13-amd64"
 """Debian's kernel that ``make setup`` unpacks into .cache/kernels (the default guest kernel)."""
+NVDIMM_MIN_LABEL_SIZE = 128 << 10
+"""hw/mem/nvdimm.c rejects a label-size under MIN_NAMESPACE_LABEL_SIZE (128 KiB)."""
 
 
 def default_kernel(project: Path = Path(PROJECT)) -> Path:
@@ -29,6 +31,8 @@ class Config:
     modules: Path | None = None
     shared_size: int = 0
     shared_file: Path | None = None
+    label_size: int = 0
+    second_nvdimm: bool = True
     mem_mb: int = 1024
     smp: int = 0
     kvm: str = "auto"
@@ -63,6 +67,17 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--shared-size", default=None, help="shared device size (cxl: 512M, nvdimm: 1G)")
     ap.add_argument(
         "--shared-file", type=Path, default=None, help="backing file (default: a new one in /dev/shm)"
+    )
+    ap.add_argument(
+        "--nvdimm-label-size",
+        default=None,
+        help="nvdimm: give the shared nvdimm a label area of this size (>= 128K; ndctl's tests need labels)",
+    )
+    ap.add_argument(
+        "--no-second-nvdimm",
+        dest="second_nvdimm",
+        action="store_false",
+        help="nvdimm: only the shared nvdimm (ndctl's tests take the first namespace on the bus)",
     )
     ap.add_argument("--mem", default="1G", help="guest RAM (default 1G)")
     ap.add_argument("--smp", type=int, default=0, help="vCPUs per guest (default: host cores / hosts, 1..2)")
@@ -114,6 +129,7 @@ def parse_args(argv: list[str]) -> Config:
     try:
         mem = parse_size(a.mem)
         size = parse_size(a.shared_size) if a.shared_size else (512 << 20 if a.backend == "cxl" else 1 << 30)
+        label = parse_size(a.nvdimm_label_size) if a.nvdimm_label_size else 0
     except ValueError as e:
         raise BadInput(str(e)) from None
     if mem < 256 << 20:
@@ -122,6 +138,11 @@ def parse_args(argv: list[str]) -> Config:
         check_shared_size(a.backend, size)
     except ValueError as e:
         raise BadInput(f"--shared-size: {e}") from None
+    if label and (a.backend != "nvdimm" or label < NVDIMM_MIN_LABEL_SIZE or label >= size // 2):
+        raise BadInput(
+            f"--nvdimm-label-size {a.nvdimm_label_size}: nvdimm backend only, at least 128K "
+            "(QEMU's minimum) and under half the shared size"
+        )
     if a.smp < 0 or a.smp > 8:
         raise BadInput(f"--smp {a.smp}: choose 1..8")
     if a.timeout <= 0 or a.boot_timeout <= 0:
@@ -132,6 +153,8 @@ def parse_args(argv: list[str]) -> Config:
         kernel=a.kernel or default_kernel(),
         modules=a.modules,
         shared_size=size,
+        label_size=label,
+        second_nvdimm=a.second_nvdimm,
         shared_file=a.shared_file,
         mem_mb=mem >> 20,
         smp=a.smp,

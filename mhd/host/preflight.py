@@ -92,7 +92,7 @@ def meminfo_available_mb(text: str) -> int:
 
 
 def check_resources(cfg, shm_dir: Path, results: Path) -> None:
-    second = 512 if cfg.backend == "nvdimm" else 0  # harness.SECOND_NVDIMM_SIZE
+    second = 512 if cfg.backend == "nvdimm" and cfg.second_nvdimm else 0  # prepare.SECOND_NVDIMM_SIZE
     need_mb = cfg.hosts * (cfg.mem_mb + QEMU_OVERHEAD_MB) + (cfg.shared_size >> 20) + second
     try:
         avail = meminfo_available_mb(Path("/proc/meminfo").read_text())

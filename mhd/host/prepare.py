@@ -108,15 +108,17 @@ class Workspace:
                 except OSError as e:
                     note = f"host state not planted: {e}"
                 log(note)
-            if cfg.shared_file is None or cfg.backend == "nvdimm":
+            second = cfg.backend == "nvdimm" and cfg.second_nvdimm
+            if cfg.shared_file is None or second:
                 self.shm_dir = Path(tempfile.mkdtemp(prefix="daxmode-mhd-", dir=shm))
             if cfg.shared_file is None:
                 assert self.shm_dir is not None
                 self.shared_file = self.shm_dir / f"{cfg.backend}-shared.raw"
             else:
                 self.shared_file = cfg.shared_file.resolve()
-            self.second_file = self.shm_dir / "nvdimm-shared2.raw" if cfg.backend == "nvdimm" else None
-            self.files.append((self.shared_file, cfg.shared_size))
+            self.second_file = self.shm_dir / "nvdimm-shared2.raw" if second and self.shm_dir else None
+            # The nvdimm label area comes on top of the region (qemucmd.GuestSpec.label_size).
+            self.files.append((self.shared_file, cfg.shared_size + cfg.label_size))
             if self.second_file is not None:
                 self.files.append((self.second_file, SECOND_NVDIMM_SIZE))
             # A fresh, zeroed device for every run: truncate to 0 first drops old contents.

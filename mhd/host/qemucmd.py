@@ -55,6 +55,9 @@ class GuestSpec:
     second_file: Path | None = None
     """nvdimm: a second shared nvdimm, so tests have two dax devices (concurrent runs, issue 13)."""
     second_size: int = 0
+    label_size: int = 0
+    """nvdimm: label area of the shared (first) nvdimm; QEMU carves it from the end of the backing file,
+    which is made that much larger so the region keeps shared_size (and its alignment); 0 = none."""
     root_dir: Path = Path("/")
     hide_hypervisor: bool = True
     """cxl: hide CPUID.HYPERVISOR (see cpu_model); False for kernels with CXL_REGION_INVALIDATION_TEST=y."""
@@ -156,11 +159,14 @@ def build_command(spec: GuestSpec) -> list[str]:
             f"{spec.mem_mb}M,slots={len(nvdimms) + 1},maxmem={max_mb}M",
         ]
         for i, (path, size) in enumerate(nvdimms):
+            label = f",label-size={spec.label_size}" if i == 0 and spec.label_size else ""
+            if label:
+                size += spec.label_size
             cmd += [
                 "-object",
                 f"memory-backend-file,id=nv{i},share=on,mem-path={path},size={size}",
                 "-device",
-                f"nvdimm,id=nvdimm{i},memdev=nv{i}",
+                f"nvdimm,id=nvdimm{i},memdev=nv{i}{label}",
             ]
     cmd += ["-kernel", str(spec.kernel), "-initrd", str(spec.initrd), "-append", kernel_append(spec)]
     cmd += ["-no-reboot"]

@@ -124,6 +124,7 @@ class Run:
                 accel=st.accel,
                 shared_file=ws.shared_file,
                 shared_size=cfg.shared_size,
+                label_size=cfg.label_size,
                 second_file=ws.second_file,
                 second_size=SECOND_NVDIMM_SIZE if ws.second_file else 0,
                 net=links[h],

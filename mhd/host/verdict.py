@@ -44,6 +44,7 @@ FACTS = {
     "kernel": str,
     "fuse_famfs": bool,
     "famfsv1": bool,
+    "fsdev": bool,
     "udev": bool,
     "daxctl": bool,
     "famfs_tools": bool,

@@ -48,7 +48,7 @@ def test_cli_round_trip_on_image(img: tuple[Path, Path], tmp_path: Path) -> None
     sb = json.loads(out)["superblock"]
     assert sb["version"] == 48 and sb["system_uuid"] == str(read_system_uuid(Sysfs(root)))
     assert oct(os.stat(root / SYSTEM_UUID_PATH).st_mode & 0o777) == "0o444"
-    assert run(root, "mkfs", str(p))[0] == 12
+    assert run(root, "mkfs", str(p))[0] == 15  # FamfsExists: a superblock is there
     assert run(root, "mkdir", str(p), "-p", "x/y", "-m", "1777")[0] == 0
     src = tmp_path / "src.bin"
     src.write_bytes(os.urandom(3 * MiB + 17))
@@ -85,7 +85,7 @@ def test_cli_client_refused_and_errors(img: tuple[Path, Path], tmp_path: Path) -
     other = tmp_path / "other"
     other.mkdir()
     rc, _, err = run(other, "mkdir", str(p), "d")
-    assert rc == 12 and "famfs client (no system UUID)" in err and err.count("\n") == 1
+    assert rc == 17 and "famfs client (no system UUID)" in err and err.count("\n") == 1
     assert run(other, "ls", str(p))[0] == 0  # reading is fine
     rc, _, err = run(root, "mkfs", str(p), "--version", "49")
     assert rc == 2  # click rejects the choice
@@ -245,3 +245,23 @@ def test_status_plain_words(world: tuple[sim.Sim, Sysfs]) -> None:
     assert st["kernel"]["data_path"] == "copy" and st["system_uuid"] == str(read_system_uuid(sysfs))
     assert st["mounts"] == []
     assert uuid.UUID(st["system_uuid"])
+
+
+@pytest.mark.parametrize(
+    ("fstype", "source", "opts"),
+    [
+        ("famfs", "/dev/dax0.0", "rw"),  # the famfs v1 kernel's own mount
+        ("fuse", "/dev/dax0.0", "rw,user_id=0"),  # famfs's fuse mount names the device as its source
+        ("fuse", "famfs", "rw,daxdev=/dev/dax0.0"),  # or in its options
+        ("fuse.famfs", "/dev/dax0.0", "rw"),  # daxmode's (its server is gone: no live record)
+    ],
+)
+def test_mkfs_refuses_a_mounted_device_even_with_force(
+    world: tuple[sim.Sim, Sysfs], fstype: str, source: str, opts: str
+) -> None:
+    s, _sysfs = world
+    assert run(s.root, "mkfs", "dax0.0")[0] == 0
+    s.add_mount(source, "/mnt/f", fstype, opts)
+    for extra in ([], ["--force"], ["--force", "--kill"]):
+        rc, _out, err = run(s.root, "mkfs", *extra, "dax0.0")
+        assert rc == 7 and "mounted at /mnt/f" in err, (extra, err)

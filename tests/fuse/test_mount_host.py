@@ -484,9 +484,9 @@ def test_dax_path_orchestration_with_a_stand_in_kernel(
 
 
 def test_init_probe_on_this_kernel(tmp_path: Path) -> None:
-    from daxmode.fuse import kernel as K
+    from daxmode.famfs.mount.attach import probe_init
 
-    p = K.probe_init(str(tmp_path / "probe"))
+    p = probe_init(str(tmp_path / "probe"))
     assert p.minor >= 39 and p.direct_io_allow_mmap  # 6.6+ kernels offer FUSE_DIRECT_IO_ALLOW_MMAP
     assert os.listdir(tmp_path / "probe") == []  # the throw-away mount point is gone
     assert "daxmode-probe" not in Path("/proc/self/mountinfo").read_text()

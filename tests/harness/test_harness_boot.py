@@ -19,6 +19,7 @@ from mhd.host import (
     initramfs,
     kernel,
     preflight,
+    prepare,
     qemucmd,
     suites,
 )
@@ -230,6 +231,35 @@ def test_nvdimm_command_has_slots_and_a_shared_nvdimm(tmp_path: Path) -> None:
     assert opt_values(cmd, "-cpu") == ["max"]  # the hypervisor bit only matters to CXL region commit
 
 
+def test_nvdimm_label_area_comes_on_top_of_the_region(tmp_path: Path) -> None:
+    """ndctl's tests need labels; the region keeps --shared-size so its 16M alignment holds."""
+    cmd = qemucmd.build_command(
+        spec(tmp_path, backend="nvdimm", shared_size=6 << 30, host=0, label_size=128 << 10)
+    )
+    assert "nvdimm,id=nvdimm0,memdev=nv0,label-size=131072" in opt_values(cmd, "-device")
+    assert any(f"id=nv0,share=on,mem-path=/dev/shm/x/shared.raw,size={(6 << 30) + (128 << 10)}" in o
+               for o in opt_values(cmd, "-object"))  # fmt: skip
+    cfg = config.parse_args(["--backend", "nvdimm", "--nvdimm-label-size", "128K", "--no-second-nvdimm"])
+    assert cfg.label_size == 128 << 10 and not cfg.second_nvdimm
+
+
+def test_workspace_sizes_the_label_area_and_drops_the_second_nvdimm(tmp_path: Path) -> None:
+    """--no-second-nvdimm: one backing file, label area included; the default keeps the second."""
+    argv = ["--backend", "nvdimm", "--shared-size", "64M", "--no-plant"]
+    one = prepare.Workspace(config.parse_args([*argv, "--nvdimm-label-size", "128K", "--no-second-nvdimm"]),
+                            tmp_path, tmp_path)  # fmt: skip
+    try:
+        assert one.second_file is None
+        assert [(p.stat().st_size, s) for p, s in one.shared_files()] == [((64 << 20) + (128 << 10),) * 2]
+    finally:
+        one.close()
+    two = prepare.Workspace(config.parse_args(argv), tmp_path, tmp_path)
+    try:
+        assert [s for _, s in two.shared_files()] == [64 << 20, prepare.SECOND_NVDIMM_SIZE]
+    finally:
+        two.close()
+
+
 def test_shares_and_channels_are_per_host(tmp_path: Path) -> None:
     c0 = qemucmd.build_command(spec(tmp_path, host=0, share_dir=tmp_path / "s0"))
     c1 = qemucmd.build_command(spec(tmp_path, host=1, share_dir=tmp_path / "s1"))
@@ -307,6 +337,8 @@ def test_sizes(text: str, want: int) -> None:
         (["--backend", "nvdimm", "--shared-size", "3M"], "multiple of 2M"),
         (["--mem", "lots"], "bad size"),
         (["--mem", "128M"], "at least 256M"),
+        (["--nvdimm-label-size", "128K"], "nvdimm backend only"),
+        (["--backend", "nvdimm", "--nvdimm-label-size", "64K"], "at least 128K"),
     ],
 )
 def test_bad_arguments_are_one_clear_error(argv: list[str], match: str) -> None:

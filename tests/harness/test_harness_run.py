@@ -127,7 +127,7 @@ def test_kernel_facts_from_config_or_kallsyms(tmp_path: Path) -> None:
     (tree / "config").write_text("CONFIG_FUSE_FS=y\nCONFIG_FUSE_FAMFS_DAX=y\n")
     assert facts.kernel_config(rel, str(tmp_path))["CONFIG_FUSE_FAMFS_DAX"] == "y"
     got = facts.gather()
-    assert set(got) == {"kernel", "fuse_famfs", "famfsv1", "udev", "daxctl", "famfs_tools"}
+    assert set(got) == {"kernel", "fuse_famfs", "famfsv1", "fsdev", "udev", "daxctl", "famfs_tools"}
     assert set(got) <= set(verdict.FACTS)
 
 

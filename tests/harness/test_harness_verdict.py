@@ -203,7 +203,7 @@ def test_every_kernel_file_parses_and_names_tests_that_exist() -> None:
     import fnmatch
 
     files = verdict.skip_files()
-    assert {"debian", "famfs-v10"} <= set(files)
+    assert {"debian", "famfs-v10", "famfs-v1"} <= set(files)
     for p in files.values():
         for d in verdict.load_skip_file(p).decls:
             file, _, name = d.test.partition("::")
@@ -237,6 +237,30 @@ def test_a_famfs_skip_passes_on_the_stock_kernel_and_fails_on_the_famfs_kernel()
         "needs DAXMODE_VM_ONLINE_OK=1 (onlines memory)",
     )
     assert verdict.judge("h", [online], famfs.decls, facts_for(fuse_famfs=True)).expected
+
+
+def test_the_famfs_v1_kernel_may_skip_fsdev_but_not_the_famfs_v1_tests() -> None:
+    """The 6.12 famfs-v1 kernel has no fsdev_dax: fsdev tests may skip there, never the famfs-v1 tests;
+    on Debian's kernel it is the other way round."""
+    fsdev = verdict.Case(
+        "tests/vm/guest/test_modes.py::test_all_nine_pairs",
+        "skipped",
+        "kernel 6.12.117-daxmode has no fsdev_dax driver: fsdev mode does not exist on it",
+    )
+    v1 = verdict.Case(
+        "tests/vm/guest/test_famfs_v1.py::test_mount_reads_back",
+        "skipped",
+        "famfs-v1: kernel 7.3.4+deb13-amd64 has no standalone famfs module",
+    )
+    v1_kernel = verdict.choose_skip_file(None, "6.12.117-daxmode")
+    assert v1_kernel.name == "famfs-v1"
+    on_v1 = facts_for(kernel="6.12.117-daxmode", fsdev=False, famfsv1=True, fuse_famfs=False)
+    assert [c for c, _ in verdict.judge("h", [fsdev], v1_kernel.decls, on_v1).expected] == [fsdev]
+    assert verdict.judge("h", [v1], v1_kernel.decls, on_v1).unexpected == [v1]
+    debian = verdict.choose_skip_file(None, config.DEFAULT_KVER)
+    stock = facts_for(fsdev=True, famfsv1=False, fuse_famfs=False)
+    assert [c for c, _ in verdict.judge("h", [v1], debian.decls, stock).expected] == [v1]
+    assert verdict.judge("h", [fsdev], debian.decls, stock).unexpected == [fsdev]
 
 
 def test_the_report_writes_the_verdict_for_scripts(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:

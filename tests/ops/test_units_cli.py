@@ -14,7 +14,7 @@ from daxmode.cli import main
 from daxmode.ops import units
 from daxmode.sysfs import Sysfs
 
-EXE = "/opt/daxmode/bin/daxmode"
+EXE = "/opt/daxmode/bin/daxmode"  # a path on the system being packaged (--prefix): not checked here
 
 
 def cli(root, *args: str):
@@ -22,7 +22,21 @@ def cli(root, *args: str):
     return CliRunner().invoke(main, ["--root", str(root), *args])
 
 
-def test_install_run_flavour_without_systemd(tmp_path):
+@pytest.fixture
+def exe(tmp_path) -> str:
+    """A daxmode script root may run: it and its directories owned by us, 0755."""
+    d = tmp_path / "opt" / "bin"
+    d.mkdir(parents=True)
+    for p in (tmp_path, tmp_path / "opt", d):
+        p.chmod(0o755)
+    f = d / "daxmode"
+    f.write_text(f"#!{os.path.realpath(sys.executable)}\n")
+    f.chmod(0o755)
+    return str(f)
+
+
+def test_install_run_flavour_without_systemd(tmp_path, exe):
+    EXE = exe
     r = cli(tmp_path, "install-units", "--daxmode", EXE, "--json")
     assert r.exit_code == 0, r.output
     rep = json.loads(r.output)
@@ -34,7 +48,8 @@ def test_install_run_flavour_without_systemd(tmp_path):
     assert not (tmp_path / "etc/systemd/system/daxmode-apply@.service").exists()
 
 
-def test_install_systemd_flavour_when_systemd_runs(tmp_path):
+def test_install_systemd_flavour_when_systemd_runs(tmp_path, exe):
+    EXE = exe
     (tmp_path / "run/systemd/system").mkdir(parents=True)
     # a previous RUN install is replaced (same rule file name)
     units.install(Sysfs(tmp_path), flavour="run", executable=EXE)
@@ -133,6 +148,68 @@ def test_man_page(tmp_path):
 def test_version():
     r = CliRunner().invoke(main, ["--version"])
     assert r.exit_code == 0 and "version" in r.output
+
+
+# --- what root is asked to run ------------------------------------------------------------------------
+def test_refuses_a_daxmode_others_can_replace(tmp_path, exe):
+    rules = tmp_path / "etc/udev/rules.d/90-daxmode.rules"
+    bindir = os.path.dirname(exe)
+    os.chmod(bindir, 0o775)  # group-writable: anyone in the group picks what root runs
+    for extra in ((), ("--dry-run",)):
+        r = cli(tmp_path, "install-units", "--daxmode", exe, *extra)
+        would = "would refuse" if extra else "refusing"
+        assert r.exit_code == 13, r.output
+        assert r.stderr == (
+            f"daxmode: {would} to install units that run {exe} as root: "
+            f"{bindir} is writable by group or others (mode 0775)\n"
+        )
+        assert not rules.exists()
+    os.chmod(bindir, 0o755)
+    os.chmod(exe, 0o757)  # the script itself, writable by others
+    r = cli(tmp_path, "install-units", "--daxmode", exe)
+    assert r.exit_code == 13 and f"{exe} is writable by group or others (mode 0757)" in r.stderr
+    os.chmod(exe, 0o755)
+    # a symlink to it from a directory others may write: that directory is on the path root runs
+    loose = tmp_path / "loose"
+    loose.mkdir(mode=0o777)
+    loose.chmod(0o777)
+    (loose / "daxmode").symlink_to(exe)
+    r = cli(tmp_path, "install-units", "--daxmode", str(loose / "daxmode"))
+    assert r.exit_code == 13 and f"{loose} is writable by group or others (mode 0777)" in r.stderr
+    # the interpreter its #! line names is checked too
+    (tmp_path / "opt/bin/python").write_text("")
+    os.chmod(tmp_path / "opt/bin/python", 0o666)
+    with open(exe, "w") as f:
+        f.write(f"#!{tmp_path}/opt/bin/python\n")
+    r = cli(tmp_path, "install-units", "--daxmode", exe)
+    assert r.exit_code == 13 and f"{tmp_path}/opt/bin/python is writable by group or others" in r.stderr
+    assert not rules.exists()
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="chown to another user needs root")
+def test_refuses_a_daxmode_owned_by_someone_else(tmp_path, exe):
+    os.chown(exe, 65534, 65534)
+    r = cli(tmp_path, "install-units", "--daxmode", exe)
+    assert r.exit_code == 13 and f"{exe} is owned by uid 65534" in r.stderr
+
+
+def test_dry_run_says_would_and_writes_the_absolute_path(tmp_path, exe, monkeypatch):
+    r = cli(tmp_path, "install-units", "--daxmode", exe, "--dry-run")
+    rule = tmp_path / "etc/udev/rules.d/90-daxmode.rules"
+    assert r.exit_code == 0 and r.output == f"would install {rule}\n" + (
+        "note: no systemd: udev runs daxmode apply itself; log in /run/daxmode-apply.log\n"
+    )
+    assert not rule.exists()
+    # without --daxmode: the script this process runs as (argv[0]), never a PATH search
+    bindir = os.path.dirname(exe)
+    monkeypatch.setattr(sys, "argv", [exe])
+    monkeypatch.setenv("PATH", "/nonexistent")
+    assert units.default_executable() == exe
+    monkeypatch.chdir(bindir)
+    monkeypatch.setattr(sys, "argv", ["daxmode"])  # relative argv[0]: made absolute
+    assert units.default_executable() == exe
+    r = cli(tmp_path, "install-units")
+    assert r.exit_code == 0 and f"{exe} apply --udev %k" in rule.read_text()
 
 
 def test_dry_runs_say_would(tmp_path):

@@ -10,7 +10,7 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass, field
 
-from daxmode.errors import FamfsError, InvalidArgument
+from daxmode.errors import FamfsNoSpace, InvalidArgument
 from daxmode.famfs.media import layout as L
 
 GIB = 1 << 30
@@ -18,7 +18,7 @@ MIN_BUCKET = GIB
 """famfs_validate_interleave_param: every bucket must be at least 1 GiB."""
 
 
-class NoSpace(FamfsError):
+class NoSpace(FamfsNoSpace):
     """Not enough free allocation units for the request."""
 
 

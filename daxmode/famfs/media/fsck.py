@@ -13,7 +13,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from daxmode.famfs.media import layout as L
+from daxmode.famfs.media.extents import validator_for
 from daxmode.famfs.media.log import LogScan, play, scan_log
+from daxmode.famfs.media.names import has_control
 
 
 @dataclass
@@ -23,6 +25,19 @@ class FsckReport:
     superblock: L.Superblock | None = None
     header: L.LogHeader | None = None
     stats: dict[str, int] = field(default_factory=dict)
+    refused: dict[int, str] = field(default_factory=dict)
+    """Log index -> why the extent validator refuses that file (it is never played or served)."""
+
+    @property
+    def fatal(self) -> list[str]:
+        """Problems that make the whole volume unusable (superblock; log header magic, CRC, length);
+        the others name entries a mount skips while serving the rest, or counters it reads past
+        (it plays only the slots that check)."""
+        return [
+            p
+            for p in self.problems
+            if p.startswith(("superblock", "log:")) or (p.startswith("log header") and "next_" not in p)
+        ]
 
     @property
     def ok(self) -> bool:
@@ -36,6 +51,7 @@ class FsckReport:
             "superblock": self.superblock.to_dict() if self.superblock else None,
             "log_header": self.header.to_dict() if self.header else None,
             "stats": self.stats,
+            "refused": {str(i): why for i, why in self.refused.items()},
         }
 
 
@@ -82,12 +98,11 @@ def _fsck(mv: memoryview, device_size: int) -> FsckReport:
 
 
 def _check_records(rep: FsckReport, sb: L.Superblock, scan: LogScan, device_size: int) -> None:
-    unit = sb.alloc_unit if sb.alloc_unit in (L.ALLOC_UNIT, L.ALLOC_UNIT_4K) else L.ALLOC_UNIT
-    limit = min(sb.dd_size, device_size) if sb.dd_size else device_size
-    reserved_end = L.LOG_OFFSET + sb.log_len
-    spans: list[tuple[int, int, str]] = []
+    validator = validator_for(sb, device_size)
+    unit = validator.geo.unit
+    reserved_end = validator.geo.reserved_end
     seen: dict[str, int] = {}
-    nfiles = ndirs = allocated = 0
+    nfiles = ndirs = 0
     P = rep.problems
     for r in scan.records:
         if isinstance(r, L.DaxdevMeta):
@@ -98,6 +113,8 @@ def _check_records(rep: FsckReport, sb: L.Superblock, scan: LogScan, device_size
         where = f"entry {r.index} ({r.path!r})"
         if not r.path_ok:
             P.append(f"{where}: invalid path")
+        elif has_control(r.path):
+            rep.notes.append(f"{where}: the name holds control characters (listings escape them)")
         if r.path in seen:
             P.append(f"{where}: duplicate path, first logged by entry {seen[r.path]}")
         else:
@@ -112,46 +129,16 @@ def _check_records(rep: FsckReport, sb: L.Superblock, scan: LogScan, device_size
             P.append(f"{where}: fm_flags={r.flags} is neither ALL_HOSTS_RO (1) nor ALL_HOSTS_RW (2)")
         if r.size == 0:
             P.append(f"{where}: fm_size is 0 (famfs never creates empty files)")
-        if r.interleaved:
-            cs = r.chunk_size
-            if not L.is_pow2(cs) or cs % unit:
-                P.append(f"{where}: chunk size {cs:#x} is not a power of 2 multiple of the allocation unit")
-            lens = {e[2] for e in r.extents}
-            if len(lens) > 1:
-                rep.notes.append(f"{where}: strips differ in length ({sorted(lens)})")
-            capacity = r.nstrips * min(lens)
-        else:
-            capacity = r.allocated
-        if r.size > capacity:
-            P.append(f"{where}: fm_size {r.size} exceeds the {capacity} bytes its extents hold")
-        for k, (dev, off, ln) in enumerate(r.extents):
-            what = f"{where} extent {k} [{off:#x}+{ln:#x}]"
-            if dev != 0:
-                P.append(f"{what}: device index {dev} (only device 0 exists)")
-            if off == 0:
-                P.append(f"{what}: offset 0 (famfs logplay rejects it)")
-            if ln == 0:
-                P.append(f"{what}: zero length")
-            if off % unit or ln % unit:
-                P.append(f"{what}: not aligned to the {unit}-byte allocation unit")
-            if off + ln > limit:
-                P.append(f"{what}: ends past the device end ({limit:#x})")
-            elif off < reserved_end and ln:
-                P.append(f"{what}: overlaps the superblock and log (which end at {reserved_end:#x})")
-            if ln:
-                spans.append((off, off + ln, r.path or f"entry {r.index}"))
-                allocated += -(-ln // unit) * unit
-    spans.sort()
-    end, owner = -1, ""
-    for a, b, path in spans:
-        if a < end:
-            P.append(f"allocation collision: {path!r} at {a:#x} overlaps {owner!r}")
-        if b > end:
-            end, owner = b, path
-    tree = play(scan.records)
+        if r.interleaved and len({e[2] for e in r.extents}) > 1:
+            rep.notes.append(f"{where}: strips differ in length ({sorted({e[2] for e in r.extents})})")
+    # the one validator (daxmode.famfs.media.extents), in log order, as every mount plays it
+    tree = play(scan.records, validator)
+    rep.refused = dict(validator.refused)
+    P.extend(validator.refused.values())
     for e in tree.errors:
         if "parent directory" in e:
             P.append(e)
+    allocated = (len(validator.bits) - validator.bits.count(0)) * unit
     hdr = scan.header
     cap = L.log_capacity(sb.log_len)
     rep.stats = {

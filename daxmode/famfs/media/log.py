@@ -13,6 +13,7 @@ import zlib
 from dataclasses import dataclass, field
 
 from daxmode.famfs.media import layout as L
+from daxmode.famfs.media.extents import Validator
 
 _crc = struct.Struct("<Q").unpack_from
 # seqnum, type, then the FILE fields through fmap_nextents (bytes 0..135): one call per entry
@@ -116,6 +117,8 @@ class Tree:
     """Entries for paths that already existed (famfs logplay skips these too)."""
     nodes: dict[str, Node] = field(default_factory=dict, repr=False)
     """Directory path -> its node ("" is the root)."""
+    validator: Validator | None = None
+    """When set, every FILE entry must pass it (in log order) before it is played."""
 
     def __post_init__(self) -> None:
         self.nodes.setdefault("", self.root)
@@ -129,6 +132,11 @@ class Tree:
         directory whose parent was never created is an error and is not played.  True if played."""
         if isinstance(r, L.DaxdevMeta):
             return False
+        if self.validator is not None and isinstance(r, L.FileMeta):
+            why = self.validator.admit(r)
+            if why is not None:
+                self.errors.append(why)
+                return False
         path = r.path
         if not r.path_ok:
             self.errors.append(f"entry {r.index}: invalid path {path!r}; not played")
@@ -158,9 +166,10 @@ class Tree:
         return out
 
 
-def play(records: list[L.Record]) -> Tree:
-    """Play valid records into a new tree (see :meth:`Tree.add`)."""
-    tree = Tree(Node(None), {}, {}, [])
+def play(records: list[L.Record], validator: Validator | None = None) -> Tree:
+    """Play valid records into a new tree (see :meth:`Tree.add`); with a ``validator``
+    (:mod:`daxmode.famfs.media.extents`) a file whose extents it refuses is not played."""
+    tree = Tree(Node(None), {}, {}, [], validator=validator)
     add = tree.add
     for r in records:
         add(r)

@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from daxmode.famfs.media import layout as L
+from daxmode.famfs.media.names import escape
 from daxmode.sizes import count
 
 
@@ -22,9 +23,9 @@ class MkdirResult:
 
     def summary(self) -> str:
         if not self.created:
-            return f"{self.path} exists; unchanged"
+            return f"{escape(self.path)} exists; unchanged"
         what = "directory" if len(self.created) == 1 else "directories"
-        return f"created {what} {', '.join(self.created)}"
+        return f"created {what} {', '.join(escape(c) for c in self.created)}"
 
     def to_json(self) -> dict[str, object]:
         return {"source": self.source, "path": self.path, "created": self.created, "warnings": self.warnings}
@@ -37,18 +38,21 @@ class CreatResult:
     created: bool
     """False: a file of the same size was there and is kept."""
     warnings: list[str] = field(default_factory=list)
+    seed: int | None = None
+    """``creat -r``: the seed of the bytes written before the entry was logged."""
 
     def summary(self) -> str:
         if not self.created:
-            return f"{self.file.path} exists with the same size; unchanged"
-        return f"created {self.file.path} ({self.file.size} bytes)"
+            return f"{escape(self.file.path)} exists with the same size; unchanged"
+        filled = f", random bytes from seed {self.seed}" if self.seed is not None else ""
+        return f"created {escape(self.file.path)} ({self.file.size} bytes{filled})"
 
     def to_json(self) -> dict[str, object]:
-        return self.file.to_dict() | {
-            "source": self.source,
-            "created": self.created,
-            "warnings": self.warnings,
-        }
+        return (
+            self.file.to_dict()
+            | {"source": self.source, "created": self.created, "warnings": self.warnings}
+            | ({"seed": self.seed} if self.seed is not None else {})
+        )
 
 
 @dataclass(frozen=True)
@@ -70,9 +74,9 @@ class CopyResult:
     def summary(self) -> str:
         if len(self.copies) == 1:
             c = self.copies[0]
-            return f"{c.file} -> {c.path} ({c.size} bytes)"
+            return f"{escape(c.file)} -> {escape(c.path)} ({c.size} bytes)"
         total = sum(c.size for c in self.copies)
-        return f"copied {count(len(self.copies), 'file')} ({total} bytes) into {self.dest}"
+        return f"copied {count(len(self.copies), 'file')} ({total} bytes) into {escape(self.dest)}"
 
     def to_json(self) -> dict[str, object]:
         return {

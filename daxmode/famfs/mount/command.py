@@ -22,9 +22,10 @@ import json
 import os
 import signal
 import sys
+import threading
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 
 from daxmode import errors as E
 from daxmode.errors import (
@@ -37,13 +38,15 @@ from daxmode.errors import (
     LeftPartial,
     NotRoot,
 )
+from daxmode.famfs.mount import attach as A
 from daxmode.famfs.mount import records as S
 from daxmode.famfs.mount.handlers import COPY, DATA_PATHS, DAX
-from daxmode.famfs.mount.spec import AUTO, FSTYPE, MountResult, Target, UmountResult, error_from
-from daxmode.fsdev import dax_info, looks_like_device
+from daxmode.famfs.mount.spec import AUTO, FSTYPE, V1, MountResult, Target, UmountResult, error_from
+from daxmode.fsdev import dax_info, looks_like_device, open_image
 from daxmode.fuse import kernel as K
 from daxmode.kernel.devices import resolve_name
 from daxmode.kernel.features import detect_kernel
+from daxmode.kernel.mountpoint import MNT_DETACH, MountPoint, hold_mountpoint, open_mountpoint
 from daxmode.kernel.mounts import mount_at, mounts_using
 from daxmode.sysfs import Sysfs
 
@@ -54,29 +57,21 @@ UMOUNT_WAIT = 180.0
 
 # --- checks (nothing changes) -------------------------------------------------------------------
 def check_mountpoint(sysfs: Sysfs, path: str) -> str:
-    """The absolute mount point, or InvalidArgument: missing, not a directory, a mount point, not empty."""
-    mp = os.path.abspath(path)
-    if not os.path.lexists(mp):
-        raise InvalidArgument(f"mount point {mp} does not exist")
-    if not os.path.isdir(mp):
-        raise InvalidArgument(f"mount point {mp} is not a directory")
-    m = mount_at(sysfs, mp)
-    if m is not None or os.path.ismount(mp):
-        what = f" ({m.fstype} from {m.source})" if m else ""
-        raise InvalidArgument(f"{mp} is already a mount point{what}")
-    try:
-        if os.listdir(mp):
-            raise InvalidArgument(f"mount point {mp} is not empty")
-    except OSError as e:
-        raise InvalidArgument(f"mount point {mp}: {e.strerror}") from None
-    return mp
+    """The absolute mount point if :func:`hold_mountpoint` accepts it (nothing is kept open; the
+    server holds it again and mounts on that handle)."""
+    with hold_mountpoint(sysfs, path) as mp:
+        return mp.path
 
 
 def resolve_target(sysfs: Sysfs, target: str) -> Target:
     """A device (UnknownDevice if there is none by that name) or an image file."""
-    if os.path.isfile(target) and not looks_like_device(target):
+    if os.path.lexists(target) and not looks_like_device(target):
         path = os.path.abspath(target)
-        return Target("image", path, size=os.path.getsize(path))
+        fd = open_image(path, writable=False)  # a regular file by its own path, or refused
+        try:
+            return Target("image", path, size=os.fstat(fd).st_size)
+        finally:
+            os.close(fd)
     if not looks_like_device(target):
         raise InvalidArgument(f"{target}: neither a dax device (daxX.Y) nor an image file")
     info = dax_info(sysfs, resolve_name(sysfs, target))
@@ -111,18 +106,22 @@ def choose_data_path(sysfs: Sysfs, t: Target, requested: str) -> tuple[str, str]
     """(data path, why).  ``dax`` needs a famfs kernel that offers FUSE_DAX_FMAP to us at INIT:
     kallsyms tells a famfs kernel from a fuse-iomap one (both use INIT bit 43), and a throw-away
     probe mount shows whether the flag is really offered (the famfs fuse series V10 02/10 offers it only
-    to a mounter with CAP_SYS_RAWIO)."""
-    if requested not in (AUTO, *DATA_PATHS):
-        raise InvalidArgument(f"--data-path {requested}: choose auto, dax or copy")
+    to a mounter with CAP_SYS_RAWIO).  ``famfs-v1`` needs the standalone famfs module (loaded, or
+    installed for this kernel); auto picks it on such a kernel when it has no fuse famfs support."""
+    if requested not in (AUTO, V1, *DATA_PATHS):
+        raise InvalidArgument(f"--data-path {requested}: choose auto, dax, copy or {V1}")
     if requested == COPY:
         return COPY, "requested"
     if t.kind == "image":
-        if requested == DAX:
-            raise FamfsError(
-                f"{t.source} is an image file: the dax data path needs a dax device in fsdev mode"
-            )
+        if requested in (DAX, V1):
+            raise FamfsError(f"{t.source} is an image file: the {requested} data path needs a dax device")
         return COPY, "image file"
     ks = detect_kernel(sysfs)
+    v1 = ks.famfs_v1 or ks.v1_module_installed
+    if requested == V1 or (requested == AUTO and v1 and not ks.fuse_famfs):
+        if not v1:
+            raise FamfsError(f"--data-path {V1}: kernel {ks.release or '?'} has no standalone famfs module")
+        return V1, "standalone famfs kernel module" + (" (requested)" if requested == V1 else "")
     if not ks.fuse_famfs:
         why = f"kernel {ks.release or '?'} has no famfs fuse support (no famfs_fuse_iomap_begin in kallsyms)"
         if requested == DAX:
@@ -135,7 +134,7 @@ def choose_data_path(sysfs: Sysfs, t: Target, requested: str) -> tuple[str, str]
     from daxmode import runstate
 
     try:  # the probe's mount point goes inside the checked run/daxmode
-        probe = K.probe_init(os.path.join(runstate.run_dir(sysfs), PROBE_DIR))
+        probe = A.probe_init(os.path.join(runstate.run_dir(sysfs), PROBE_DIR))
     except OSError as e:
         raise KernelRefused(f"probing the kernel's FUSE INIT flags failed: {e}") from None
     if not probe.dax_fmap:
@@ -148,8 +147,8 @@ def choose_data_path(sysfs: Sysfs, t: Target, requested: str) -> tuple[str, str]
 
 def precheck(sysfs: Sysfs, target: str, mountpoint: str, data_path: str) -> tuple[Target, str, str, str]:
     """Every check :func:`mount` makes before changing anything: (target, mount point, path, why)."""
-    if data_path not in (AUTO, *DATA_PATHS):
-        raise InvalidArgument(f"--data-path {data_path}: choose auto, dax or copy")
+    if data_path not in (AUTO, V1, *DATA_PATHS):
+        raise InvalidArgument(f"--data-path {data_path}: choose auto, dax, copy or {V1}")
     if sysfs.is_real and os.geteuid() != 0:
         raise NotRoot("daxmode famfs mount needs root: it mounts, and switches the device's mode")
     if not os.path.exists(K.DEV_FUSE):
@@ -183,6 +182,10 @@ def mount(
     from daxmode.famfs.mount.server import Session
 
     t, mp, path, why = precheck(sysfs, target, mountpoint, data_path)
+    if path == V1:  # the kernel serves the files: nothing runs in the background or foreground
+        from daxmode.famfs.mount import v1
+
+        return v1.mount(sysfs, t, mp, why, restore_mode)
     if foreground:
         sess = Session(sysfs, t, mp, path, why)
         res = sess.run(on_ready)
@@ -283,15 +286,28 @@ def _wait_gone(rec: S.MountRecord, timeout: float) -> bool:
     return True
 
 
-def _detach(mp: str, lazy: bool) -> str:
+def hold_for_umount(mp: str) -> MountPoint | None:
+    """The mount point's parent held by handle, for an unmount (UnsafePath for a symlink); None if
+    it no longer exists (nothing can be mounted there)."""
     try:
-        K.umount(mp, K.MNT_DETACH if lazy else 0)
-    except OSError as e:
-        if e.errno == errno.EBUSY:
-            raise DeviceBusy(f"{mp} is busy: files on it are open (close them, or use --lazy)") from None
-        if e.errno == errno.EINVAL:
-            return f"{mp} was no longer mounted"
-        raise KernelRefused(f"umount {mp}: {e.strerror}") from None
+        return open_mountpoint(mp, entry=False)
+    except InvalidArgument:
+        return None
+
+
+def _detach(mp: str, lazy: bool) -> str:
+    held = hold_for_umount(mp)
+    if held is None:
+        return f"{mp} was no longer mounted"
+    with held:
+        try:
+            held.umount(MNT_DETACH if lazy else 0)
+        except OSError as e:
+            if e.errno == errno.EBUSY:
+                raise DeviceBusy(f"{mp} is busy: files on it are open (close them, or use --lazy)") from None
+            if e.errno == errno.EINVAL:
+                return f"{mp} was no longer mounted"
+            raise KernelRefused(f"umount {mp}: {e.strerror}") from None
     return f"unmounted {mp}" + (" (lazily: it goes away when the last open file is closed)" if lazy else "")
 
 
@@ -345,6 +361,11 @@ def umount(
     if sysfs.is_real and os.geteuid() != 0:
         raise NotRoot("daxmode famfs umount needs root")
     mp = os.path.abspath(mountpoint)
+    held = hold_for_umount(
+        mp
+    )  # refuses a symlink (or a path through one) before anything is asked of a server
+    if held is not None:
+        held.close()
     rec = S.load(sysfs, mp)
     m = mount_at(sysfs, mp)
     if rec is None:
@@ -354,12 +375,16 @@ def umount(
             raise FamfsError(f"{mp} is not a famfs mount ({m.fstype} from {m.source})")
         steps = [_detach(mp, lazy), "no daxmode record for this mount: the device's mode was left as is"]
         return UmountResult(mp, m.source, None, None, steps)
+    if rec.data_path == V1:
+        from daxmode.famfs.mount import v1
+
+        return UmountResult(mp, rec.source, rec.device, None, v1.umount(sysfs, rec, lazy, restore_mode))
     res = UmountResult(mp, rec.source, rec.device, rec.pid)
     steps = res.steps
     what = rec.device or rec.source
     alive = S.server_alive(rec)
     if alive:
-        got = request_umount(sysfs, mp, lazy, timeout)
+        got = request_umount(sysfs, rec, lazy, timeout)
         if got is not None:
             server_steps, final = got
             steps += server_steps
@@ -407,6 +432,9 @@ class MountStatus:
     mounted: bool
     """The kernel still has the mount (fuse.famfs at the mount point)."""
     phase: str
+    skipped_entries: list[str] = field(default_factory=list)
+    """Log entries the live server skipped (extent validator refusals, bad slots or paths), each
+    one line; the first 100 (the server's log has them all)."""
 
     @property
     def state(self) -> str:
@@ -425,6 +453,11 @@ def mounts(sysfs: Sysfs) -> list[MountStatus]:
     out = []
     for r in S.records(sysfs):
         m = mount_at(sysfs, r.mountpoint)
+        alive = S.server_alive(r)
+        mounted = m is not None and m.fstype == (r.fstype or FSTYPE)
+        skipped: list[str] = []
+        if alive and mounted:  # the entries the server refused or skipped, each named once
+            skipped = _skipped_entries(r.mountpoint)
         out.append(
             MountStatus(
                 mountpoint=r.mountpoint,
@@ -434,12 +467,28 @@ def mounts(sysfs: Sysfs) -> list[MountStatus]:
                 mode=r.mode,
                 previous_mode=r.previous_mode,
                 server_pid=r.pid,
-                server_running=S.server_alive(r),
-                mounted=m is not None and m.fstype == FSTYPE,
+                server_running=alive,
+                mounted=mounted,
                 phase=r.phase,
+                skipped_entries=skipped,
             )
         )
     return out
+
+
+def _skipped_entries(mountpoint: str, timeout: float = 2.0) -> list[str]:
+    """The log entries a live server skipped (refused by the extent validator, bad slots, bad
+    paths), asked through the mount in a thread: a wedged server must not hang ``status``."""
+    got: list[list[str]] = []
+
+    def ask() -> None:
+        with contextlib.suppress(FamfsError, ValueError, TypeError, KeyError):
+            got.append([str(x) for x in server_stats(mountpoint)["namespace"]["errors"]])  # type: ignore[index]
+
+    t = threading.Thread(target=ask, daemon=True)
+    t.start()
+    t.join(timeout)
+    return got[0] if got else []
 
 
 def server_stats(mountpoint: str) -> dict[str, object]:

@@ -34,8 +34,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from daxmode.cacheflush import CacheSync, NoSync
-from daxmode.errors import InvalidArgument
+from daxmode.errors import FamfsError, InvalidArgument
 from daxmode.famfs.media import layout as L
+from daxmode.famfs.media.extents import require_admitted
 from daxmode.famfs.mount.namespace import ROOT_ID, Inode, Namespace
 from daxmode.fuse import fmap as F
 from daxmode.fuse import proto as P
@@ -340,6 +341,12 @@ class FamfsFuse:
         if m is None:
             assert ino.region is not None
             return F.encode_region(ino.size, *ino.region)
+        if self.ns.validator is None:
+            raise F.FmapError("no superblock read yet: no map is sent")
+        try:  # the one validator, again at the wire: no map unless it admitted exactly this entry
+            require_admitted(self.ns.validator, m)
+        except FamfsError as e:
+            raise F.FmapError(f"extent validator refuses the map: {e}", errno.EIO) from None
         exts = [(int(dx), off, ln) for dx, off, ln in m.extents]
         if m.interleaved:
             return F.encode_interleaved(m.size, [F.Interleave(m.chunk_size, m.size, exts)])

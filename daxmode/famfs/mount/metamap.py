@@ -32,7 +32,7 @@ _MAP_FAILED = ctypes.c_void_p(-1).value
 
 
 def _libc_mmap():
-    from daxmode.fuse.kernel import libc
+    from daxmode.kernel.mountpoint import libc
 
     fn = libc().mmap
     fn.restype = ctypes.c_void_p
@@ -62,6 +62,8 @@ class MountMapping:
     writable: bool
     kind: str = "mount"
     notes: list[str] = field(default_factory=list)
+    data_mapped: bool = False
+    """Only files reach data here (each mapped once its entry is played), not ``buf`` as a whole."""
     switched: bool = False
     _base: int = 0
     _mapped: set[int] = field(default_factory=set)
@@ -125,18 +127,23 @@ class MountMapping:
             os.close(self.fd)
 
 
-def open_via_mount(mountpoint: str, daxdev: str, device_size: int, *, writable: bool) -> MountMapping:
-    """Map ``.meta/.superblock`` and ``.meta/.log`` of the famfs mounted at ``mountpoint``."""
-    meta = os.path.join(mountpoint, ".meta")
+def read_superblock_via_mount(mountpoint: str, device_size: int) -> tuple[bytes, L.Superblock]:
+    """The checked superblock of the famfs mounted at ``mountpoint``, read from ``.meta/.superblock``."""
     try:
-        with open(os.path.join(meta, ".superblock"), "rb") as f:
+        with open(os.path.join(mountpoint, ".meta", ".superblock"), "rb") as f:
             head = f.read(L.SB_SIZE)
     except OSError as e:
         raise FamfsError(f"{mountpoint}: cannot read .meta/.superblock: {e.strerror}") from None
     problems = L.superblock_problems(head, device_size)
     if problems:
         raise FamfsError(f"{mountpoint}/.meta/.superblock: {problems[0]}")
-    sb = L.unpack_superblock(head)
+    return head, L.unpack_superblock(head)
+
+
+def open_via_mount(mountpoint: str, daxdev: str, device_size: int, *, writable: bool) -> MountMapping:
+    """Map ``.meta/.superblock`` and ``.meta/.log`` of the famfs mounted at ``mountpoint``."""
+    meta = os.path.join(mountpoint, ".meta")
+    _head, sb = read_superblock_via_mount(mountpoint, device_size)
     total = L.LOG_OFFSET + sb.log_len
     size = max(device_size, total)
     buf = mmap.mmap(

@@ -20,10 +20,12 @@ import stat
 import struct
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from daxmode.cacheflush import CacheSync, NoSync
 from daxmode.famfs.media import layout as L
+from daxmode.famfs.media.extents import Validator, validator_for
 from daxmode.famfs.media.log import scan_entries
 
 ROOT_ID = 1
@@ -35,6 +37,10 @@ META_DIR = ".meta"
 SUPERBLOCK_NAME = ".superblock"
 LOG_NAME = ".log"
 _next_index = struct.Struct("<Q")
+_counters = struct.Struct("<2Q")
+_HEADER_READS = 4
+SUMMARY_ERRORS = 100
+_SLOT_READS = 3
 
 
 @dataclass(slots=True)
@@ -86,6 +92,10 @@ class Namespace:
     the log header; ``None`` until the superblock has been read, on a mount that reads its
     metadata through itself)."""
 
+    SETTLE = 1.0
+    """Seconds an invalid, non-empty slot below the counters must stay unchanged before it is
+    taken for corruption and skipped (a write in flight changes or completes well within it)."""
+
     def __init__(
         self,
         sb: L.Superblock | None,
@@ -94,6 +104,8 @@ class Namespace:
         sync: CacheSync | None = None,
         is_master: bool = False,
         now_ns: int | None = None,
+        device_size: int | None = None,
+        on_error: Callable[[str], None] | None = None,
     ) -> None:
         self.sync = sync or NoSync()
         self.is_master = is_master
@@ -108,6 +120,12 @@ class Namespace:
         self.dirs = 0
         self.allocated = 0
         self._lock = threading.Lock()
+        self.device_size = device_size
+        self.on_error = on_error
+        """Told each skipped entry once (the server logs it)."""
+        self.validator: Validator | None = None
+        self._suspect: dict[int, tuple[bytes, float]] = {}
+        """Slot -> (its bytes, when first seen invalid): a slot is skipped only once it holds still."""
         self.sb: L.Superblock | None = None
         self.log: memoryview | None = None
         root = self._add(Inode(ROOT_ID, stat.S_IFDIR, 0o755, 0, 0, 0, ROOT_ID, b"", children={}))
@@ -140,6 +158,8 @@ class Namespace:
         """Add ``.meta/.log`` (2 MiB on, ``log_len`` bytes; writable on the master as famfs) and play
         the log if a view of it is given."""
         self.sb = sb
+        if self.validator is None:
+            self.validator = validator_for(sb, self.device_size)
         meta = self.inodes[META_DIR_ID]
         if LOG_NAME.encode() not in (meta.children or {}):
             li = Inode(
@@ -166,53 +186,131 @@ class Namespace:
         self.set_log(None)
 
     def refresh(self) -> int:
-        """Play the entries appended since the last look; returns how many were new."""
+        """Play the entries appended since the last look; returns how many slots were consumed.
+
+        Only complete, valid slots are played: the counters are read until two reads agree, and a
+        slot below them that does not check (a write still in flight on another host, or a torn
+        read) stops the play there, so it is read again next time instead of being marked played.
+        A non-empty slot that stays invalid and unchanged for :attr:`SETTLE` seconds is corrupt,
+        not in flight: it is named once in :attr:`errors` and skipped, as famfs logplay does."""
         with self._lock:
             log = self.log
             if log is None:
                 return 0
-            sync = self.sync
-            sync.invalidate(log, L.LOG_HDR_COUNTERS_OFF + 8, 8)
             start = self.played
-            n = min(_next_index.unpack_from(log, L.LOG_HDR_COUNTERS_OFF + 8)[0], L.log_capacity(len(log)))
+            n = self._stable_next_index(log)
             if n <= start:
                 return 0
-            first = L.LOG_HDR_SIZE + start * L.ENTRY_SIZE
-            sync.invalidate(log, first, (n - start) * L.ENTRY_SIZE)
+            self.sync.invalidate(log, L.LOG_HDR_SIZE + start * L.ENTRY_SIZE, (n - start) * L.ENTRY_SIZE)
             records: list[L.Record] = []
             bad: list[tuple[int, str]] = []
             scan_entries(log, start, n, records, bad)
-            if bad:  # famfs re-reads a bad entry once after an invalidate before giving up on it
-                retry: list[L.Record] = []
-                still: list[tuple[int, str]] = []
-                for i, _why in bad:
-                    sync.invalidate(log, L.LOG_HDR_SIZE + i * L.ENTRY_SIZE, L.ENTRY_SIZE)
-                    scan_entries(log, i, i + 1, retry, still)
-                records = sorted(records + retry, key=lambda r: r.index)
-                self.errors += [why for _i, why in still]
-            for r in records:
-                self._play(r)
-            self.played = n
-            return n - start
+            if not bad:
+                for r in records:
+                    self._play(r)
+                self.played = n
+                return n - start
+            good = {r.index: r for r in records}
+            why = dict(bad)
+            now = time.monotonic()
+            for i in why:  # every bad slot starts holding still now, so they all settle together
+                if i not in self._suspect:
+                    off = L.LOG_HDR_SIZE + i * L.ENTRY_SIZE
+                    raw = bytes(log[off : off + L.ENTRY_SIZE])
+                    if any(raw):
+                        self._suspect[i] = (raw, now)
+            pos = start
+            while pos < n:
+                rec = good.get(pos)
+                if rec is None:
+                    verdict = self._settle(log, pos, why[pos])
+                    if verdict is None:
+                        break  # in flight: play up to here, read it again next time
+                    if isinstance(verdict, str):
+                        self._error(verdict)
+                        pos += 1
+                        continue
+                    rec = verdict
+                self._play(rec)
+                pos += 1
+            self.played = pos
+            return pos - start
+
+    def _stable_next_index(self, log: memoryview) -> int:
+        """``next_index`` from a header read twice alike (both counters in one read; famfs bumps
+        next_seqnum before next_index, so the smaller one is what is surely written)."""
+        cap = L.log_capacity(len(log))
+        prev: tuple[int, int] | None = None
+        for _ in range(_HEADER_READS):
+            self.sync.invalidate(log, 0, L.LOG_HDR_SIZE)
+            magic = _next_index.unpack_from(log, 0)[0]
+            cur = _counters.unpack_from(log, L.LOG_HDR_COUNTERS_OFF)
+            if magic != L.LOG_MAGIC:
+                return 0  # not a log now (being formatted?): play nothing, read again next time
+            if cur == prev:
+                break
+            prev = cur
+        else:
+            return self.played  # still moving: play nothing this time
+        return min(cur[0], cur[1], cap)
+
+    def _settle(self, log: memoryview, i: int, why: str) -> L.Record | str | None:
+        """A slot below the counters that did not check: its record if a re-read is valid, None if
+        it is empty, changing or new (in flight), or the reason if it stayed the same for SETTLE s."""
+        off = L.LOG_HDR_SIZE + i * L.ENTRY_SIZE
+        seen: bytes | None = None
+        for _ in range(_SLOT_READS):
+            self.sync.invalidate(log, off, L.ENTRY_SIZE)
+            raw = bytes(log[off : off + L.ENTRY_SIZE])
+            got: list[L.Record] = []
+            bad: list[tuple[int, str]] = []
+            scan_entries(log, i, i + 1, got, bad)
+            if got:
+                return got[0]
+            if bad:
+                why = bad[0][1]
+            if (seen is not None and raw != seen) or not any(raw):
+                return None
+            seen = raw
+        now = time.monotonic()
+        first = self._suspect.get(i)
+        if first is None or first[0] != seen:
+            self._suspect[i] = (seen or b"", now)
+            return None
+        if now - first[1] < self.SETTLE:
+            return None
+        del self._suspect[i]
+        return f"{why} (unchanged for {self.SETTLE:g} s; skipped)"
+
+    def _error(self, why: str) -> None:
+        """Name a skipped entry once: in the summary (``famfs status``) and the server's log."""
+        self.errors.append(why)
+        if self.on_error is not None:
+            self.on_error(why)
 
     def _play(self, r: L.Record) -> None:
         if isinstance(r, L.DaxdevMeta):
             return
+        if isinstance(r, L.FileMeta) and self.validator is not None:
+            refused = self.validator.admit(r)
+            if refused is not None:
+                self._error(refused)
+                return
         path = r.path
         if not r.path_ok:
-            self.errors.append(f"entry {r.index}: invalid path {path!r}; not played")
+            self._error(f"entry {r.index}: invalid path {path!r}; not played")
             return
         if path in self.by_path:
             self.skipped += 1
             return
         if path == META_DIR or path.startswith(META_DIR + "/"):
-            self.errors.append(f"entry {r.index}: {path!r} is inside the reserved {META_DIR} directory")
+            self._error(f"entry {r.index}: {path!r} is inside the reserved {META_DIR} directory")
             return
         parent_path, _, name = path.rpartition("/")
         pid = self.by_path.get(parent_path)
         parent = self.inodes.get(pid) if pid is not None else None
         if pid is None or parent is None or not parent.is_dir:
-            self.errors.append(f"entry {r.index}: parent directory of {path!r} does not exist; not played")
+            self._error(f"entry {r.index}: parent directory of {path!r} does not exist; not played")
             return
         nodeid = r.index + FIRST_ENTRY_ID
         raw = name.encode("utf-8", "surrogateescape")
@@ -258,5 +356,14 @@ class Namespace:
             "files": self.files,
             "directories": self.dirs,
             "skipped": self.skipped,
-            "errors": list(self.errors),
+            # the first SUMMARY_ERRORS only: the summary travels in a 64 KiB xattr, and a hostile log
+            # can name thousands (each is in the server's log once)
+            "errors": self.errors[:SUMMARY_ERRORS],
+            "errors_total": len(self.errors),
+            "refused": {
+                i: why
+                for i, why in list((self.validator.refused if self.validator else {}).items())[
+                    :SUMMARY_ERRORS
+                ]
+            },
         }

@@ -101,3 +101,14 @@ def server_alive(rec: MountRecord) -> bool:
         return False
     start = process_start(rec.pid)
     return start is not None and (rec.pid_start == 0 or start == rec.pid_start)
+
+
+def is_live(sysfs: Sysfs, rec: MountRecord) -> bool:
+    """A live mount of this record: its server runs, or (famfs-v1, no server) the kernel still has
+    the mount with the record's fstype."""
+    if rec.pid > 0:
+        return server_alive(rec)
+    from daxmode.kernel.mounts import mount_at
+
+    m = mount_at(sysfs, rec.mountpoint)
+    return m is not None and m.fstype == rec.fstype

@@ -34,10 +34,19 @@ import time
 from collections.abc import Callable
 
 from daxmode import cacheflush
-from daxmode.errors import DaxmodeError, DeviceBusy, FamfsError, KernelRefused, LeftPartial, RolledBack
+from daxmode.errors import (
+    DaxmodeError,
+    DeviceBusy,
+    FamfsError,
+    KernelRefused,
+    LeftPartial,
+    RolledBack,
+    UnsafePath,
+)
 from daxmode.famfs.media import layout as L
 from daxmode.famfs.media.fsck import fsck
 from daxmode.famfs.media.identity import read_system_uuid
+from daxmode.famfs.mount import attach as A
 from daxmode.famfs.mount import records as S
 from daxmode.famfs.mount.handlers import COPY, DAX, Device, FamfsFuse
 from daxmode.famfs.mount.metamap import MountLog
@@ -46,7 +55,9 @@ from daxmode.famfs.mount.spec import FSTYPE, MODE_FOR, SUBTYPE, MountResult, Tar
 from daxmode.fsdev import map_device, map_image
 from daxmode.fuse import kernel as K
 from daxmode.fuse.server import FuseError, Server, Stats
-from daxmode.kernel.mounts import mount_at, set_fuse_readahead
+from daxmode.kernel.mountpoint import MNT_DETACH, MountPoint, detach, hold_mountpoint
+from daxmode.kernel.mounts import set_fuse_readahead
+from daxmode.kernel.paths import fd_path
 from daxmode.kernel.procs import process_start
 from daxmode.signals import Interrupted
 from daxmode.sizes import count
@@ -54,22 +65,26 @@ from daxmode.sysfs import Sysfs
 
 WORKERS = 4
 READ_AHEAD_KB = 8192
+FIRST_REPLY = 15.0
+"""Seconds an unmount request waits for the server's first answer (the unmount itself)."""
 
 
-def control_path(sysfs: Sysfs, mountpoint: str) -> str:
-    """An abstract-namespace socket name (no path-length limit, nothing left behind on a crash);
-    only root may use it (SO_PEERCRED is checked)."""
+def control_name(mountpoint: str) -> str:
+    """The control socket's name in the root-only run directory (runstate checks it: a real
+    directory, ours, 0700), so no other user can bind it first or connect to it; both ends still
+    check SO_PEERCRED.  Reached as /proc/self/fd/DIR/NAME: ``sun_path`` holds 108 bytes."""
     import hashlib
 
-    key = hashlib.sha256(str(S.record_path(sysfs, mountpoint)).encode()).hexdigest()[:32]
-    return f"\0daxmode-famfs-{key}"
+    return f"famfs-{hashlib.sha256(os.path.abspath(mountpoint).encode()).hexdigest()[:24]}.sock"
 
 
-def _peer_uid(c: socket.socket) -> int:
+def _peer(c: socket.socket) -> tuple[int, int]:
+    """(pid, uid) of the other end: the client that connected, or the process that listens."""
     import struct
 
     creds = c.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
-    return struct.unpack("3i", creds)[1]
+    pid, uid, _gid = struct.unpack("3i", creds)
+    return pid, uid
 
 
 class Session:
@@ -91,7 +106,9 @@ class Session:
         self.ns: Namespace | None = None
         self.fs: FamfsFuse | None = None
         self.server: Server | None = None
-        self.conn: K.Connection | None = None
+        self.conn: A.Connection | None = None
+        self.held: MountPoint | None = None
+        self.conn_id: int | None = None
         self.mlog: MountLog | None = None
         self.stop_signal = 0
         self.rec: S.MountRecord | None = None
@@ -231,12 +248,19 @@ class Session:
             steps=list(self.steps), files=ns.files, directories=ns.dirs, entries=ns.played,
         )  # fmt: skip
 
+    def _skipped(self, why: str) -> None:
+        self.log(f"log entry skipped: {why}")
+
     def _fsck(self, buf: L.Bytes, size: int) -> L.Superblock:
+        """Refuse a volume whose superblock or log header is bad; entries that fail (the extent
+        validator's refusals, bad CRCs, missing parents) are skipped by the namespace as it plays,
+        each named once in the server's log and in ``famfs status``, and the rest is served."""
         rep = fsck(buf, size)
-        if rep.problems:
-            more = f" (and {len(rep.problems) - 1} more)" if len(rep.problems) > 1 else ""
+        fatal = rep.fatal
+        if fatal:
+            more = f" (and {len(fatal) - 1} more)" if len(fatal) > 1 else ""
             raise FamfsError(
-                f"{self.t.source}: refusing to mount a famfs that fails fsck: {rep.problems[0]}{more}; "
+                f"{self.t.source}: refusing to mount a famfs that fails fsck: {fatal[0]}{more}; "
                 f"run daxmode famfs fsck {self.t.device or self.t.source}"
             )
         assert rep.superblock is not None
@@ -259,8 +283,9 @@ class Session:
         mv = memoryview(m.buf)
         self.stack.callback(mv.release)
         self.ns = Namespace(
-            sb, mv[L.LOG_OFFSET : L.LOG_OFFSET + sb.log_len], sync=m.sync, is_master=self._is_master(sb)
-        )
+            sb, mv[L.LOG_OFFSET : L.LOG_OFFSET + sb.log_len], sync=m.sync, is_master=self._is_master(sb),
+            device_size=m.size, on_error=self._skipped,
+        )  # fmt: skip
         self.stack.callback(self.ns.detach_log)  # runs before mv.release (ExitStack is LIFO)
         self.fs = FamfsFuse(
             self.ns, COPY, device=Device(mv, m.sync, m.size), stats=self.stats, info=self._info
@@ -281,6 +306,8 @@ class Session:
                     mv[L.LOG_OFFSET : L.LOG_OFFSET + sb.log_len],
                     sync=m.sync,
                     is_master=self._is_master(sb),
+                    device_size=m.size,
+                    on_error=self._skipped,
                 )
                 self.ns.detach_log()
             finally:
@@ -290,10 +317,13 @@ class Session:
 
     def _mount_and_init(self) -> None:
         if self.ns is None:  # dax path from fsdev: the metadata comes through the mount
-            self.ns = Namespace(None, None)
+            self.ns = Namespace(None, None, device_size=self.t.size or None, on_error=self._skipped)
             self.fs = FamfsFuse(self.ns, DAX, daxdev=self.t.source, stats=self.stats, info=self._info)
         assert self.fs is not None
-        self.conn = K.mount_fuse(self.t.source, self.mp, SUBTYPE)
+        # The final checks and the mount on one handle: a path swapped since the command's checks
+        # (or during these) cannot send the mount anywhere else.
+        self.held = hold_mountpoint(self.sysfs, self.mp)
+        self.conn = A.mount_fuse(self.t.source, self.held, SUBTYPE)
         self.server = Server(self.conn.fd, self.fs, workers=WORKERS, log=self.log, stats=self.stats)
         try:
             init = self.server.handshake()
@@ -303,25 +333,41 @@ class Session:
             raise KernelRefused(f"FUSE INIT failed: {e}") from None
         self.server.start()
         self.log(f"INIT: FUSE 7.{init.minor}, flags {init.flags:#x}, max_write {init.max_write}")
+        self._check_placed()
         self._set_readahead()
+
+    def _check_placed(self) -> None:
+        """The name must lead to this mount now (a directory renamed away before the attach takes
+        the mount with it: refused and undone through the mount's own handle); then the handle is
+        dropped (it would keep the mount busy)."""
+        conn = self.conn
+        assert conn is not None
+        self.conn_id = os.minor(os.fstat(conn.mount_fd).st_dev)
+        if not conn.placed():
+            with contextlib.suppress(OSError):
+                detach(conn.mount_fd)
+            conn.release_mount_fd()
+            raise UnsafePath(
+                f"mount point {self.mp} was replaced while mounting (renamed, or swapped for a symlink); "
+                "the mount was undone"
+            )
+        conn.release_mount_fd()
 
     def _set_readahead(self) -> None:
         """Copy path: a deeper readahead window for mmap (the bdi default is 128 KiB; 8 MiB measured
         1.4x faster mmap reads of a 1 GiB file); this mount's bdi only."""
-        if self.path != COPY:
+        if self.path != COPY or self.conn_id is None:
             return
-        cid = K.connection_id(self.mp)
-        if cid is None:
-            return
-        set_fuse_readahead(cid, 1024)
+        set_fuse_readahead(self.conn_id, 1024)
 
     def _attach_via_mount(self, sb_head: bytes | None) -> None:
         """Dax path: read the superblock (and from now on the log) through the mount itself."""
         ns = self.ns
         assert ns is not None
+        assert self.held is not None
         sbpath = os.path.join(self.mp, ".meta", ".superblock")
         try:
-            with open(sbpath, "rb") as f:
+            with open(self.held.inside(".meta/.superblock"), "rb") as f:
                 head = f.read(L.SB_SIZE)
         except OSError as e:
             raise FamfsError(f"reading {sbpath} through the DAX mount failed: {e.strerror}") from None
@@ -346,9 +392,10 @@ class Session:
 
     def _open_log(self) -> None:
         assert self.ns is not None and self.ns.sb is not None
+        assert self.held is not None
         path = os.path.join(self.mp, ".meta", ".log")
         try:
-            self.mlog = MountLog(path, self.ns.sb.log_len, cacheflush.get())
+            self.mlog = MountLog(self.held.inside(".meta/.log"), self.ns.sb.log_len, cacheflush.get())
         except OSError as e:
             raise FamfsError(f"opening {path} through the DAX mount failed: {e.strerror}") from None
 
@@ -370,18 +417,21 @@ class Session:
     def unmount(self, lazy: bool, from_signal: bool = False) -> None:
         """Unmount (control request or SIGTERM); DeviceBusy if files are open and not ``lazy``.
 
-        A signal falls back to a lazy unmount: the server then serves until the last file closes."""
+        A signal falls back to a lazy unmount: the server then serves until the last file closes.
+        The unmount goes through the held directory, never by a name looked up again."""
+        assert self.held is not None
         with self._umount_lock:
             had_meta = self.mlog is not None
             self._drop_meta()
             try:
-                K.umount(self.mp, K.MNT_DETACH if lazy else 0)
+                self.held.umount(MNT_DETACH if lazy else 0)
             except OSError as e:
                 if e.errno == errno.EINVAL:
-                    return  # already unmounted
+                    self._not_there()
+                    return
                 if e.errno == errno.EBUSY and from_signal:
                     self.log("busy: detaching lazily; serving until the last open file is closed")
-                    K.umount(self.mp, K.MNT_DETACH)
+                    self.held.umount(MNT_DETACH)
                     self.step(f"unmounted {self.mp} lazily (files were open)")
                     return
                 if had_meta:
@@ -394,19 +444,39 @@ class Session:
                 raise KernelRefused(f"umount {self.mp}: {e.strerror}") from None
             self.step(f"unmounted {self.mp}" + (" lazily" if lazy else ""))
 
+    def _not_there(self) -> None:
+        """Nothing is mounted on the held directory any more: unmounted already (the serving loop is
+        ending), or moved (``mount --move``): abort the connection, so the unmount ends now with the
+        server, wherever the mount went."""
+        assert self.server is not None
+        if self.server.wait(timeout=1):
+            return
+        if self.conn_id is not None and K.abort_connection(self.conn_id):
+            self.step(
+                f"{self.mp} no longer leads to this mount; its FUSE connection {self.conn_id} was aborted"
+            )
+
     def _teardown(self) -> None:
         from daxmode.modes import Mode, Options, set_mode
         from daxmode.runstate.locks import device_lock
 
         self._drop_meta()
         if self.conn is not None:
-            if mount_at(self.sysfs, self.mp) is not None:
+            assert self.held is not None
+            if self.conn.mount_fd >= 0:  # set-up failed before the mount was checked in place
                 with contextlib.suppress(OSError):
-                    K.umount(self.mp, K.MNT_DETACH)
+                    detach(self.conn.mount_fd)
+                self.conn.release_mount_fd()
+            elif self.server is not None and not self.server.wait(timeout=0):
+                with contextlib.suppress(OSError):  # still ours: the session has not ended
+                    self.held.umount(MNT_DETACH)
             if self.server is not None and self.server.initialized.is_set():
                 self.server.wait(timeout=10)
             os.close(self.conn.fd)  # the kernel drops its dax device holder with the connection
             self.conn = None
+        if self.held is not None:
+            self.held.close()
+            self.held = None
         self.stack.close()
         self._stop_control()
         if self.switched and self.t.device is not None and self.t.mode is not None:
@@ -418,17 +488,35 @@ class Session:
 
     # --- control socket ---------------------------------------------------------------------------
     def _start_control(self) -> None:
-        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        s.bind(control_path(self.sysfs, self.mp))
+        from daxmode import runstate
+
+        name = control_name(self.mp)
+        dfd = runstate.open_run_dir(self.sysfs)
+        try:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(name, dir_fd=dfd)  # a socket left by a server that was killed
+            s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            s.bind(f"{fd_path(dfd)}/{name}")
+        finally:
+            os.close(dfd)
         s.listen(4)
         self._control = s
         threading.Thread(target=self._control_loop, args=(s,), name="control", daemon=True).start()
 
     def _stop_control(self) -> None:
-        if self._control is not None:
-            with contextlib.suppress(OSError):
-                self._control.close()
-            self._control = None
+        from daxmode import runstate
+
+        if self._control is None:
+            return
+        with contextlib.suppress(OSError):
+            self._control.close()
+        self._control = None
+        with contextlib.suppress(OSError, UnsafePath):
+            dfd = runstate.open_run_dir(self.sysfs, create=False)
+            try:
+                os.unlink(control_name(self.mp), dir_fd=dfd)
+            finally:
+                os.close(dfd)
 
     def _control_loop(self, s: socket.socket) -> None:
         while True:
@@ -437,7 +525,7 @@ class Session:
             except OSError:
                 return
             try:
-                if _peer_uid(c) not in (0, os.geteuid()):
+                if _peer(c)[1] not in (0, os.geteuid()):
                     c.close()
                     continue
                 req = json.loads(c.makefile("r").readline() or "{}")
@@ -483,32 +571,50 @@ def _err(e: DaxmodeError | None) -> dict[str, object]:
 
 
 def request_umount(
-    sysfs: Sysfs, mountpoint: str, lazy: bool, timeout: float
+    sysfs: Sysfs, rec: S.MountRecord, lazy: bool, timeout: float, first: float = FIRST_REPLY
 ) -> tuple[list[str], dict] | None:
-    """Ask the live server to unmount over its control socket; (steps it reports, final message),
-    or None if no server listens there."""
-    path = control_path(sysfs, mountpoint)
+    """Ask the live server of ``rec`` to unmount over its control socket; (steps it reports, final
+    message), or None if no server listens there.  The one listening must be that server (its pid,
+    root or us): anything else is not trusted.  The first reply must come within ``first`` seconds
+    (the unmount itself); the tear-down that follows may take ``timeout``."""
+    from daxmode import runstate
+
     s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
-        s.connect(path)
-    except OSError:
+        dfd = runstate.open_run_dir(sysfs, create=False)
+        try:
+            s.connect(f"{fd_path(dfd)}/{control_name(rec.mountpoint)}")
+        finally:
+            os.close(dfd)
+    except (OSError, UnsafePath):
         s.close()
         return None
-    s.settimeout(timeout)
+    pid, uid = _peer(s)
+    if pid != rec.pid or uid not in (0, os.geteuid()):
+        s.close()
+        raise UnsafePath(
+            f"the control socket of {rec.mountpoint} is answered by pid {pid} (uid {uid}), not by its server "
+            f"(pid {rec.pid}); not trusted"
+        )
+    s.settimeout(first)
     steps: list[str] = []
     final: dict = {}
     try:
         s.sendall((json.dumps({"op": "umount", "lazy": lazy}) + "\n").encode())
         for line in s.makefile("r"):
+            s.settimeout(timeout)
             msg = json.loads(line)
             if "step" in msg:
                 steps.append(msg["step"])
             if msg.get("done"):
                 final = msg
                 break
+        else:
+            final = _err(LeftPartial("the server closed its control socket without a result"))
+    except TimeoutError:
+        final = _err(LeftPartial(f"the server (pid {rec.pid}) did not answer the unmount request in time"))
     except (OSError, ValueError) as e:
-        final = {"done": True, "ok": False, "type": "LeftPartial", "exit_code": 10,
-                 "message": f"lost the server while unmounting: {e}"}  # fmt: skip
+        final = _err(LeftPartial(f"lost the server while unmounting: {e}"))
     finally:
         s.close()
     return steps, final

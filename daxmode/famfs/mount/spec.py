@@ -16,7 +16,9 @@ AUTO = "auto"
 SUBTYPE = "famfs"
 FSTYPE = K.fstype(SUBTYPE)
 """``fuse.famfs``: the fstype /proc/self/mountinfo shows (the source is /dev/daxX.Y)."""
-MODE_FOR = {COPY: "devdax", DAX: "fsdev"}
+V1 = "famfs-v1"
+"""The standalone famfs kernel module serves the files (:mod:`daxmode.famfs.mount.v1`); no server."""
+MODE_FOR = {COPY: "devdax", DAX: "fsdev", V1: "devdax"}
 """The device mode each data path needs while mounted."""
 
 

@@ -122,6 +122,18 @@ def famfs_kernel() -> str:
     )
 
 
+@pytest.fixture(scope="session")
+def fsdev_kernel() -> str:
+    """Skip unless the running kernel has the fsdev_dax driver (fs-dax on devdax, Linux >= 7.1).
+
+    The standalone famfs kernel (6.12, ``make famfs-v1-kernel-test``) has none, so fsdev mode does
+    not exist there.  Declared in qemu/skips/famfs-v1.toml with ``when = { fsdev = false }``."""
+    release = os.uname().release
+    if guest_facts.gather()["fsdev"]:
+        return release
+    pytest.skip(f"kernel {release} has no fsdev_dax driver: fsdev mode does not exist on it")
+
+
 def kernel_has_famfs() -> bool:
     f = guest_facts.gather()
     return bool(f["fuse_famfs"] or f["famfsv1"])

@@ -120,7 +120,7 @@ def run_sequence(tool: str) -> list[tuple[str, int, dict[str, Any]]]:
     return out
 
 
-def test_same_sequence_same_kernel_state() -> None:
+def test_same_sequence_same_kernel_state(fsdev_kernel: str) -> None:
     start = kernel_state()
     dm = run_sequence("daxmode")
     assert kernel_state() == start
@@ -173,7 +173,7 @@ def compare_lists(label: str) -> dict[str, Any]:
     return entry
 
 
-def test_list_json_matches_daxctl_key_by_key() -> None:
+def test_list_json_matches_daxctl_key_by_key(fsdev_kernel: str) -> None:
     states = [
         ("devdax", ["devdax"]),
         ("famfs", ["fsdev"]),
@@ -227,7 +227,7 @@ def test_policy_online_no_online() -> None:
     _save()
 
 
-def test_system_ram_to_famfs() -> None:
+def test_system_ram_to_famfs(fsdev_kernel: str) -> None:
     """daxctl refuses system-ram -> famfs; daxmode goes through devdax (memory offline here)."""
     assert daxmode("set", DEV, "system-ram", "--no-online")[0] == 0
     rc, _o, err = daxctl("reconfigure-device", "-m", "famfs", DEV)

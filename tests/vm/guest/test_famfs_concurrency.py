@@ -201,7 +201,7 @@ def test_eight_concurrent_writers_devdax(formatted: None) -> None:
     assert n == 8 * 7 and len(files) == 48 and len(dirs) == 8
 
 
-def test_concurrent_writers_through_fsdev(formatted: None) -> None:
+def test_concurrent_writers_through_fsdev(formatted: None, fsdev_kernel: str) -> None:
     """The device in fsdev mode: each writer switches it to devdax for its session and back, under
     the mode lock; every writer succeeds, and the device ends in fsdev."""
     from daxmode.modes import Mode, Options, set_mode

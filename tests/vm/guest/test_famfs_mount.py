@@ -2,7 +2,9 @@
 
 On a stock kernel (Debian 7.3.4) the mount uses the copy data path: the device goes to devdax and
 the server serves READ/WRITE from its mapping.  On a famfs kernel it uses the dax data path (device
-in fsdev, files mapped by the kernel).  Nothing about the mount is skipped on either.
+in fsdev, files mapped by the kernel).  Nothing about the mount is skipped on either.  On the
+standalone famfs kernel (6.12, no fsdev mode) the server is asked for the copy path; the start from
+fsdev is skipped there (declared), and the famfs-v1 path has its own tests (test_famfs_v1.py).
 
 Results are read from the mounted files (cat, sha256sum, Python mmap), /proc/self/mountinfo, sysfs
 (the driver link) and the device itself (a raw devdax mapping at the extent the log records), not
@@ -55,6 +57,14 @@ def ok(*args: str) -> str:
     rc, out, err = dx(*args)
     assert rc == 0, f"daxmode {' '.join(args)}: rc {rc}\n{out}\n{err}"
     return out
+
+
+def server_path() -> list[str]:
+    """These tests are about daxmode's FUSE server.  On the standalone famfs kernel ``auto`` takes
+    the famfs-v1 path, where the kernel serves the files and no server runs (test_famfs_v1.py), so
+    the server's copy path is asked for there."""
+    status = json.loads(ok("famfs", "status", "--json"))
+    return ["--data-path", "copy"] if status["kernel"]["data_path"] == "famfs-v1" else []
 
 
 def mountinfo(mp: Path = MNT) -> list[str] | None:
@@ -123,7 +133,7 @@ def test_mount_read_write_refuse_kill(famfs_on_device: bytes) -> None:
     data = famfs_on_device
     # the mount command returns once the mount is live; its server runs on (a real process here)
     r = subprocess.run(
-        [sys.executable, "-m", "daxmode", "famfs", "mount", DEV, str(MNT)],
+        [sys.executable, "-m", "daxmode", "famfs", "mount", DEV, str(MNT), *server_path()],
         capture_output=True, text=True, timeout=600,
     )  # fmt: skip
     assert r.returncode == 0, r.stderr
@@ -197,7 +207,7 @@ def test_mount_read_write_refuse_kill(famfs_on_device: bytes) -> None:
     assert mountinfo() is None and driver() == "device_dax"
 
 
-def test_bad_mountpoints_sigterm_and_fsdev_start(famfs_on_device: bytes) -> None:
+def test_bad_mountpoints_sigterm_and_fsdev_start(famfs_on_device: bytes, fsdev_kernel: str) -> None:
     full = Path("/tmp/full")
     full.mkdir(exist_ok=True)
     (full / "x").write_text("x")

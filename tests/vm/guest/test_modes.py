@@ -116,7 +116,7 @@ def back_to_devdax(devdax_policy_offline: None) -> None:
 # ---------------------------------------------------------------- the issue-2 sequence
 
 
-def test_issue2_sequence() -> None:
+def test_issue2_sequence(fsdev_kernel: str) -> None:
     """devdax -> fsdev -> devdax -> system-ram -> devdax -> fsdev -> system-ram --force -> devdax."""
     assert_mode("devdax")
     ok("set", DEV, "fsdev")
@@ -155,7 +155,7 @@ def test_list_json_keys() -> None:
     ok("set", DEV, "devdax", "--force")
 
 
-def test_all_nine_pairs() -> None:
+def test_all_nine_pairs(fsdev_kernel: str) -> None:
     modes = ["devdax", "fsdev", "system-ram"]
     for a in modes:
         for b in modes:
@@ -190,7 +190,7 @@ def test_policy_online_is_held_not_obeyed() -> None:
 # ---------------------------------------------------------------- rollback on the real kernel
 
 
-def test_rollback_fsdev_bind_fails() -> None:
+def test_rollback_fsdev_bind_fails(fsdev_kernel: str) -> None:
     fault = "/sys/bus/dax/drivers/fsdev_dax/new_id:ENOMEM:1,/sys/bus/dax/drivers/fsdev_dax/bind:EIO:1"
     p = daxmode("set", DEV, "fsdev", env={"DAXMODE_FAULT": fault})
     assert p.returncode == 9, p.stderr
@@ -219,7 +219,7 @@ def test_rollback_midway_through_onlining() -> None:
     assert_mode("devdax")
 
 
-def test_left_partial_names_the_state() -> None:
+def test_left_partial_names_the_state(fsdev_kernel: str) -> None:
     fault = ",".join(
         f"/sys/bus/dax/drivers/{d}/{a}:EIO:1" for d in ("fsdev_dax", "device_dax") for a in ("new_id", "bind")
     )
@@ -232,7 +232,7 @@ def test_left_partial_names_the_state() -> None:
     assert_mode("devdax")
 
 
-def test_errors_one_line_each() -> None:
+def test_errors_one_line_each(fsdev_kernel: str) -> None:
     p = daxmode("set", "dax99.0", "devdax", subprocess_run=True)
     assert p.returncode == 3 and DEV in p.stderr and p.stderr.count("\n") == 1
     p = daxmode("set", DEV, "invalidmode")
@@ -329,7 +329,7 @@ def _raw_scenario(write, read_driver, read_blocks) -> list[str]:  # type: ignore
     return trace
 
 
-def test_kernel_rules_match_the_simulator() -> None:
+def test_kernel_rules_match_the_simulator(fsdev_kernel: str) -> None:
     """The same raw writes on the real kernel and on daxmode's simulator give the same answers."""
     from daxmode import sim
 
@@ -429,7 +429,7 @@ def _namespace_of(dev: str) -> str | None:
 # ---------------------------------------------------------------- ndctl test/daxctl-famfs.sh, ported
 
 
-def test_daxctl_famfs_sh() -> None:
+def test_daxctl_famfs_sh(fsdev_kernel: str) -> None:
     """ndctl test/daxctl-famfs.sh (John Groves' "Add test/daxctl-famfs.sh", V6 2026-05-26, in ndctl's
     pending branch) case by case, with daxmode."""
     # transitions devdax->famfs, famfs->famfs, famfs->devdax, devdax->devdax

@@ -121,7 +121,7 @@ def ops_setup():
 
 
 @nvdimm_writes_media
-def test_udev_rule_restores_configured_mode_after_recreate(ops_setup):
+def test_udev_rule_restores_configured_mode_after_recreate(ops_setup, fsdev_kernel: str) -> None:
     from daxmode.kernel.devices import device_facts
     from daxmode.sysfs import Sysfs
 
@@ -191,7 +191,7 @@ def test_udev_rule_restores_configured_mode_after_recreate(ops_setup):
         assert f.namespace in json.dumps(device_facts(Sysfs("/"), DEV).to_json())
 
 
-def test_apply_without_rule_and_dry_run_touch_nothing(ops_setup):
+def test_apply_without_rule_and_dry_run_touch_nothing(ops_setup, fsdev_kernel: str) -> None:
     CONF.unlink(missing_ok=True)
     before = driver(DEV)
     res = json.loads(run(DAXMODE, "apply", "--json", DEV).stdout)[0]
