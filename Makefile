@@ -3,9 +3,11 @@ SHELL := /bin/bash
 VENV ?= .venv
 PY := $(VENV)/bin/python
 CACHE ?= .cache
-# A bzImage (plus MODULES=<dir with lib/modules/VER>) to boot instead of Debian's 7.3.4.
+# A bzImage (plus MODULES=<dir with lib/modules/VER>) to boot instead of Debian's 7.3.4, and the
+# kernel's declared-skips file (qemu/skips/NAME.toml; default: the one whose release globs match).
 KERNEL ?=
 MODULES ?=
+SKIPS ?=
 HOSTS ?= 2
 BACKEND ?= cxl
 
@@ -23,19 +25,19 @@ unit: venv
 	$(PY) -m pytest -q tests --ignore=tests/vm -m "not vm"
 
 lint: venv
-	$(VENV)/bin/ruff check daxmode tests bench qemu scripts
-	$(VENV)/bin/ruff format --check daxmode tests bench qemu scripts
+	$(VENV)/bin/ruff check daxmode mhd tests bench qemu scripts
+	$(VENV)/bin/ruff format --check daxmode mhd tests bench qemu scripts
 	$(VENV)/bin/mypy  # daxmode/ ([tool.mypy] in pyproject.toml)
 
 # One nvdimm-backed guest: the real-kernel mode-transition runs (fast backend).
 vm-test: setup
 	bash qemu/cxl-mhd.sh --backend nvdimm --hosts 1 --suite tests/vm --results results/vm-test \
-	  $(if $(KERNEL),--kernel $(KERNEL)) $(if $(MODULES),--modules $(MODULES))
+	  $(if $(KERNEL),--kernel $(KERNEL)) $(if $(MODULES),--modules $(MODULES)) $(if $(SKIPS),--skips $(SKIPS))
 
 # Two hosts sharing one CXL memory device: every mode, cross-host data, famfs shared.
 qemu-test: setup
 	bash qemu/cxl-mhd.sh --backend $(BACKEND) --hosts $(HOSTS) --suite tests/vm --results results/qemu-test \
-	  $(if $(KERNEL),--kernel $(KERNEL)) $(if $(MODULES),--modules $(MODULES))
+	  $(if $(KERNEL),--kernel $(KERNEL)) $(if $(MODULES),--modules $(MODULES)) $(if $(SKIPS),--skips $(SKIPS))
 
 # Everything: lint, unit tests on the simulator and image files, then the real-kernel VM suite.
 test: setup lint unit vm-test qemu-test
@@ -69,6 +71,7 @@ famfs-kernel: kernel-deps
 # famfs mount tests of the VM suite with the famfs kernel (dax data path; docs/kernel.md).
 famfs-kernel-test: setup kernel-deps
 	bash qemu/kernel-test.sh FAMFS=1 HOSTS="$(HOSTS)" $(if $(VM_LOCK),VM_LOCK="$(VM_LOCK)") $(if $(KSRC),KSRC="$(KSRC)") \
+	  $(if $(SKIPS),SKIPS="$(SKIPS)") \
 	  PATCHES="$(or $(PATCHES),$(FAMFS_PATCHES))" $(if $(KCONFIG),KCONFIG="$(KCONFIG)")
 
 # famfs's own user space, built offline from a checkout you fetched (docs/famfs-tools.md says how;
@@ -104,9 +107,10 @@ famfs-v1-kernel: kernel-deps
 	  PATCHES="$(or $(PATCHES),$(FAMFS_V1_PATCHES))" $(if $(KCONFIG),KCONFIG="$(KCONFIG)")
 
 # That kernel on HOSTS guests sharing one CXL device: module, /proc/filesystems and ioctl checks, then
-# the VM suite (famfs mounts take the famfs-v1 data path; skips judged by qemu/famfs-v1-kernel.skips).
+# the VM suite (famfs mounts take the famfs-v1 data path; skips judged by qemu/skips/famfs-v1.toml, or SKIPS).
 famfs-v1-kernel-test: setup kernel-deps
 	bash qemu/kernel-test.sh FAMFS=v1 HOSTS="$(HOSTS)" $(if $(VM_LOCK),VM_LOCK="$(VM_LOCK)") $(if $(KSRC),KSRC="$(KSRC)") \
+	  $(if $(SKIPS),SKIPS="$(SKIPS)") \
 	  PATCHES="$(or $(PATCHES),$(FAMFS_V1_PATCHES))" $(if $(KCONFIG),KCONFIG="$(KCONFIG)")
 
 # ndctl 85's own dax and cxl test suites (meson test) on a kernel built with its own nfit_test and

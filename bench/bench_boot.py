@@ -14,18 +14,18 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-PROJECT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(PROJECT / "qemu"))
+from mhd.host import config, preflight, suiterun
+from mhd.host.errors import HarnessError
+from mhd.host.initramfs import build_initramfs
+from mhd.host.kernel import find_module_tree, read_kernel
+from mhd.host.run import booted
+from mhd.host.timing import Timing
 
-from mhd import harness, preflight, suiterun  # noqa: E402
-from mhd.errors import HarnessError  # noqa: E402
-from mhd.initramfs import build_initramfs  # noqa: E402
-from mhd.kernel import find_module_tree, read_kernel  # noqa: E402
+PROJECT = Path(__file__).resolve().parents[1]
 
 SUITE = "tests/vm/test_crosshost.py"
 
@@ -50,34 +50,27 @@ def bare_boot(qemu: str, kernel: Path, initrd: Path, accel: str, workdir: Path) 
 
 def harness_run(accel: str, results: Path) -> dict[str, float]:
     argv = ["--backend", "cxl", "--hosts", "2", "--kvm", "on" if accel == "kvm" else "off"]
-    cfg = harness.parse_args([*argv, "--results", str(results), "--suite", SUITE])
-    run = harness.Run(cfg)
-    run.use_suite(SUITE)
-    t0 = time.monotonic()
+    cfg = config.parse_args([*argv, "--results", str(results), "--suite", SUITE])
+    timing = Timing()
     out: dict[str, float] = {}
-    try:
-        run.prepare()
-        t0 = time.monotonic()
-        run.start_guests()
-        run.wait_ready()
+    with booted(cfg, timing) as run:
         for g in run.guests:
             out[f"{g.name}_ready_s"] = g.ready_after or 0.0
-        tb = time.monotonic()
-        run.bring_up()
-        out["bringup_s"] = time.monotonic() - tb
         run.gather_facts()
         suiterun.run_host_suite(run)
-    finally:
-        run.cleanup(graceful=True)
-    out["suite_wall_s"] = time.monotonic() - t0
-    out["passed"] = sum(p.passed for p in run.parts)
-    out["failed"] = sum(len(p.failed) + len(p.unexpected) + len(p.problems) for p in run.parts)
-    print(run.timing.table())
+    phases = {p.name: p.seconds for p in timing.phases}
+    out["bringup_s"] = phases["bring-up"]
+    # First QEMU start to the last QEMU gone: everything after the prepare phase.
+    out["suite_wall_s"] = timing.total() - phases["prepare"]
+    parts = run.outcome.parts
+    out["passed"] = sum(p.passed for p in parts)
+    out["failed"] = sum(len(p.failed) + len(p.unexpected) + len(p.problems) for p in parts)
+    print(timing.table())
     return out
 
 
 def main() -> dict[str, float]:
-    kernel_path = harness.default_kernel()
+    kernel_path = config.default_kernel()
     k = read_kernel(kernel_path)
     tree = find_module_tree(preflight.default_modules_for(kernel_path, k.version), k.version)
     initrd = build_initramfs(tree, PROJECT / ".cache" / "initramfs")

@@ -60,8 +60,7 @@ def main() -> dict[str, float]:
             "daxmode list (no devices)": [daxmode, "--root", root, "list"],
         }
         try:
-            sys.path.insert(0, str(Path(__file__).resolve().parent))
-            from guest_modes import daxctl85
+            from bench.guest_modes import daxctl85
 
             dctl = daxctl85()
             cmds["daxctl 85 --version"] = [*dctl, "--version"]

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -40,29 +39,22 @@ def run_guest_bench(
     module: str, harness_args: list[str], argv: Sequence[str] = (), name: str = ""
 ) -> GuestRun:
     """Boot one nvdimm guest with ``harness_args`` added, run ``bench.<module>`` in it."""
-    if str(PROJECT / "qemu") not in sys.path:
-        sys.path.insert(0, str(PROJECT / "qemu"))
-    from mhd import harness
+    from mhd.host import config
+    from mhd.host.run import booted
+    from mhd.host.timing import Timing
 
     name = name or module
-    cfg = harness.parse_args(
+    cfg = config.parse_args(
         ["--backend", "nvdimm", "--hosts", "1", "--results", str(PROJECT / "results" / name), *harness_args]
     )
-    run = harness.Run(cfg)
     load0 = os.getloadavg()[0]
     t0 = time.monotonic()
-    try:
-        run.prepare()
-        run.start_guests()
-        run.wait_ready()
-        run.bring_up()
+    with booted(cfg, Timing()) as run:
         boot = time.monotonic() - t0
-        cmd = [str(run.python), "-m", f"bench.{module}", *argv, "--json"]
+        cmd = [str(run.stack.python), "-m", f"bench.{module}", *argv, "--json"]
         r = run.guests[0].run(cmd, timeout=3600, cwd=str(PROJECT))
-    finally:
-        run.cleanup(graceful=True)
     lines = r.stdout.splitlines()
     data = json.loads(lines[-1]) if lines and lines[-1].startswith("{") else None
     if not r.ok or data is None:
         raise RuntimeError(f"{module} failed in the guest: {r.describe()}")
-    return GuestRun(lines[:-1], data, run.accel, boot, load0, os.getloadavg()[0])
+    return GuestRun(lines[:-1], data, run.stack.accel, boot, load0, os.getloadavg()[0])

@@ -7,7 +7,7 @@
 #   - the patch is live: binding the device to fsdev_dax logs "daxmode-demo: fsdev bound".
 #
 #   bash qemu/kernel-test.sh [KSRC=<tree>] [PATCHES=<dir>] [KCONFIG=<fragment>] [HOSTS=n] [CACHE=dir]
-#   bash qemu/kernel-test.sh FAMFS=1 PATCHES=<famfs V10 mbox> [ADAPT=<dir>] [--build-only] [...]
+#   bash qemu/kernel-test.sh FAMFS=1|v1 PATCHES=<famfs mbox> [ADAPT=<dir>] [SKIPS=<name>] [--build-only] [...]
 #   bash qemu/kernel-test.sh --fetch-only      (print the path of Debian's source tree, fetching it)
 #
 # FAMFS=1 (make famfs-kernel-test) builds the famfs fuse series V10 (PATCHES, an mbox of its 10
@@ -19,10 +19,10 @@
 #   - the dax device binds to fsdev_dax and back to its driver;
 #   - a fuse connection's INIT offers FUSE_DAX_FMAP (bit 43) to a mounter with CAP_SYS_RAWIO and
 #     not to one without (qemu/fuse_init_probe.py),
-# then boots the hosts again and runs the VM suite (tests/vm) on that kernel: every skip must be
-# one qemu/famfs-kernel.skips says this kernel justifies (qemu/skip_policy.py), so a famfs
-# mount or DAX-path test that skips for want of a famfs kernel fails the run. --build-only stops
-# after the build (make famfs-kernel).
+# then boots the hosts again and runs the VM suite (tests/vm) on that kernel: the harness judges
+# every skip against this kernel's declared-skips file (SKIPS, default famfs-v10:
+# qemu/skips/famfs-v10.toml), which declares no famfs skip, so a famfs mount or DAX-path test that
+# skips for want of a famfs kernel fails the run. --build-only stops after the build (make famfs-kernel).
 #
 # FAMFS=v1 (make famfs-v1-kernel-test) builds the standalone famfs series (RFC v2, April 2024:
 # dev_dax_iomap + fs/famfs; PATCHES, default $CACHE/famfs-v1/famfs-v1.mbox) on Debian's
@@ -33,7 +33,8 @@
 #   - famfs.ko loads, `famfs` is in /proc/filesystems, famfs_kabi_version reads 42;
 #   - a famfs mount of the dax device answers the ioctls: FAMFSIOC_NOP, MAP_CREATE on a new file,
 #     MAP_GET and MAP_GETEXT give the map back, a bad map is refused (qemu/famfs_v1_probe.py);
-# then boots the hosts again and runs the VM suite (skips judged by qemu/famfs-v1-kernel.skips).
+# then boots the hosts again and runs the VM suite; skips are judged against SKIPS, default famfs-v1
+# (qemu/skips/famfs-v1.toml: what a 6.12 kernel without fsdev_dax or fuse-famfs justifies).
 #
 # VM_LOCK=<file> (argument or environment) holds that lock with flock(1) around each boot only,
 # so a machine-wide VM lock is not held during the long build.
@@ -232,17 +233,17 @@ fail() {
     exit "$1"
 }
 
-KSRC="" PATCHES="" ADAPT="" KCONFIG="" HOSTS=2 CACHE="" FAMFS="" BUILD_ONLY="" FETCH_ONLY="" VM_LOCK="${VM_LOCK:-}"
+KSRC="" PATCHES="" ADAPT="" KCONFIG="" HOSTS=2 CACHE="" FAMFS="" SKIPS="" BUILD_ONLY="" FETCH_ONLY="" VM_LOCK="${VM_LOCK:-}"
 for arg in "$@"; do
     case "$arg" in
-    KSRC=* | PATCHES=* | ADAPT=* | KCONFIG=* | HOSTS=* | CACHE=* | FAMFS=* | VM_LOCK=*) printf -v "${arg%%=*}" '%s' "${arg#*=}" ;;
+    KSRC=* | PATCHES=* | ADAPT=* | KCONFIG=* | HOSTS=* | CACHE=* | FAMFS=* | SKIPS=* | VM_LOCK=*) printf -v "${arg%%=*}" '%s' "${arg#*=}" ;;
     --build-only) BUILD_ONLY=1 ;;
     --fetch-only) FETCH_ONLY=1 ;;
     -h | --help)
         sed -n '2,/^set -euo/{/^set -euo/d;s/^# \{0,1\}//;p}' "${BASH_SOURCE[0]}" >&2
         exit 0
         ;;
-    *) fail 2 "unknown argument '$arg' (expected KSRC=, PATCHES=, ADAPT=, KCONFIG=, HOSTS=, CACHE=, FAMFS=1, VM_LOCK=, --build-only)" ;;
+    *) fail 2 "unknown argument '$arg' (expected KSRC=, PATCHES=, ADAPT=, KCONFIG=, HOSTS=, CACHE=, FAMFS=1, SKIPS=, VM_LOCK=, --build-only)" ;;
     esac
 done
 [[ "$HOSTS" =~ ^[1-8]$ ]] || fail 2 "HOSTS must be 1..8, not '$HOSTS'"
@@ -332,10 +333,10 @@ fi
 
 # famfs: the kernel-level checks, then the VM suite on the same kernel.
 res="$ROOT/results/famfs-kernel-test" checks="release region famfs-config famfs-fsdev init"
-policy="$ROOT/qemu/famfs-kernel.skips"
+skips="${SKIPS:-famfs-v10}"
 if [[ "$FAMFS" == v1 ]]; then
     res="$ROOT/results/famfs-v1-kernel-test" checks="release region famfs-v1-config famfs-v1-module famfs-v1-ioctl"
-    policy="$ROOT/qemu/famfs-v1-kernel.skips"
+    skips="${SKIPS:-famfs-v1}"
 fi
 rm -rf "$res/kernel" "$res/suite"
 mkdir -p "$res"
@@ -345,13 +346,15 @@ rc=0
     --cmd "bash $ROOT/qemu/kernel-test.sh --guest $release $checks" || rc=$?
 ((rc == 0)) || fail "$rc" "the kernel-level famfs checks failed (rc $rc; logs in $res/kernel)"
 say "booting $HOSTS hosts again for the VM suite on $release (results in $res/suite)"
-"${boot[@]}" --results "$res/suite" --suite tests/vm || rc=$?
-# Judge the skips even when something failed: a wrong skip is worth knowing either way.
-src=0
-python3 "$ROOT/qemu/skip_policy.py" --policy "$policy" --kernel "$release" \
-    "$res/suite" || src=$?
+"${boot[@]}" --results "$res/suite" --suite tests/vm --skips "$skips" || rc=$?
+if ((rc == 1)) && python3 - "$res/suite/verdict.json" <<'PY'; then
+import json, sys
+v = json.load(open(sys.argv[1]))
+sys.exit(0 if v["unexpected_skips"] and not v["failed"] and not v["problems"] else 1)
+PY
+    fail 6 "the VM suite skipped tests that $release does not justify (see above; qemu/skips/$skips.toml)"
+fi
 ((rc == 0)) || fail "$rc" "the VM suite failed on $release (rc $rc; logs in $res/suite)"
-((src == 0)) || fail 6 "the VM suite skipped tests that $release does not justify (see above; policy $policy)"
 say "famfs kernel $release: kernel checks and VM suite passed; boot with: $line"
 exit 0
 }

@@ -1,23 +1,35 @@
-"""The famfs-kernel helpers: context adaptation (qemu/patch_adapt.py), the skip policy
-(qemu/skip_policy.py) and the INIT probe's parsing (qemu/fuse_init_probe.py), on text only.
+"""The famfs-kernel helpers: context adaptation (qemu/patch_adapt.py) and the INIT probe's parsing
+(qemu/fuse_init_probe.py), on text only.  The famfs kernel's declared skips (qemu/skips/famfs-v10.toml)
+are the harness's; tests/harness/test_harness_verdict.py covers them.
 
 The real use -- the famfs V10 series on Debian's 7.3, booted -- is `make famfs-kernel-test`.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import struct
 import sys
 from pathlib import Path
+from types import ModuleType
 
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "qemu"))
 
-import fuse_init_probe as probe  # noqa: E402
-import patch_adapt as pa  # noqa: E402
-import skip_policy as sp  # noqa: E402
+
+def _script(name: str) -> ModuleType:
+    """A qemu/ script loaded as a module (they run with the host's python3, outside any package)."""
+    spec = importlib.util.spec_from_file_location(name, ROOT / "qemu" / f"{name}.py")
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module  # dataclasses look their module up
+    spec.loader.exec_module(module)
+    return module
+
+
+probe = _script("fuse_init_probe")
+pa = _script("patch_adapt")
 
 SERIES_DIFF = """--- a/f.c
 +++ b/f.c
@@ -139,77 +151,7 @@ def test_shipped_famfs_7_3_adaptations_parse_and_say_why():
         assert "Ours, for the famfs fuse series V10 on Linux 7.3" in head and "Not a context change" in head
 
 
-# ---- skip policy ------------------------------------------------------------------------------
-
-JUNIT = """<?xml version="1.0" encoding="utf-8"?>
-<testsuites><testsuite name="pytest" errors="0" failures="0" skipped="2" tests="3">
-<testcase classname="tests.vm.guest.test_modes" name="test_ok"/>
-<testcase classname="tests.vm.guest.test_modes" name="test_online">
-<skipped type="pytest.skip" message="needs DAXMODE_VM_ONLINE_OK=1 (onlines memory)">x.py:1</skipped>
-</testcase>
-<testcase classname="tests.vm.guest.test_famfs" name="test_mount">
-<skipped type="pytest.skip" message="kernel 7.3.4-daxmode lacks fuse-famfs (CONFIG_FUSE_FAMFS_DAX)">
-x.py:2</skipped></testcase>
-</testsuite></testsuites>
-"""
-
-
-def test_skip_policy_fails_a_skip_the_kernel_does_not_justify(tmp_path, capsys):
-    (tmp_path / "host0/share").mkdir(parents=True)
-    (tmp_path / "host0/share/guest-junit.xml").write_text(JUNIT)
-    rc = sp.main(
-        ["--policy", str(ROOT / "qemu/famfs-kernel.skips"), "--kernel", "7.3.4-daxmode", str(tmp_path)]
-    )
-    out = capsys.readouterr().out
-    assert rc == 1
-    assert "skip ok (" in out and "test_online" in out
-    assert "skip NOT justified on 7.3.4-daxmode: host0 tests.vm.guest.test_famfs::test_mount" in out
-    assert "2 skip(s) in 1 result file(s), 1 not justified" in out
-
-
-def test_skip_policy_passes_when_every_skip_is_justified(tmp_path):
-    (tmp_path / "host-junit.xml").write_text(
-        JUNIT.replace("lacks fuse-famfs", "x").replace(
-            'message="kernel 7.3.4-daxmode x (CONFIG_FUSE_FAMFS_DAX)"', 'message="no daxctl"'
-        )
-    )
-    assert sp.main(["--policy", str(ROOT / "qemu/famfs-kernel.skips"), str(tmp_path)]) == 0
-
-
-def test_skip_policy_without_results_fails(tmp_path):
-    assert sp.main(["--policy", str(ROOT / "qemu/famfs-kernel.skips"), str(tmp_path)]) == 1
-
-
-def test_skip_policy_rules_need_a_reason():
-    with pytest.raises(ValueError, match="without a comment"):
-        sp.parse_policy("some pattern\n")
-    rules = sp.parse_policy(
-        "# why\n# more\nabc\ndef\n# other\nghi\n\njkl\n".replace("\njkl\n", "\n# j\njkl\n")
-    )
-    assert [(r.pattern.pattern, r.why) for r in rules] == [
-        ("abc", "why more"),
-        ("def", "why more"),
-        ("ghi", "other"),
-        ("jkl", "j"),
-    ]
-    with pytest.raises(ValueError, match="line 4: pattern without"):
-        sp.parse_policy("# why\nabc\n\ndef\n")
-
-
-def test_tools_skip_is_justified_but_not_when_the_kernel_is_also_blamed():
-    rules = sp.parse_policy((ROOT / "qemu/famfs-kernel.skips").read_text())
-    prefix = "famfs mount not possible here: "
-    # the exact text of daxmode/famfs/bringup.py's reason, as seen in a famfs-kernel run
-    tools = (
-        "famfs's user-space tools are not installed (no `famfs` on PATH); build them from famfs's repository"
-    )
-    kernel = "the running kernel (7.3.4) has no famfs support: neither fuse-famfs nor famfs v1"
-    assert any(r.pattern.search(prefix + tools) for r in rules)
-    assert not any(r.pattern.search(prefix + kernel + "; " + tools) for r in rules)
-    assert not any(r.pattern.search(prefix + tools + "; " + kernel) for r in rules)
-
-
-# ---- INIT probe ---------------------------------------------------------------------------------
+# ---- the INIT probe ---------------------------------------------------------------------------
 
 
 def _init_request(flags: int, flags2: int, opcode: int = probe.FUSE_INIT) -> bytes:
@@ -248,7 +190,7 @@ def test_shipped_famfs_v1_adaptations_parse_and_say_why():
 
 
 def test_facts_know_the_rfc_v2_module_name(tmp_path):
-    from mhd import facts
+    from mhd.guest import facts
 
     rel = "6.12.117-daxmode"
     tree = tmp_path / "lib/modules" / rel
@@ -260,7 +202,7 @@ def test_facts_know_the_rfc_v2_module_name(tmp_path):
 
 
 def test_facts_tell_a_kernel_without_fsdev(tmp_path):
-    from mhd import facts
+    from mhd.guest import facts
 
     rel = "6.12.117-daxmode"
     tree = tmp_path / "lib/modules" / rel

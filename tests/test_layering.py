@@ -107,3 +107,85 @@ def test_only_the_kernel_layer_names_kernel_paths() -> None:
             continue
         offenders += [f"{name}:{line}: {s!r}" for line, s in _literals(p) if _PATH.search(s)]
     assert offenders == []
+
+
+# ---- the QEMU harness (mhd/, docs/harness.md) ---------------------------------------------------
+# Kept apart from daxmode's layering above.  Layers bottom first; a module imports only modules of
+# lower layers (type-only imports included).  The guest half sits below the host half: nothing in
+# a guest imports host code (a guest pays ~50x per import); the host may use the guest's pure parts.
+
+HARNESS = ROOT / "mhd"
+HARNESS_LAYERS: list[tuple[str, ...]] = [
+    ("mhd", "mhd.host", "mhd.guest"),  # package docstrings only
+    ("mhd.constants",),  # what host and guest agree on
+    ("mhd.guest.shwords", "mhd.guest.facts", "mhd.guest.guestnet"),
+    ("mhd.guest.warm",),
+    ("mhd.guest.pipeline", "mhd.guest.bringup"),
+    ("mhd.guest.zygote",),
+    ("mhd.guest.agent",),
+    ("mhd.host.errors",),
+    (  # pure host parts
+        "mhd.host.qemucmd",
+        "mhd.host.kernel",
+        "mhd.host.suites",
+        "mhd.host.verdict",
+        "mhd.host.timing",
+        "mhd.host.identity",
+    ),
+    ("mhd.host.config", "mhd.host.preflight", "mhd.host.initramfs", "mhd.host.agentclient"),
+    ("mhd.host.prepare", "mhd.host.report", "mhd.host.vm"),  # before the boot; the end; one QEMU
+    ("mhd.host.run",),  # Run: the booted guests
+    ("mhd.host.suiterun",),  # guest suites, host-side scenarios, --cmd
+    ("mhd.host.cli",),  # main: the phases in order
+    ("mhd.__main__",),
+]
+
+
+def test_harness_has_no_import_cycle() -> None:
+    assert imports.cycles(imports.graph(HARNESS, type_only=True)) == []
+
+
+def test_harness_imports_point_down_the_declared_layers() -> None:
+    edges = imports.graph(HARNESS, type_only=True)
+    layer = {m: i for i, mods in enumerate(HARNESS_LAYERS) for m in mods}
+    assert sorted(set(edges) - set(layer)) == [], "place every harness module in HARNESS_LAYERS"
+    upward = [f"{m} -> {t}" for m, ts in edges.items() for t in sorted(ts) if layer[t] >= layer[m]]
+    assert upward == []
+
+
+def _self_attrs_set(fn: ast.FunctionDef) -> list[tuple[str, int]]:
+    out = []
+    for node in ast.walk(fn):
+        targets = node.targets if isinstance(node, ast.Assign) else [getattr(node, "target", None)]
+        for t in targets:
+            if isinstance(t, ast.Attribute) and isinstance(t.value, ast.Name) and t.value.id == "self":
+                out.append((t.attr, node.lineno))
+    return out
+
+
+def test_harness_objects_are_built_whole_in_their_constructors() -> None:
+    """An attribute first set by a phase method makes an object whose shape depends on how far the
+    run got; every ``self.x = ...`` outside the constructor must re-set one the constructor (or the
+    class body) made.  Subclasses of library classes (ZygotePopen) follow their base's protocol."""
+    offenders = []
+    for name, p in imports.modules(HARNESS).items():
+        for cls in (n for n in ast.walk(ast.parse(p.read_text())) if isinstance(n, ast.ClassDef)):
+            if any(isinstance(b, ast.Attribute) for b in cls.bases):
+                continue
+            made = {
+                t.id
+                for s in cls.body
+                if isinstance(s, ast.Assign | ast.AnnAssign)
+                for t in (s.targets if isinstance(s, ast.Assign) else [s.target])
+                if isinstance(t, ast.Name)
+            }
+            methods = [n for n in cls.body if isinstance(n, ast.FunctionDef)]
+            for fn in methods:
+                if fn.name in ("__init__", "__post_init__"):
+                    made |= {a for a, _ in _self_attrs_set(fn)}
+            for fn in methods:
+                if fn.name not in ("__init__", "__post_init__"):
+                    offenders += [
+                        f"{name}:{ln}: {cls.name}.{a}" for a, ln in _self_attrs_set(fn) if a not in made
+                    ]
+    assert offenders == []

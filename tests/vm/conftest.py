@@ -9,17 +9,12 @@ timeout=...)`` runs ``cmd`` (a list, or a shell string) in guest i and returns `
 from __future__ import annotations
 
 import os
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-PROJECT = Path(__file__).resolve().parents[2]
-if str(PROJECT / "qemu") not in sys.path:
-    sys.path.insert(0, str(PROJECT / "qemu"))
-
-from mhd.agentclient import SessionHost, load_session  # noqa: E402
+from mhd.host.agentclient import SessionHost, load_session
 
 
 @pytest.fixture(scope="session")

@@ -87,7 +87,7 @@ def test_pattern_written_on_a_is_read_on_b_and_back(devdax_on_both) -> None:
 
 def test_fsdev_and_back_on_both_hosts_keeps_the_data(devdax_on_both) -> None:
     a, b = devdax_on_both
-    facts = PROJECT / "qemu/mhd/facts.py"
+    facts = PROJECT / "mhd/guest/facts.py"
     r = a.run(f"{PY} {facts}", timeout=120)
     assert r.rc == 0, r.stderr
     got = json.loads(r.stdout)

@@ -1,11 +1,11 @@
 """Fixtures for the in-guest suite (tests/vm/guest), run by the QEMU harness inside each guest.
 
 Outside a harness guest every test here is skipped: the harness marks its guests with
-/run/mhd/host and exports DAXMODE_VM_HOST / DAXMODE_TEST_DEV (qemu/mhd/harness.py).
+/run/mhd/host and exports DAXMODE_VM_HOST / DAXMODE_TEST_DEV (mhd/host/run.py).
 
 Inside one, subprocesses that run the venv's Python (``daxmode ...``, ``python -m daxmode.cli``,
 ``python -c``) are forked by the guest's pristine warm zygote instead of starting a new interpreter,
-which costs 4-9 s each under TCG (qemu/mhd/zygote.py and warm.py say what the fork resets and when
+which costs 4-9 s each under TCG (mhd/guest/zygote.py and warm.py say what the fork resets and when
 a command is exec'd instead, e.g. with ``preexec_fn``).  They are still real processes: own pid,
 exit status, stdout/stderr, signals, ``user=``/``group=``/``extra_groups=``.  A test for which a new
 interpreter is the point carries ``@pytest.mark.real_process``.  Programs started by others
@@ -13,37 +13,34 @@ interpreter is the point carries ``@pytest.mark.real_process``.  Programs starte
 
 Markers: ``shared_media`` -- the test writes the shared device's contents; the harness runs such
 tests one guest at a time, after the rest of the suite ran on all guests at once (and fails the run
-if the device changed during that parallel stage).  Skips must be declared in expected-skips.toml.
+if the device changed during that parallel stage).  Skips must be declared in the kernel's file under
+qemu/skips/ (docs/harness.md).
 """
 
 from __future__ import annotations
 
 import json
 import os
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-PROJECT = Path(__file__).resolve().parents[3]
-if str(PROJECT / "qemu") not in sys.path:
-    sys.path.append(str(PROJECT / "qemu"))
-
-from mhd import facts as guest_facts  # noqa: E402
-from mhd import warm, zygote  # noqa: E402
+from mhd.constants import GUEST_RUN, GUEST_SHARE, SHARED_MEDIA
+from mhd.guest import facts as guest_facts
+from mhd.guest import warm, zygote
 
 AUTO_ONLINE = Path("/sys/devices/system/memory/auto_online_blocks")
-SHARE = Path("/run/mhd/share")
+SHARE = Path(GUEST_SHARE)
 
 
 def in_harness_guest() -> bool:
-    return Path("/run/mhd/host").is_file() and "DAXMODE_VM_HOST" in os.environ
+    return Path(GUEST_RUN, "host").is_file() and "DAXMODE_VM_HOST" in os.environ
 
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
-        "markers", "shared_media: writes the shared device's contents (run one guest at a time)"
+        "markers", f"{SHARED_MEDIA}: writes the shared device's contents (run one guest at a time)"
     )
     config.addinivalue_line(
         "markers", "real_process: subprocesses start a new interpreter instead of a warm fork"
@@ -113,8 +110,8 @@ def online_ok() -> bool:
 def famfs_kernel() -> str:
     """Skip unless the running kernel can mount famfs (fuse-famfs or famfsv1).
 
-    The harness judges this skip with the same facts (qemu/mhd/facts.py): declare it in
-    expected-skips.toml with ``when = { fuse_famfs = false, famfsv1 = false }``.
+    The harness judges this skip with the same facts (mhd/guest/facts.py): declare it in the stock
+    kernel's qemu/skips/debian.toml with ``when = { fuse_famfs = false, famfsv1 = false }``.
     """
     release = os.uname().release
     if kernel_has_famfs():
@@ -130,7 +127,7 @@ def fsdev_kernel() -> str:
     """Skip unless the running kernel has the fsdev_dax driver (fs-dax on devdax, Linux >= 7.1).
 
     The standalone famfs kernel (6.12, ``make famfs-v1-kernel-test``) has none, so fsdev mode does
-    not exist there.  Declared in expected-skips.toml with ``when = { fsdev = false }``."""
+    not exist there.  Declared in qemu/skips/famfs-v1.toml with ``when = { fsdev = false }``."""
     release = os.uname().release
     if guest_facts.gather()["fsdev"]:
         return release

@@ -5,7 +5,7 @@ handed each its extents with FAMFSIOC_MAP_CREATE; daxmode runs no server.  Every
 the kernel: mountinfo, the driver link in sysfs, stat of the mounted files, their bytes through
 read() and mmap, the device's bytes through a raw devdax mapping, and the maps the module holds
 (``famfs check``: MAP_GET/MAP_GETEXT).  On any other kernel the whole module skips (declared in
-expected-skips.toml with ``famfsv1 = false``).
+qemu/skips/debian.toml and famfs-v10.toml with ``famfsv1 = false``).
 """
 
 from __future__ import annotations
