@@ -41,7 +41,16 @@ from daxmode.errors import (
 from daxmode.famfs.mount import attach as A
 from daxmode.famfs.mount import records as S
 from daxmode.famfs.mount.handlers import COPY, DATA_PATHS, DAX
-from daxmode.famfs.mount.spec import AUTO, FSTYPE, V1, MountResult, Target, UmountResult, error_from
+from daxmode.famfs.mount.spec import (
+    AUTO,
+    FSTYPE,
+    V1,
+    MountResult,
+    Target,
+    UmountResult,
+    error_from,
+    umount_refused,
+)
 from daxmode.fsdev import dax_info, looks_like_device, open_image
 from daxmode.fuse import kernel as K
 from daxmode.kernel.devices import resolve_name
@@ -303,11 +312,9 @@ def _detach(mp: str, lazy: bool) -> str:
         try:
             held.umount(MNT_DETACH if lazy else 0)
         except OSError as e:
-            if e.errno == errno.EBUSY:
-                raise DeviceBusy(f"{mp} is busy: files on it are open (close them, or use --lazy)") from None
             if e.errno == errno.EINVAL:
                 return f"{mp} was no longer mounted"
-            raise KernelRefused(f"umount {mp}: {e.strerror}") from None
+            raise umount_refused(mp, e) from None
     return f"unmounted {mp}" + (" (lazily: it goes away when the last open file is closed)" if lazy else "")
 
 

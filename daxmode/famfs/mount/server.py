@@ -36,7 +36,6 @@ from collections.abc import Callable
 from daxmode import cacheflush
 from daxmode.errors import (
     DaxmodeError,
-    DeviceBusy,
     FamfsError,
     KernelRefused,
     LeftPartial,
@@ -52,7 +51,15 @@ from daxmode.famfs.mount.compat import FamfsCompat, shadow_dir
 from daxmode.famfs.mount.handlers import COPY, DAX, Device, FamfsFuse
 from daxmode.famfs.mount.metamap import MountLog
 from daxmode.famfs.mount.namespace import Namespace
-from daxmode.famfs.mount.spec import FSTYPE, MODE_FOR, SUBTYPE, MountResult, Target, report_error
+from daxmode.famfs.mount.spec import (
+    FSTYPE,
+    MODE_FOR,
+    SUBTYPE,
+    MountResult,
+    Target,
+    report_error,
+    umount_refused,
+)
 from daxmode.fsdev import map_device, map_image
 from daxmode.fuse import kernel as K
 from daxmode.fuse.server import FuseError, Server, Stats
@@ -454,11 +461,7 @@ class Session:
                 if had_meta:
                     self._open_log()
                     self._attach_log_view()
-                if e.errno == errno.EBUSY:
-                    raise DeviceBusy(
-                        f"{self.mp} is busy: files on it are open (close them, or use --lazy)"
-                    ) from None
-                raise KernelRefused(f"umount {self.mp}: {e.strerror}") from None
+                raise umount_refused(self.mp, e) from None
             self.step(f"unmounted {self.mp}" + (" lazily" if lazy else ""))
 
     def _not_there(self) -> None:

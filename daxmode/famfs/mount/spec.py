@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 from dataclasses import asdict, dataclass, field
@@ -124,3 +125,11 @@ def error_from(msg: dict) -> DaxmodeError:
     err = cls(str(msg.get("message")))
     err.exit_code = int(msg.get("exit_code", 1))
     return err
+
+
+def umount_refused(mountpoint: str, e: OSError) -> DaxmodeError:
+    """The error for a failed umount2 of a famfs mount: busy (files open) is the user's to fix, so it
+    says how; anything else is the kernel's refusal, with its reason."""
+    if e.errno == errno.EBUSY:
+        return E.DeviceBusy(f"{mountpoint} is busy: files on it are open (close them, or use --lazy)")
+    return E.KernelRefused(f"umount {mountpoint}: {e.strerror}")

@@ -33,13 +33,13 @@ import stat
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from daxmode.errors import DaxmodeError, DeviceBusy, FamfsError, KernelRefused, LeftPartial
+from daxmode.errors import DaxmodeError, FamfsError, KernelRefused, LeftPartial
 from daxmode.famfs.media import layout as L
 from daxmode.famfs.media.fsck import fsck
 from daxmode.famfs.media.log import scan_log
 from daxmode.famfs.mount import records as S
 from daxmode.famfs.mount import v1abi as A
-from daxmode.famfs.mount.spec import V1, MountResult, Target
+from daxmode.famfs.mount.spec import V1, MountResult, Target, umount_refused
 from daxmode.kernel.mountpoint import (
     MNT_DETACH,
     MOUNT_ATTR_NODEV,
@@ -414,11 +414,7 @@ def umount(sysfs: Sysfs, rec: S.MountRecord, lazy: bool, restore: Restore) -> li
             with open_mountpoint(rec.mountpoint, entry=False) as held_mp:
                 held_mp.umount(MNT_DETACH if lazy else 0)
         except OSError as e:
-            if e.errno == errno.EBUSY:
-                raise DeviceBusy(
-                    f"{rec.mountpoint} is busy: files on it are open (close them, or use --lazy)"
-                ) from None
-            raise KernelRefused(f"umount {rec.mountpoint}: {e.strerror}") from None
+            raise umount_refused(rec.mountpoint, e) from None
         steps.append(f"unmounted {rec.mountpoint}" + (" (lazily)" if lazy else ""))
     else:
         steps.append(f"{rec.mountpoint} was no longer mounted")
